@@ -1,0 +1,1 @@
+"""Generated protobuf modules (reference encoders/decoders); see proto/generate.py."""
