@@ -1,0 +1,59 @@
+"""The ``promstore`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from . import __version__
+from .config import ConfigError, load_config
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="promstore", description="Long-term storage for Prometheus.")
+    parser.add_argument("--version", action="version", version=f"promstore {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the server",
+                           description="Run the server. Settings also come from a config "
+                                       "file and PROMSTORE_* environment variables.")
+    serve.add_argument("--config", help="YAML or TOML config file")
+    serve.add_argument("--data-dir", help="data directory (default ./data)")
+    serve.add_argument("--listen", help="HOST:PORT to listen on (default 127.0.0.1:9201)")
+    serve.add_argument("--wal-fsync", choices=["always", "interval"],
+                       help="fsync the WAL before every acknowledgement (always, the default) "
+                            "or every --wal-fsync-interval (faster; a machine crash may lose "
+                            "that window)")
+    serve.add_argument("--wal-fsync-interval", help="interval for --wal-fsync=interval (1s)")
+    serve.add_argument("--wal-segment-size", help="WAL segment size (128MiB)")
+    serve.add_argument("--out-of-order-window",
+                       help="accept samples this much older than the newest (default 0)")
+    serve.add_argument("--max-series", type=int, help="limit on series in the head")
+    serve.add_argument("--max-request-bytes", help="limit on a compressed request body")
+    serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        try:
+            config = load_config(flags, config_file=args.config)
+        except ConfigError as exc:
+            print(f"promstore: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=config.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from .server import serve
+
+        serve(config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

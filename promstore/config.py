@@ -1,0 +1,161 @@
+"""Settings of ``promstore serve``, from defaults, a config file, the environment and flags.
+
+Precedence, lowest to highest: built-in defaults, the config file (YAML ``.yml``/``.yaml``
+or TOML ``.toml``), ``PROMSTORE_*`` environment variables (``PROMSTORE_DATA_DIR``,
+``PROMSTORE_WAL_FSYNC``, …), command-line flags. Keys are the field names below; a dash
+may stand for an underscore. Durations take Prometheus's form (``90s``, ``1h30m``) or
+plain seconds; sizes take ``512KiB``, ``16MiB``, ``1GB`` or plain bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+__all__ = ["Config", "ConfigError", "load_config", "parse_duration", "parse_size"]
+
+
+class ConfigError(ValueError):
+    """A setting has a value we cannot use; the message names it."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of the server, with its default."""
+
+    data_dir: str = "./data"
+    listen: str = "127.0.0.1:9201"
+    # "always": fsync before every acknowledgement (group commit). "interval": fsync every
+    # wal_fsync_interval; a machine crash (not a process crash) may lose that window.
+    wal_fsync: str = "always"
+    wal_fsync_interval: float = 1.0
+    wal_segment_size: int = 128 << 20
+    out_of_order_window: float = 0.0  # seconds
+    max_request_bytes: int = 32 << 20  # compressed body
+    max_decoded_bytes: int = 256 << 20  # decompressed body
+    max_samples_per_request: int = 2_000_000
+    max_series_per_request: int = 1_000_000
+    max_labels_per_series: int = 128
+    max_label_name_length: int = 1024
+    max_label_value_length: int = 4096
+    max_series: int = 50_000_000
+    workers: int = 8
+    log_level: str = "info"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
+
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
+                   "y": 365 * 86400}
+_DURATION_RE = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
+               "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
+
+
+def parse_duration(text: str | float | int) -> float:
+    """Seconds in a Prometheus duration (``1h30m``) or a plain number of seconds."""
+    if isinstance(text, (int, float)):
+        return float(text)
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = _DURATION_RE.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ConfigError(f"invalid duration {text!r}")
+    return float(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in ``16MiB``, ``1GB``, ``4096``."""
+    if isinstance(text, int):
+        return text
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _SIZE_UNITS:
+        raise ConfigError(f"invalid size {text!r}")
+    return int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
+
+
+def _coerce(name: str, kind: Any, value: Any) -> Any:
+    try:
+        if name in ("wal_fsync_interval", "out_of_order_window"):
+            return parse_duration(value)
+        if name in ("wal_segment_size", "max_request_bytes", "max_decoded_bytes"):
+            return parse_size(value)
+        if kind in (int, "int"):
+            return int(value)
+        if kind in (float, "float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"invalid value for {name}: {value!r} ({exc})") from exc
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else yaml.safe_load(text)
+    except (tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot parse config file {path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of settings")
+    return data
+
+
+def load_config(
+    flags: Mapping[str, Any] | None = None,
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Merge defaults, file, environment and flags (``None`` flag values are unset)."""
+    environ = os.environ if environ is None else environ
+    known = {f.name: f.type for f in fields(Config)}
+    merged: dict[str, Any] = {}
+    if config_file is None:
+        config_file = environ.get("PROMSTORE_CONFIG") or None
+    layers: list[Mapping[str, Any]] = []
+    if config_file:
+        layers.append(_read_file(Path(config_file)))
+    layers.append({k[len("PROMSTORE_"):].lower(): v for k, v in environ.items()
+                   if k.startswith("PROMSTORE_") and k != "PROMSTORE_CONFIG"})
+    layers.append({k: v for k, v in (flags or {}).items() if v is not None})
+    for layer in layers:
+        for key, value in layer.items():
+            name = key.replace("-", "_").replace(".", "_")
+            if name not in known:
+                raise ConfigError(f"unknown setting {key!r}")
+            merged[name] = _coerce(name, known[name], value)
+    config = dataclasses.replace(Config(), **merged)
+    _validate(config)
+    return config
+
+
+def _validate(config: Config) -> None:
+    if config.wal_fsync not in ("always", "interval"):
+        raise ConfigError(f"wal_fsync must be 'always' or 'interval', not {config.wal_fsync!r}")
+    try:
+        config.host_port
+    except ValueError as exc:
+        raise ConfigError(f"listen must be HOST:PORT, not {config.listen!r}") from exc
+    for name in ("max_request_bytes", "max_decoded_bytes", "max_samples_per_request",
+                 "max_series_per_request", "max_labels_per_series", "workers", "max_series"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"{name} must be positive")
+    if config.out_of_order_window < 0:
+        raise ConfigError("out_of_order_window must not be negative")

@@ -1,0 +1,122 @@
+"""``POST /api/v1/write``: Prometheus remote write 1.0 into the head.
+
+The handler checks headers and size on the event loop, then decompresses, decodes and
+appends in a worker thread (all three run in GIL-free code, so the second core is used)
+and answers only once the accepted samples are durable. Valid samples of a request are
+stored even when others in it are rejected; the rejected ones get a 400 that names them
+(so the sender drops only what can never be stored).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from aiohttp import web
+
+from storage.errors import PromstoreError, TooLargeError, UnsupportedMediaTypeError
+from storage.interface import Appendable, AppendResult
+
+from ..http_errors import status_for
+from ..metrics import ServerMetrics
+from . import snappy_block
+from .wire import WireLimits, decode_write_request
+
+__all__ = ["WriteHandler", "WriteLimits"]
+
+log = logging.getLogger(__name__)
+
+_V1_PROTO = "prometheus.WriteRequest"
+
+
+@dataclass(frozen=True)
+class WriteLimits:
+    """Size limits of one remote-write request."""
+
+    max_request_bytes: int
+    max_decoded_bytes: int
+    wire: WireLimits
+
+
+def check_headers(request: web.Request) -> None:
+    """Accept remote write 1.0 only; anything else gets 415 so that senders fall back."""
+    encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
+    if encoding != "snappy":
+        raise UnsupportedMediaTypeError(
+            f"unsupported Content-Encoding {encoding!r}: only snappy is accepted")
+    ctype = request.headers.get("Content-Type", "application/x-protobuf")
+    media, _, params = ctype.partition(";")
+    if media.strip().lower() != "application/x-protobuf":
+        raise UnsupportedMediaTypeError(
+            f"unsupported Content-Type {ctype!r}: expected application/x-protobuf")
+    for param in params.split(";"):
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "proto" and value.strip().strip('"') != _V1_PROTO:
+            raise UnsupportedMediaTypeError(
+                f"unsupported remote-write message {value.strip()!r}: only "
+                f"{_V1_PROTO} (remote write 1.0) is accepted")
+
+
+class WriteHandler:
+    """The aiohttp handler, bound to an appendable, limits, a thread pool and metrics."""
+
+    def __init__(self, appendable: Callable[[], Appendable], limits: WriteLimits,
+                 executor, metrics: ServerMetrics) -> None:
+        self._appendable = appendable
+        self._limits = limits
+        self._executor = executor
+        self._metrics = metrics
+
+    def _ingest(self, body: bytes) -> AppendResult:
+        raw = snappy_block.decompress(body, self._limits.max_decoded_bytes)
+        batch = decode_write_request(raw, self._limits.wire)
+        return self._appendable().append(batch)
+
+    async def __call__(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            response = await self._handle(request)
+        except PromstoreError as exc:
+            status = status_for(exc)
+            self._metrics.write_errors.labels(type(exc).__name__).inc()
+            response = web.Response(status=status, text=str(exc) + "\n")
+        except web.HTTPRequestEntityTooLarge:
+            response = web.Response(
+                status=413, text=f"request body larger than {self._limits.max_request_bytes} "
+                                 "bytes\n")
+        except Exception:  # the sender must retry, and we must keep serving
+            log.exception("remote write failed")
+            response = web.Response(status=500, text="internal error storing samples\n")
+        self._metrics.requests.labels("write", str(response.status)).inc()
+        self._metrics.request_duration.labels("write").observe(time.perf_counter() - started)
+        return response
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        check_headers(request)
+        length = request.content_length
+        if length is not None and length > self._limits.max_request_bytes:
+            raise TooLargeError(f"request body of {length} bytes is larger than the limit of "
+                                f"{self._limits.max_request_bytes} bytes")
+        body = await request.read()
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._ingest, body)
+        self._count(result)
+        headers = {"X-Prometheus-Remote-Write-Samples-Written": str(result.accepted
+                                                                     + result.duplicates)}
+        if not result.errors:
+            return web.Response(status=204, headers=headers)
+        summary = ", ".join(f"{n} {reason}" for reason, n in sorted(result.rejected.items()))
+        text = (f"stored {result.accepted} samples; rejected {summary or 'series'}:\n"
+                + "\n".join(result.errors) + "\n")
+        return web.Response(status=400, text=text, headers=headers)
+
+    def _count(self, result: AppendResult) -> None:
+        m = self._metrics
+        m.samples_ingested.inc(result.accepted)
+        m.samples_duplicate.inc(result.duplicates)
+        m.series_created.inc(result.new_series)
+        for reason, n in result.rejected.items():
+            m.samples_rejected.labels(reason).inc(n)

@@ -1,0 +1,114 @@
+"""The HTTP server: one aiohttp application wiring storage, handlers and metrics.
+
+Start-up opens the head (replaying its WAL) before the listener accepts connections;
+shutdown (SIGTERM/SIGINT) stops accepting, lets in-flight requests finish, then syncs
+and closes the WAL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import AsyncIterator
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from storage.head import Head, HeadOptions
+from storage.labels import LabelLimits
+
+from .api import metadata
+from .config import Config
+from .metrics import ServerMetrics
+from .remote.wire import WireLimits
+from .remote.write_handler import WriteHandler, WriteLimits
+
+__all__ = ["build_app", "serve", "HEAD_KEY"]
+
+log = logging.getLogger(__name__)
+
+HEAD_KEY = web.AppKey("head", Head)
+_METRICS_KEY = web.AppKey("metrics", ServerMetrics)
+_SHUTTING_DOWN = web.AppKey("shutting_down", dict)
+
+
+def head_options(config: Config) -> HeadOptions:
+    return HeadOptions(
+        labels=LabelLimits(max_labels=config.max_labels_per_series,
+                           max_name_length=config.max_label_name_length,
+                           max_value_length=config.max_label_value_length),
+        max_series=config.max_series,
+        out_of_order_window_ms=int(config.out_of_order_window * 1000),
+        wal_fsync=config.wal_fsync,  # type: ignore[arg-type]
+        wal_fsync_interval=config.wal_fsync_interval,
+        wal_segment_size=config.wal_segment_size,
+    )
+
+
+def build_app(config: Config) -> web.Application:
+    """The application for ``config``; storage opens when the app starts."""
+    app = web.Application(client_max_size=config.max_request_bytes)
+    metrics = ServerMetrics(lambda: app.get(HEAD_KEY))
+    app[_METRICS_KEY] = metrics
+    app[_SHUTTING_DOWN] = {"flag": False}
+    executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ingest")
+    limits = WriteLimits(
+        max_request_bytes=config.max_request_bytes,
+        max_decoded_bytes=config.max_decoded_bytes,
+        wire=WireLimits(max_series=config.max_series_per_request,
+                        max_samples=config.max_samples_per_request),
+    )
+
+    async def storage(app: web.Application) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        data_dir = Path(config.data_dir)
+        log.info("opening storage in %s", data_dir.resolve())
+        head = await loop.run_in_executor(executor, Head.open, data_dir, head_options(config))
+        app[HEAD_KEY] = head
+        log.info("storage ready: %d series", head.n_series)
+        yield
+        app[_SHUTTING_DOWN]["flag"] = True
+        await loop.run_in_executor(None, head.close)
+        executor.shutdown(wait=True)
+        log.info("storage closed")
+
+    async def on_shutdown(app: web.Application) -> None:
+        app[_SHUTTING_DOWN]["flag"] = True
+
+    app.cleanup_ctx.append(storage)
+    app.on_shutdown.append(on_shutdown)
+    app.router.add_post("/api/v1/write", WriteHandler(lambda: app[HEAD_KEY], limits,
+                                                      executor, metrics))
+    metadata.add_routes(app, HEAD_KEY)
+    app.router.add_get("/-/healthy", _healthy)
+    app.router.add_get("/-/ready", _ready)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _healthy(request: web.Request) -> web.Response:
+    return web.Response(text="promstore is Healthy.\n")
+
+
+async def _ready(request: web.Request) -> web.Response:
+    if HEAD_KEY not in request.app or request.app[_SHUTTING_DOWN]["flag"]:
+        return web.Response(status=503, text="promstore is not ready.\n")
+    head = request.app[HEAD_KEY]
+    if head.failed:
+        return web.Response(status=503, text=f"promstore is not ready: {head.failed}\n")
+    return web.Response(text="promstore is Ready.\n")
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[_METRICS_KEY].registry)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def serve(config: Config) -> None:
+    """Run the server until SIGTERM or SIGINT."""
+    host, port = config.host_port
+    web.run_app(build_app(config), host=host, port=port, shutdown_timeout=30,
+                access_log=None, print=lambda *_: None,
+                handle_signals=True)

@@ -1,0 +1,278 @@
+"""numba kernels behind ``storage.series.SeriesRegistry``: interning tables in flat arrays.
+
+Three open-addressing hash tables (linear probing, power-of-two sizes, -1 = empty slot):
+symbols (label names and values, bytes in one arena), label pairs (name symbol, value
+symbol) and series (a sequence of pair ids). The caller guarantees capacity before each
+call, so kernels never allocate.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from ._label_kernels import _mix, hash_bytes
+
+# Indices into the ``counters`` array shared by the kernels and the Python wrapper.
+N_SYMBOLS = 0
+ARENA_USED = 1
+N_SERIES = 2
+N_LABELS = 3
+N_PAIRS = 4
+
+
+@njit(cache=True, nogil=True)
+def _intern_symbol(
+    buf, off, length, arena, sym_off, sym_len, sym_hash, sym_slots, counters
+) -> int:
+    h = hash_bytes(buf, off, length)
+    mask = len(sym_slots) - 1
+    slot = np.int64(h & np.uint64(mask))
+    while True:
+        s = sym_slots[slot]
+        if s < 0:
+            break
+        if sym_hash[s] == h and sym_len[s] == length:
+            base = sym_off[s]
+            same = True
+            for k in range(length):
+                if arena[base + k] != buf[off + k]:
+                    same = False
+                    break
+            if same:
+                return s
+        slot = (slot + 1) & mask
+    s = counters[N_SYMBOLS]
+    base = counters[ARENA_USED]
+    arena[base:base + length] = buf[off:off + length]
+    sym_off[s] = base
+    sym_len[s] = length
+    sym_hash[s] = h
+    sym_slots[slot] = s
+    counters[N_SYMBOLS] = s + 1
+    counters[ARENA_USED] = base + length
+    return s
+
+
+@njit(cache=True, nogil=True)
+def _intern_pair(name_sym, value_sym, pair_key, pair_slots, counters) -> int:
+    key = (np.int64(name_sym) << 32) | np.int64(value_sym)
+    mask = len(pair_slots) - 1
+    slot = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
+    while True:
+        p = pair_slots[slot]
+        if p < 0:
+            break
+        if pair_key[p] == key:
+            return p
+        slot = (slot + 1) & mask
+    p = counters[N_PAIRS]
+    pair_key[p] = key
+    pair_slots[slot] = p
+    counters[N_PAIRS] = p + 1
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _symbol_equals(buf, off, length, arena, sym_off, sym_len, s) -> bool:
+    if sym_len[s] != length:
+        return False
+    base = sym_off[s]
+    for k in range(length):
+        if arena[base + k] != buf[off + k]:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def _series_equals(
+    i, buf, order, canon_start, name_off, name_len, value_off, value_len,
+    arena, sym_off, sym_len, pair_key, lab_start, lab_pair, ref,
+) -> bool:
+    n = canon_start[i + 1] - canon_start[i]
+    if lab_start[ref + 1] - lab_start[ref] != n:
+        return False
+    for k in range(n):
+        j = order[canon_start[i] + k]
+        key = pair_key[lab_pair[lab_start[ref] + k]]
+        name_sym = key >> 32
+        value_sym = key & 0xFFFFFFFF
+        if not _symbol_equals(buf, name_off[j], name_len[j], arena, sym_off, sym_len, name_sym):
+            return False
+        if not _symbol_equals(buf, value_off[j], value_len[j], arena, sym_off, sym_len, value_sym):
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def get_or_create(
+    buf, name_off, name_len, value_off, value_len,
+    order, canon_start, status, hashes,
+    arena, sym_off, sym_len, sym_hash, sym_slots,
+    pair_key, pair_slots,
+    lab_start, lab_pair, ser_hash, ser_slots,
+    counters, max_series, refs, created,
+) -> None:
+    """Resolve each valid series of a batch to its ref, creating the series that are new.
+
+    ``refs[i]`` is -1 for a series whose ``status`` is not 0, or -2 when creating it would
+    pass ``max_series``. ``created[i]`` is 1 for series this call created.
+    """
+    mask = len(ser_slots) - 1
+    for i in range(len(hashes)):
+        created[i] = 0
+        if status[i] != 0:
+            refs[i] = -1
+            continue
+        h = hashes[i]
+        slot = np.int64(h & np.uint64(mask))
+        found = -1
+        while True:
+            r = ser_slots[slot]
+            if r < 0:
+                break
+            if ser_hash[r] == h and _series_equals(
+                i, buf, order, canon_start, name_off, name_len, value_off, value_len,
+                arena, sym_off, sym_len, pair_key, lab_start, lab_pair, r,
+            ):
+                found = r
+                break
+            slot = (slot + 1) & mask
+        if found >= 0:
+            refs[i] = found
+            continue
+        if counters[N_SERIES] >= max_series:
+            refs[i] = -2
+            continue
+        r = counters[N_SERIES]
+        pos = counters[N_LABELS]
+        lab_start[r] = pos
+        for k in range(canon_start[i], canon_start[i + 1]):
+            j = order[k]
+            ns = _intern_symbol(buf, name_off[j], name_len[j], arena, sym_off, sym_len,
+                                sym_hash, sym_slots, counters)
+            vs = _intern_symbol(buf, value_off[j], value_len[j], arena, sym_off, sym_len,
+                                sym_hash, sym_slots, counters)
+            lab_pair[pos] = _intern_pair(ns, vs, pair_key, pair_slots, counters)
+            pos += 1
+        lab_start[r + 1] = pos
+        ser_hash[r] = h
+        ser_slots[slot] = r
+        counters[N_LABELS] = pos
+        counters[N_SERIES] = r + 1
+        refs[i] = r
+        created[i] = 1
+
+
+@njit(cache=True, nogil=True)
+def rehash_by_hash(hashes, n, slots) -> None:
+    """Fill an empty slot table with items ``0..n-1`` keyed by their stored hashes."""
+    slots[:] = -1
+    mask = len(slots) - 1
+    for s in range(n):
+        slot = np.int64(hashes[s] & np.uint64(mask))
+        while slots[slot] >= 0:
+            slot = (slot + 1) & mask
+        slots[slot] = s
+
+
+@njit(cache=True, nogil=True)
+def rehash_pairs(pair_key, n, slots) -> None:
+    """Fill an empty slot table with pairs ``0..n-1``."""
+    slots[:] = -1
+    mask = len(slots) - 1
+    for p in range(n):
+        slot = np.int64(_mix(np.uint64(pair_key[p])) & np.uint64(mask))
+        while slots[slot] >= 0:
+            slot = (slot + 1) & mask
+        slots[slot] = p
+
+
+@njit(cache=True, nogil=True)
+def lookup_symbol(buf, off, length, arena, sym_off, sym_len, sym_hash, sym_slots) -> int:
+    """Symbol id of ``buf[off:off+length]``, or -1 when it was never interned."""
+    h = hash_bytes(buf, off, length)
+    mask = len(sym_slots) - 1
+    slot = np.int64(h & np.uint64(mask))
+    while True:
+        s = sym_slots[slot]
+        if s < 0:
+            return -1
+        if sym_hash[s] == h and _symbol_equals(buf, off, length, arena, sym_off, sym_len, s):
+            return s
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def build_postings(lab_pair, lab_start, n_series, n_pairs, offsets, refs) -> None:
+    """Counting sort of (pair, series) entries into CSR: refs of pair p are
+    ``refs[offsets[p]:offsets[p+1]]``, ascending because series are visited in order."""
+    offsets[:] = 0
+    n_labels = lab_start[n_series]
+    for k in range(n_labels):
+        offsets[lab_pair[k] + 1] += 1
+    for p in range(n_pairs):
+        offsets[p + 1] += offsets[p]
+    fill = offsets[:n_pairs].copy()
+    for r in range(n_series):
+        for k in range(lab_start[r], lab_start[r + 1]):
+            p = lab_pair[k]
+            refs[fill[p]] = r
+            fill[p] += 1
+
+
+@njit(cache=True, nogil=True)
+def gather_ranges(offsets, values, ids) -> np.ndarray:
+    """Concatenation of ``values[offsets[i]:offsets[i+1]]`` for each i in ``ids``."""
+    total = 0
+    for i in ids:
+        total += offsets[i + 1] - offsets[i]
+    out = np.empty(total, dtype=values.dtype)
+    pos = 0
+    for i in ids:
+        n = offsets[i + 1] - offsets[i]
+        out[pos:pos + n] = values[offsets[i]:offsets[i + 1]]
+        pos += n
+    return out
+
+
+@njit(cache=True, nogil=True)
+def lookup_pair(name_sym, value_sym, pair_key, pair_slots) -> int:
+    """Pair id of (name symbol, value symbol), or -1 when no series has that label."""
+    key = (np.int64(name_sym) << 32) | np.int64(value_sym)
+    mask = len(pair_slots) - 1
+    slot = np.int64(_mix(np.uint64(key)) & np.uint64(mask))
+    while True:
+        p = pair_slots[slot]
+        if p < 0:
+            return -1
+        if pair_key[p] == key:
+            return p
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def series_keys(refs, lab_start, lab_pair, pair_key, arena, sym_off, sym_len):
+    """Canonical keys of ``refs`` (name 0xFF value 0xFF, label after label) as one blob
+    plus ``len(refs) + 1`` offsets."""
+    offsets = np.empty(len(refs) + 1, dtype=np.int64)
+    total = 0
+    for i in range(len(refs)):
+        offsets[i] = total
+        r = refs[i]
+        for j in range(lab_start[r], lab_start[r + 1]):
+            key = pair_key[lab_pair[j]]
+            total += sym_len[key >> 32] + sym_len[key & 0xFFFFFFFF] + 2
+    offsets[len(refs)] = total
+    blob = np.empty(total, dtype=np.uint8)
+    pos = 0
+    for i in range(len(refs)):
+        r = refs[i]
+        for j in range(lab_start[r], lab_start[r + 1]):
+            key = pair_key[lab_pair[j]]
+            for s in (key >> 32, key & 0xFFFFFFFF):
+                n = sym_len[s]
+                blob[pos:pos + n] = arena[sym_off[s]:sym_off[s] + n]
+                blob[pos + n] = 0xFF
+                pos += n + 1
+    return blob, offsets

@@ -1,0 +1,124 @@
+"""The head's write path: validate, resolve series, check samples, log, store, sync.
+
+Order matters for durability and replay: under the head's lock, new series get their
+refs and a WAL series record, accepted samples get a samples record *after* it, and both
+go to the WAL in one write before the samples become visible. The fsync that makes the
+batch durable happens after the lock is released, so concurrent appends share it.
+If the WAL cannot be written or synced, the head refuses further writes until restart:
+retried batches would otherwise be taken as duplicates of samples that never became
+durable.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import _append_kernels as ak
+from . import record
+from .batch import WriteBatch
+from .errors import StorageError, UnavailableError
+from .interface import AppendResult, RejectReason
+from .labels import Canonical, canonicalise, format_labels
+
+if TYPE_CHECKING:
+    from .head import Head
+
+__all__ = ["append"]
+
+MAX_ERROR_MESSAGES = 10
+
+_REASONS = {
+    ak.OUT_OF_ORDER: RejectReason.OUT_OF_ORDER,
+    ak.DUPLICATE_TIMESTAMP: RejectReason.DUPLICATE_TIMESTAMP,
+    ak.OUT_OF_BOUNDS: RejectReason.OUT_OF_BOUNDS,
+    ak.TOO_MANY_SERIES: RejectReason.TOO_MANY_SERIES,
+}
+_SAMPLE_MESSAGES = {
+    ak.OUT_OF_ORDER: "out of order sample",
+    ak.DUPLICATE_TIMESTAMP: "duplicate sample for timestamp",
+    ak.OUT_OF_BOUNDS: "out of bounds",
+    ak.TOO_MANY_SERIES: "series limit reached",
+}
+
+
+def append(head: "Head", batch: WriteBatch) -> AppendResult:
+    """Store the valid samples of ``batch``; return once they are durable."""
+    canon = canonicalise(batch, head.options.labels)  # outside the lock: GIL-free kernel
+    outcome = np.empty(batch.n_samples, dtype=np.uint8)
+    position = None
+    with head.lock:
+        if head.wal is None or head.failed is not None:
+            raise UnavailableError(head.failed or "storage is closed")
+        refs, created = head.registry.resolve(canon)
+        head.state.reserve(head.registry.n_series)
+        head.max_time = ak.check_samples(
+            refs, batch.sample_start, batch.timestamps, batch.values.view(np.uint64),
+            head.state.last_t, head.state.last_v, head.state.first_t,
+            head.min_valid_time, head.options.out_of_order_window_ms, head.max_time, outcome,
+        )
+        accepted = outcome == ak.ACCEPTED
+        per_sample_refs = np.repeat(refs, np.diff(batch.sample_start))
+        sample_refs = per_sample_refs[accepted]
+        timestamps = batch.timestamps[accepted]
+        values = batch.values[accepted]
+        records = []
+        new_refs = refs[created]
+        if len(new_refs):
+            blob, offsets = head.registry.keys(new_refs)
+            records.append((record.SERIES, record.encode_series(new_refs, blob, offsets)))
+        if len(sample_refs):
+            records.append((record.SAMPLES, record.encode_samples(sample_refs, timestamps, values)))
+        if records:
+            try:
+                position = head.wal.log(records)
+            except OSError as exc:
+                head.failed = f"write-ahead log write failed: {exc}"
+                raise StorageError(head.failed) from exc
+        head.samples.append(sample_refs, timestamps, values)
+    if position is not None:
+        try:
+            head.wal.sync(position)
+        except StorageError as exc:
+            head.failed = f"write-ahead log sync failed: {exc}"
+            raise
+    return _result(canon, refs, created, outcome, batch)
+
+
+def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np.ndarray,
+            batch: WriteBatch) -> AppendResult:
+    counts = np.bincount(outcome, minlength=ak.TOO_MANY_SERIES + 1)
+    result = AppendResult(accepted=int(counts[ak.ACCEPTED]),
+                          duplicates=int(counts[ak.DUPLICATE]),
+                          new_series=int(created.sum()))
+    bad_series = np.flatnonzero(refs == -1)
+    if len(bad_series):
+        per_series = np.diff(batch.sample_start)[bad_series]
+        for i in bad_series[:MAX_ERROR_MESSAGES]:
+            result.errors.append(canon.describe(int(i)))
+        for i, n in zip(bad_series, per_series):
+            reason = canon.reject_reason(int(i))
+            result.rejected[reason] = result.rejected.get(reason, 0) + int(n)
+    for code, reason in _REASONS.items():
+        if counts[code]:
+            result.rejected[reason] = result.rejected.get(reason, 0) + int(counts[code])
+    failed = np.flatnonzero((outcome != ak.ACCEPTED) & (outcome != ak.DUPLICATE)
+                            & (outcome != ak.SERIES_REJECTED))
+    room = MAX_ERROR_MESSAGES - len(result.errors)
+    for j in failed[:max(room, 0)]:
+        i = int(np.searchsorted(batch.sample_start, j, side="right") - 1)
+        labels = _batch_labels(canon, i)
+        result.errors.append(
+            f"{_SAMPLE_MESSAGES[int(outcome[j])]} for series {labels} "
+            f"at timestamp {int(batch.timestamps[j])}")
+    return result
+
+
+def _batch_labels(canon: Canonical, i: int) -> str:
+    b = canon.batch
+    order = canon.order[canon.canon_start[i]:canon.canon_start[i + 1]]
+    pairs = [(b.buf[b.name_off[j]:b.name_off[j] + b.name_len[j]].tobytes().decode(),
+              b.buf[b.value_off[j]:b.value_off[j] + b.value_len[j]].tobytes().decode())
+             for j in order]
+    return format_labels(pairs)

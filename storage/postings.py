@@ -1,0 +1,139 @@
+"""The inverted index: from a label pair to the sorted refs of the series that carry it.
+
+Series only ever get added, so the index is a CSR table (built by a counting sort in one
+kernel call) over the first ``built`` series, plus a scan of the few series added since.
+The table is rebuilt when that unindexed tail grows past a fraction of the whole, so
+the rebuild cost is amortised over many new series.
+
+``select`` evaluates Prometheus matchers over it: matchers that match the empty string
+also match series without the label, which is expressed as "all series minus those
+whose value for the label does not match".
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import _registry_kernels as k
+from .matchers import Matcher, MatchType
+from .series import RegistryView
+
+__all__ = ["Postings", "PostingsReader", "select"]
+
+_NO_REFS = np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class _Table:
+    built_series: int
+    built_pairs: int
+    offsets: np.ndarray  # [built_pairs + 1]
+    refs: np.ndarray  # int32
+
+
+class Postings:
+    """Keeps a CSR postings table fresh enough for the registry it indexes."""
+
+    def __init__(self, min_tail: int = 4096, tail_fraction: float = 0.125) -> None:
+        self._table = _Table(0, 0, np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.int32))
+        self._lock = threading.Lock()
+        self._min_tail = min_tail
+        self._tail_fraction = tail_fraction
+
+    def reader(self, view: RegistryView) -> "PostingsReader":
+        if self._stale(self._table, view):
+            with self._lock:
+                if self._stale(self._table, view):
+                    self._table = self._build(view)
+        return PostingsReader(view, self._table)
+
+    def _stale(self, table: _Table, view: RegistryView) -> bool:
+        tail = view.n_series - table.built_series
+        return tail > max(self._min_tail, int(table.built_series * self._tail_fraction))
+
+    @staticmethod
+    def _build(view: RegistryView) -> _Table:
+        n_labels = int(view.lab_start[view.n_series])
+        offsets = np.empty(view.n_pairs + 1, dtype=np.int64)
+        refs = np.empty(n_labels, dtype=np.int32)
+        k.build_postings(view.lab_pair, view.lab_start, view.n_series, view.n_pairs,
+                         offsets, refs)
+        return _Table(view.n_series, view.n_pairs, offsets, refs)
+
+
+class PostingsReader:
+    """Postings lookups against one registry snapshot."""
+
+    def __init__(self, view: RegistryView, table: _Table) -> None:
+        self.view = view
+        self._table = table
+
+    def refs_for_pairs(self, pairs: np.ndarray) -> np.ndarray:
+        """Sorted unique refs of the series carrying any of the label pairs ``pairs``."""
+        if len(pairs) == 0:
+            return _NO_REFS
+        t = self._table
+        pairs = np.asarray(pairs, dtype=np.int64)
+        indexed = pairs[pairs < t.built_pairs]
+        parts = [k.gather_ranges(t.offsets, t.refs, indexed).astype(np.int64)]
+        v = self.view
+        if v.n_series > t.built_series:
+            lo, hi = int(v.lab_start[t.built_series]), int(v.lab_start[v.n_series])
+            tail_pairs = v.lab_pair[lo:hi]
+            owners = np.repeat(np.arange(t.built_series, v.n_series, dtype=np.int64),
+                               np.diff(v.lab_start[t.built_series:v.n_series + 1]))
+            parts.append(owners[np.isin(tail_pairs, pairs)])
+        out = np.concatenate(parts)
+        if t.built_series > v.n_series:  # the table is newer than this snapshot
+            out = out[out < v.n_series]
+        if len(pairs) == 1 and len(parts) == 1:
+            return out  # one pair's postings are already sorted and unique
+        return np.unique(out)
+
+    def all_refs(self) -> np.ndarray:
+        return np.arange(self.view.n_series, dtype=np.int64)
+
+
+def _value_mask(m: Matcher, values: list[str]) -> np.ndarray:
+    return np.fromiter((m.matches(v) for v in values), dtype=bool, count=len(values))
+
+
+def _pairs_matching(reader: PostingsReader, m: Matcher, want_match: bool) -> np.ndarray:
+    """Pair ids of label ``m.name`` whose value matches ``m`` (or does not, if not
+    ``want_match``)."""
+    v = reader.view
+    if m.type in (MatchType.EQ, MatchType.NEQ) and (m.type == MatchType.EQ) == want_match:
+        p = v.pair_id(m.name, m.value)
+        return np.array([p], dtype=np.int64) if p >= 0 else _NO_REFS
+    pairs = v.pairs_with_name(m.name)
+    if len(pairs) == 0:
+        return pairs
+    values = v.symbols(v.pair_values()[pairs])
+    mask = _value_mask(m, values)
+    return pairs[mask if want_match else ~mask]
+
+
+def select(reader: PostingsReader, matchers: Sequence[Matcher]) -> np.ndarray:
+    """Sorted refs of the series that satisfy every matcher."""
+    result: np.ndarray | None = None
+    exclude: list[np.ndarray] = []
+    for m in matchers:
+        if m.matches_empty:
+            # Absent labels match; drop series whose value for the label fails the matcher.
+            bad = _pairs_matching(reader, m, want_match=False)
+            if len(bad):
+                exclude.append(reader.refs_for_pairs(bad))
+            continue
+        refs = reader.refs_for_pairs(_pairs_matching(reader, m, want_match=True))
+        result = refs if result is None else np.intersect1d(result, refs, assume_unique=True)
+        if len(result) == 0:
+            return _NO_REFS
+    if result is None:
+        result = reader.all_refs()
+    for refs in exclude:
+        result = result[~np.isin(result, refs, assume_unique=True)]
+    return result

@@ -1,0 +1,215 @@
+"""SeriesRegistry: every label set the head knows, interned into flat arrays.
+
+A series is a dense ref (0, 1, 2, …, in creation order). Its labels are a run of *pair
+ids* in ``lab_pair[lab_start[ref]:lab_start[ref+1]]``, sorted by label name; a pair is a
+(name symbol, value symbol) packed into one int64; a symbol is a byte string in one
+arena. Memory per series is therefore a handful of integers plus whatever strings are
+new to it, and no Python object exists per series, label or string.
+
+Writers (``resolve``) must hold the head's lock. Readers take a ``RegistryView``
+snapshot: every array entry below the snapshot's counts is immutable, and growing an
+array replaces it (the old one stays valid for readers that hold it), so reads need no
+lock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _registry_kernels as k
+from .labels import Canonical
+
+__all__ = ["SeriesRegistry", "RegistryView"]
+
+_EMPTY = -1
+
+
+def _grown(arr: np.ndarray, need: int, used: int, fill: int | None = None) -> np.ndarray:
+    """``arr`` if it holds ``need`` entries, else a copy with doubled capacity."""
+    if need <= len(arr):
+        return arr
+    cap = max(need, 2 * len(arr), 16)
+    out = np.empty(cap, dtype=arr.dtype) if fill is None else np.full(cap, fill, dtype=arr.dtype)
+    out[:used] = arr[:used]
+    return out
+
+
+def _table_size(items: int) -> int:
+    """Slot-table size keeping the load factor at or below one half."""
+    size = 16
+    while size < 2 * items:
+        size *= 2
+    return size
+
+
+@dataclass(frozen=True)
+class RegistryView:
+    """An immutable snapshot of the registry for lock-free reads."""
+
+    n_series: int
+    n_pairs: int
+    arena: np.ndarray
+    sym_off: np.ndarray
+    sym_len: np.ndarray
+    sym_hash: np.ndarray
+    sym_slots: np.ndarray
+    n_symbols: int
+    pair_key: np.ndarray  # [:n_pairs]
+    pair_slots: np.ndarray
+    lab_start: np.ndarray  # [:n_series + 1]
+    lab_pair: np.ndarray
+
+    def symbol(self, s: int) -> str:
+        off = int(self.sym_off[s])
+        return self.arena[off:off + int(self.sym_len[s])].tobytes().decode("utf-8")
+
+    def symbols(self, ids: np.ndarray) -> list[str]:
+        return [self.symbol(int(s)) for s in ids]
+
+    def symbol_id(self, text: str) -> int:
+        """Symbol id of ``text``, or -1 when no series in this snapshot uses it."""
+        raw = np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
+        s = k.lookup_symbol(raw, 0, len(raw), self.arena, self.sym_off, self.sym_len,
+                            self.sym_hash, self.sym_slots)
+        return s if s < self.n_symbols else _EMPTY
+
+    def pair_id(self, name: str, value: str) -> int:
+        ns, vs = self.symbol_id(name), self.symbol_id(value)
+        if ns < 0 or vs < 0:
+            return _EMPTY
+        p = k.lookup_pair(ns, vs, self.pair_key, self.pair_slots)
+        return p if p < self.n_pairs else _EMPTY
+
+    def pair_names(self) -> np.ndarray:
+        return (self.pair_key >> 32).astype(np.int64)
+
+    def pair_values(self) -> np.ndarray:
+        return (self.pair_key & 0xFFFFFFFF).astype(np.int64)
+
+    def pairs_with_name(self, name: str) -> np.ndarray:
+        """Pair ids whose label name is ``name`` (ascending)."""
+        ns = self.symbol_id(name)
+        if ns < 0:
+            return np.empty(0, dtype=np.int64)
+        return np.flatnonzero(self.pair_names() == ns)
+
+    def labels(self, ref: int) -> dict[str, str]:
+        pairs = self.lab_pair[self.lab_start[ref]:self.lab_start[ref + 1]]
+        keys = self.pair_key[pairs]
+        return {self.symbol(int(p >> 32)): self.symbol(int(p & 0xFFFFFFFF)) for p in keys}
+
+    def pairs_of(self, refs: np.ndarray) -> np.ndarray:
+        """All pair ids carried by the series ``refs`` (with repeats)."""
+        return k.gather_ranges(self.lab_start, self.lab_pair, refs.astype(np.int64))
+
+
+class SeriesRegistry:
+    """Interning tables for label sets; see the module docstring for the layout."""
+
+    def __init__(self, max_series: int = 2**31 - 2) -> None:
+        self.max_series = max_series
+        self.counters = np.zeros(5, dtype=np.int64)
+        self.arena = np.empty(1 << 16, dtype=np.uint8)
+        self.sym_off = np.empty(1024, dtype=np.int64)
+        self.sym_len = np.empty(1024, dtype=np.int32)
+        self.sym_hash = np.empty(1024, dtype=np.uint64)
+        self.sym_slots = np.full(2048, _EMPTY, dtype=np.int32)
+        self.pair_key = np.empty(1024, dtype=np.int64)
+        self.pair_slots = np.full(2048, _EMPTY, dtype=np.int32)
+        self.lab_start = np.zeros(1025, dtype=np.int64)
+        self.lab_pair = np.empty(8192, dtype=np.int32)
+        self.ser_hash = np.empty(1024, dtype=np.uint64)
+        self.ser_slots = np.full(2048, _EMPTY, dtype=np.int32)
+
+    @property
+    def n_series(self) -> int:
+        return int(self.counters[k.N_SERIES])
+
+    @property
+    def n_symbols(self) -> int:
+        return int(self.counters[k.N_SYMBOLS])
+
+    @property
+    def n_pairs(self) -> int:
+        return int(self.counters[k.N_PAIRS])
+
+    def resolve(self, canon: Canonical) -> tuple[np.ndarray, np.ndarray]:
+        """Refs of the batch's series (-1 invalid, -2 over the series limit) and a mask of
+        the series created by this call. Caller holds the head's lock."""
+        n_batch = len(canon.hashes)
+        n_labels = int(canon.canon_start[-1])
+        label_bytes = int((canon.batch.name_len[canon.order[:n_labels]].sum()
+                           + canon.batch.value_len[canon.order[:n_labels]].sum()))
+        self._reserve(n_batch, n_labels, label_bytes)
+        refs = np.empty(n_batch, dtype=np.int64)
+        created = np.empty(n_batch, dtype=np.uint8)
+        b = canon.batch
+        k.get_or_create(
+            b.buf, b.name_off, b.name_len, b.value_off, b.value_len,
+            canon.order, canon.canon_start, canon.status, canon.hashes,
+            self.arena, self.sym_off, self.sym_len, self.sym_hash, self.sym_slots,
+            self.pair_key, self.pair_slots,
+            self.lab_start, self.lab_pair, self.ser_hash, self.ser_slots,
+            self.counters, self.max_series, refs, created,
+        )
+        return refs, created.view(bool)
+
+    def _reserve(self, series: int, labels: int, label_bytes: int) -> None:
+        """Make room for ``series`` new series carrying ``labels`` labels in all."""
+        c = self.counters
+        n_sym, used, n_ser, n_lab, n_pair = (int(x) for x in c)
+        self.arena = _grown(self.arena, used + label_bytes, used)
+        for name in ("sym_off", "sym_len", "sym_hash"):
+            setattr(self, name, _grown(getattr(self, name), n_sym + 2 * labels, n_sym))
+        self.pair_key = _grown(self.pair_key, n_pair + labels, n_pair)
+        self.lab_start = _grown(self.lab_start, n_ser + series + 1, n_ser + 1)
+        self.lab_pair = _grown(self.lab_pair, n_lab + labels, n_lab)
+        self.ser_hash = _grown(self.ser_hash, n_ser + series, n_ser)
+        if len(self.sym_slots) < 2 * (n_sym + 2 * labels):
+            slots = np.empty(_table_size(n_sym + 2 * labels), dtype=np.int32)
+            k.rehash_by_hash(self.sym_hash, n_sym, slots)
+            self.sym_slots = slots
+        if len(self.pair_slots) < 2 * (n_pair + labels):
+            slots = np.empty(_table_size(n_pair + labels), dtype=np.int32)
+            k.rehash_pairs(self.pair_key, n_pair, slots)
+            self.pair_slots = slots
+        if len(self.ser_slots) < 2 * (n_ser + series):
+            slots = np.empty(_table_size(n_ser + series), dtype=np.int32)
+            k.rehash_by_hash(self.ser_hash, n_ser, slots)
+            self.ser_slots = slots
+
+    def snapshot(self) -> RegistryView:
+        """A view of everything created so far. Take it under the head's lock."""
+        n_ser, n_pair = self.n_series, self.n_pairs
+        return RegistryView(
+            n_series=n_ser,
+            n_pairs=n_pair,
+            arena=self.arena,
+            sym_off=self.sym_off,
+            sym_len=self.sym_len,
+            sym_hash=self.sym_hash,
+            sym_slots=self.sym_slots,
+            n_symbols=self.n_symbols,
+            pair_key=self.pair_key[:n_pair],
+            pair_slots=self.pair_slots,
+            lab_start=self.lab_start[:n_ser + 1],
+            lab_pair=self.lab_pair,
+        )
+
+    def keys(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical keys of ``refs`` (name 0xFF value 0xFF …) as a blob and offsets, for
+        WAL series records."""
+        return k.series_keys(
+            refs.astype(np.int64), self.lab_start, self.lab_pair, self.pair_key,
+            self.arena, self.sym_off, self.sym_len,
+        )
+
+    def memory_bytes(self) -> int:
+        """Bytes held by the registry's arrays (capacity, not just use)."""
+        return sum(a.nbytes for a in (
+            self.arena, self.sym_off, self.sym_len, self.sym_hash, self.sym_slots,
+            self.pair_key, self.pair_slots, self.lab_start, self.lab_pair, self.ser_hash,
+            self.ser_slots,
+        ))

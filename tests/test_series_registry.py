@@ -1,0 +1,137 @@
+"""SeriesRegistry and postings: interning, growth, lookups and matcher selection."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from storage.batch import WriteBatch
+from storage.labels import LabelLimits, canonicalise
+from storage.matchers import Matcher, MatchType
+from storage.postings import Postings, select
+from storage.series import SeriesRegistry
+
+
+def resolve(reg, label_sets):
+    batch = WriteBatch.from_series([(ls, []) for ls in label_sets])
+    return reg.resolve(canonicalise(batch, LabelLimits()))
+
+
+def test_same_series_same_ref_across_batches_and_growth():
+    reg = SeriesRegistry()
+    sets = [{"__name__": f"m{i % 7}", "instance": f"host-{i}", "job": "node"}
+            for i in range(5000)]
+    refs, created = resolve(reg, sets)
+    assert created.all() and list(refs) == list(range(5000))
+    refs2, created2 = resolve(reg, list(reversed(sets)))
+    assert not created2.any()
+    assert list(refs2) == list(reversed(range(5000)))
+    assert reg.n_series == 5000
+    view = reg.snapshot()
+    assert view.labels(1234) == sets[1234]
+
+
+def test_duplicate_series_within_one_batch_get_one_ref():
+    reg = SeriesRegistry()
+    refs, created = resolve(reg, [{"a": "1"}, {"b": "2"}, {"a": "1"}])
+    assert list(refs) == [0, 1, 0]
+    assert list(created) == [True, True, False]
+
+
+def test_invalid_series_get_minus_one():
+    reg = SeriesRegistry()
+    refs, _ = resolve(reg, [{"a": "1"}, {"0bad": "x"}, {"b": "2"}])
+    assert list(refs) == [0, -1, 1]
+
+
+def test_series_limit():
+    reg = SeriesRegistry(max_series=2)
+    refs, _ = resolve(reg, [{"a": "1"}, {"a": "2"}, {"a": "3"}, {"a": "1"}])
+    assert list(refs) == [0, 1, -2, 0]
+
+
+def test_hash_collisions_are_resolved_by_comparing_labels(monkeypatch):
+    reg = SeriesRegistry()
+    batch = WriteBatch.from_series([({"a": str(i)}, []) for i in range(100)])
+    canon = canonicalise(batch, LabelLimits())
+    canon.hashes[:] = 42  # force every series into one probe chain
+    refs, created = reg.resolve(canon)
+    assert list(refs) == list(range(100))
+    refs2, created2 = reg.resolve(canon)
+    assert list(refs2) == list(range(100)) and not created2.any()
+
+
+SETS = [
+    {"__name__": "up", "job": "api", "instance": "a:1"},
+    {"__name__": "up", "job": "api", "instance": "b:1"},
+    {"__name__": "up", "job": "web", "instance": "a:1", "env": "prod"},
+    {"__name__": "http_requests_total", "job": "web", "code": "200"},
+    {"__name__": "http_requests_total", "job": "web", "code": "500"},
+    {"__name__": "node_load1", "instance": "c\nd"},
+]
+
+
+@pytest.fixture(params=[0, 1_000_000], ids=["indexed", "tail"])
+def reader(request):
+    reg = SeriesRegistry()
+    resolve(reg, SETS)
+    postings = Postings(min_tail=request.param)
+    return postings.reader(reg.snapshot())
+
+
+def brute(matchers):
+    out = []
+    for ref, labels in enumerate(SETS):
+        if all(m.matches(labels.get(m.name, "")) for m in matchers):
+            out.append(ref)
+    return out
+
+
+M = Matcher
+CASES = [
+    [M(MatchType.EQ, "__name__", "up")],
+    [M(MatchType.EQ, "__name__", "up"), M(MatchType.NEQ, "job", "api")],
+    [M(MatchType.RE, "job", "a.*")],
+    [M(MatchType.RE, "job", "a")],
+    [M(MatchType.NRE, "job", "a.*|w.*")],
+    [M(MatchType.EQ, "env", "")],
+    [M(MatchType.NEQ, "env", "")],
+    [M(MatchType.RE, "env", ".*")],
+    [M(MatchType.RE, "env", ".+")],
+    [M(MatchType.EQ, "__name__", "up"), M(MatchType.EQ, "missing", "")],
+    [M(MatchType.EQ, "__name__", "nope")],
+    [M(MatchType.RE, "code", "2..|5..")],
+    [M(MatchType.NRE, "code", "2..")],
+    [M(MatchType.RE, "instance", "c.d")],
+    [M(MatchType.EQ, "instance", "a:1"), M(MatchType.RE, "__name__", "up|node_load1")],
+]
+
+
+@pytest.mark.parametrize("matchers", CASES, ids=[",".join(map(str, c)) for c in CASES])
+def test_select_matches_brute_force(reader, matchers):
+    assert list(select(reader, matchers)) == brute(matchers)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]),
+                                st.sampled_from(["", "x", "y", "xy"]), min_size=1),
+                min_size=1, max_size=30),
+       st.lists(st.tuples(st.sampled_from(list(MatchType)), st.sampled_from(["a", "b", "c"]),
+                          st.sampled_from(["", "x", "y", "x|y", ".*", "x.*", ".+"])),
+                min_size=1, max_size=3))
+def test_select_property(label_sets, raw_matchers):
+    matchers = []
+    for t, n, v in raw_matchers:
+        if t in (MatchType.EQ, MatchType.NEQ) and "|" in v or "*" in v or "+" in v:
+            if t in (MatchType.EQ, MatchType.NEQ):
+                continue
+        matchers.append(Matcher(t, n, v))
+    reg = SeriesRegistry()
+    refs, _ = resolve(reg, label_sets)
+    valid = {}
+    for r, ls in zip(refs, label_sets):
+        if r >= 0:
+            valid[int(r)] = {k: v for k, v in ls.items() if v}
+    got = select(Postings(min_tail=2).reader(reg.snapshot()), matchers)
+    want = sorted(r for r, ls in valid.items()
+                  if all(m.matches(ls.get(m.name, "")) for m in matchers))
+    assert list(got) == want
