@@ -40,7 +40,7 @@ class Config:
     out_of_order_window: float = 0.0  # seconds
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
-    max_samples_per_request: int = 2_000_000
+    max_samples_per_request: int = 1_000_000
     max_series_per_request: int = 1_000_000
     max_labels_per_series: int = 128
     max_label_name_length: int = 1024
