@@ -13,6 +13,7 @@ it (group commit). Readers work on snapshots without taking the lock for long.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import threading
@@ -23,6 +24,7 @@ from typing import Literal, Sequence
 import numpy as np
 
 from .batch import WriteBatch
+from .errors import StorageError
 from .head_append import append
 from .head_wal import replay
 from .interface import AppendResult
@@ -90,12 +92,14 @@ class Head:
         self.max_time = _NO_TIME
         self.wal: WAL | None = None
         self.replay_report: list[str] = []
+        self._lock_fd: int | None = None
         self.failed: str | None = None  # set when the WAL failed: writes refused until restart
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], options: HeadOptions | None = None) -> "Head":
         """Open the head stored under ``directory``: replay its WAL, then accept writes."""
         head = cls(Path(directory), options or HeadOptions())
+        head._lock_directory()
         wal_dir = head.directory / "wal"
         replay(head, wal_dir)
         head.wal = WAL(wal_dir, segment_size=head.options.wal_segment_size,
@@ -103,12 +107,30 @@ class Head:
                        fsync_interval=head.options.wal_fsync_interval)
         return head
 
+    def _lock_directory(self) -> None:
+        """Hold an exclusive lock on the data directory: two processes sharing one WAL
+        would corrupt it."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.directory / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StorageError(f"data directory {self.directory} is in use by another "
+                               "process (lock file held)") from None
+        self._lock_fd = fd
+
     def close(self) -> None:
-        """Sync and close the WAL. Appends after this fail."""
+        """Sync and close the WAL and release the directory. Appends after this fail."""
         with self.lock:
-            if self.wal is not None:
-                self.wal.close()
+            try:
+                if self.wal is not None:
+                    self.wal.close()
+            finally:
                 self.wal = None
+                if self._lock_fd is not None:
+                    os.close(self._lock_fd)
+                    self._lock_fd = None
 
     # -- writing ------------------------------------------------------------------------
 

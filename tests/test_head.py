@@ -138,3 +138,15 @@ def test_closed_head_refuses_writes(tmp_path):
     h.close()
     with pytest.raises(UnavailableError):
         write(h, [({"a": "b"}, [(1, 1.0)])])
+
+
+def test_data_directory_is_locked(tmp_path):
+    from storage.errors import StorageError
+
+    h = Head.open(tmp_path)
+    try:
+        with pytest.raises(StorageError, match="in use"):
+            Head.open(tmp_path)
+    finally:
+        h.close()
+    Head.open(tmp_path).close()  # released on close
