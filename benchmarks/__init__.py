@@ -1,0 +1,1 @@
+"""Load generator and capacity benchmarks for promstore and its peers (public HTTP only)."""

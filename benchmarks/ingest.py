@@ -1,0 +1,319 @@
+"""Ingest benchmark: the same remote-write load against promstore and its peers.
+
+For each selected target the server is started fresh (new data directory,
+127.0.0.1 only), the pre-encoded load is sent, and the report gives samples/s
+acknowledged, request latency, server CPU time and resident memory: raw RSS
+after the load, and the growth over the idle server divided by active series.
+Results go to stdout as a table and to ``benchmarks/results/`` as JSON.
+
+Run: ``python -m benchmarks.ingest --preset quick`` (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import shlex
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+from benchmarks import loadgen
+from benchmarks.peers import TARGETS, Target, machine_info, running
+from benchmarks.workloads import WORKLOADS, make_workload
+
+__all__ = ["PRESETS", "Preset", "bench_target", "main"]
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A benchmark size: active series, samples to send, and a wall-clock bound per target."""
+
+    series: int
+    samples: int
+    duration_s: float
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    # 400 scrapes = 100 minutes of data: below the 2 h block range, so no
+    # receiver cuts or compacts a block during the run.
+    "quick": Preset(10_000, 4_000_000, 30.0, "10k series, 400 scrapes, <= 30 s per target"),
+    # 10 scrapes of a million series; the bound keeps a slow target to 3 minutes.
+    "big": Preset(1_000_000, 10_000_000, 180.0, "1M series, 10 scrapes, <= 180 s per target"),
+}
+
+
+def bench_target(
+    target: Target,
+    plan: loadgen.LoadPlan,
+    *,
+    duration_s: float,
+    idle_s: float,
+    settle_s: float,
+    ready_timeout_s: float,
+) -> dict[str, Any]:
+    """Start ``target`` fresh, send ``plan`` to it, and measure it; always stops the server."""
+    with running(target, ready_timeout_s=ready_timeout_s) as server:
+        time.sleep(idle_s)
+        rss_idle = server.rss_bytes()
+        cpu_before = server.cpu_seconds()
+        result = loadgen.run(plan, server.write_url, duration_s=duration_s)
+        cpu_load = server.cpu_seconds() - cpu_before
+        time.sleep(settle_s)
+        rss_after = server.rss_bytes()
+        peak = server.peak_rss_bytes()
+        argv = server.argv
+    active = result.series_created
+    delta = rss_after - rss_idle
+    return {
+        "target": target.name,
+        "version": target.version(),
+        "durability": target.durability,
+        "argv": argv,
+        "load": result.to_dict(),
+        "server_cpu_s": round(cpu_load, 3),
+        "rss_idle_bytes": rss_idle,
+        "rss_after_bytes": rss_after,
+        "rss_peak_bytes": peak,
+        "active_series": active,
+        "rss_delta_per_series_bytes": delta / active if active else None,
+        "rss_per_series_bytes": rss_after / active if active else None,
+    }
+
+
+def _mib(n: float | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+def _num(x: float | None, fmt: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, fmt)
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    """Absolute figures per target, with rate relative to VictoriaMetrics and memory to Prometheus."""
+    by_name = {r["target"]: r for r in rows if "load" in r}
+    vm_rate = by_name.get("victoriametrics", {}).get("load", {}).get("samples_per_s")
+    prom_mem = by_name.get("prometheus", {}).get("rss_delta_per_series_bytes")
+    header = (
+        "target",
+        "samples/s",
+        "÷VM",
+        "p50 ms",
+        "p99 ms",
+        "non-2xx",
+        "srv CPU s",
+        "RSS idle",
+        "RSS after",
+        "RSS peak",
+        "ΔRSS/series",
+        "÷Prom",
+    )
+    lines = [header]
+    for r in rows:
+        if "load" not in r:
+            lines.append((r["target"], "failed: " + r["error"].splitlines()[0][:60]) + ("",) * 10)
+            continue
+        load, per_series = r["load"], r["rss_delta_per_series_bytes"]
+        lines.append(
+            (
+                r["target"],
+                _num(load["samples_per_s"], ",.0f"),
+                _num(_ratio(load["samples_per_s"], vm_rate), ".2f"),
+                _num(load["latency_ms"]["p50"], ".1f"),
+                _num(load["latency_ms"]["p99"], ".1f"),
+                str(load["non_2xx"]),
+                _num(r["server_cpu_s"], ".1f"),
+                _mib(r["rss_idle_bytes"]),
+                _mib(r["rss_after_bytes"]),
+                _mib(r["rss_peak_bytes"]),
+                _num(per_series, ",.0f") + (" B" if per_series is not None else ""),
+                _num(_ratio(per_series, prom_mem), ".2f"),
+            )
+        )
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    return "\n".join(
+        "  ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(line, widths))
+        ).rstrip()
+        for line in lines
+    )
+
+
+def _headline(rows: list[dict[str, Any]]) -> list[str]:
+    """The two ratios the project tracks, when their targets ran."""
+    by_name = {r["target"]: r for r in rows if "load" in r}
+    ours = by_name.get("promstore")
+    if not ours:
+        return []
+    out = []
+    vm = by_name.get("victoriametrics")
+    if vm:
+        ratio = _ratio(ours["load"]["samples_per_s"], vm["load"]["samples_per_s"])
+        out.append(f"promstore / VictoriaMetrics ingest rate: {_num(ratio, '.2f')}")
+    prom = by_name.get("prometheus")
+    if prom:
+        ratio = _ratio(ours["rss_delta_per_series_bytes"], prom["rss_delta_per_series_bytes"])
+        out.append(f"promstore / Prometheus memory per active series: {_num(ratio, '.2f')}")
+    return out
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.ingest",
+        description="Remote-write ingest rate, latency and memory of promstore and its peers.",
+    )
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument(
+        "--targets",
+        default="",
+        help=f"comma-separated subset of {','.join(TARGETS)} (default: all installed)",
+    )
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--series", type=int, help="active series (overrides the preset)")
+    size.add_argument("--hosts", type=int, help="scrape targets, about 1000 series each")
+    p.add_argument("--samples", type=int, help="samples to send per target (overrides the preset)")
+    p.add_argument("--duration", type=float, help="wall-clock bound per target, seconds")
+    p.add_argument("--workload", default="node", choices=sorted(WORKLOADS))
+    p.add_argument("--concurrency", type=int, default=loadgen.DEFAULT_CONCURRENCY)
+    p.add_argument("--batch", type=int, default=loadgen.DEFAULT_BATCH)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--idle", type=float, default=2.0, help="seconds between ready and idle RSS")
+    p.add_argument("--settle", type=float, default=3.0, help="seconds between load and RSS")
+    p.add_argument("--ready-timeout", type=float, default=120.0)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON result")
+    return p.parse_args(argv)
+
+
+def _select(spec: str) -> list[Target]:
+    if not spec:
+        chosen = [t for t in TARGETS.values() if t.available()]
+        for t in TARGETS.values():
+            if t not in chosen:
+                print(f"note: {t.name} is not available here; skipped")
+        return chosen
+    chosen = []
+    for name in (n.strip() for n in spec.split(",") if n.strip()):
+        if name not in TARGETS:
+            raise SystemExit(f"unknown target {name!r}; known: {', '.join(TARGETS)}")
+        if not TARGETS[name].available():
+            raise SystemExit(f"target {name} is not available on this machine")
+        chosen.append(TARGETS[name])
+    return chosen
+
+
+def _terminate(signum: int, frame: object) -> NoReturn:
+    # Turn SIGTERM into an exception so every started server is stopped on the way out.
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns 1 when a target failed or rejected requests."""
+    signal.signal(signal.SIGTERM, _terminate)
+    args = _parse_args(argv)
+    preset = PRESETS[args.preset]
+    targets = _select(args.targets)
+    if not targets:
+        print("no target to benchmark")
+        return 1
+    samples = args.samples or preset.samples
+    duration = args.duration or preset.duration_s
+    workload = make_workload(
+        args.workload,
+        hosts=args.hosts,
+        series=None if args.hosts else (args.series or preset.series),
+        seed=args.seed,
+    )
+    machine = machine_info()
+    started = dt.datetime.now(dt.UTC)
+    command = shlex.join([sys.executable, "-m", "benchmarks.ingest", *(argv or sys.argv[1:])])
+    print(f"command: {command}")
+    print(f"date:    {started.isoformat(timespec='seconds')}")
+    print(
+        f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), "
+        f"{machine['memory_gib']} GiB, Linux {machine['kernel']}"
+    )
+    print(
+        f"note:    the load generator runs on the same {machine['cores_usable']} cores as the "
+        "server; its CPU time is shown per target"
+    )
+    print(
+        f"preset:  {args.preset} ({preset.note}); workload {args.workload}: "
+        f"{workload.n_series:,} series on {workload.n_hosts:,} hosts, seed {args.seed}"
+    )
+    plan = loadgen.build_plan(workload, samples, batch=args.batch, concurrency=args.concurrency)
+    print(
+        f"load:    {plan.samples:,} samples in {plan.requests:,} requests of <= {plan.batch} "
+        f"samples, {len(plan.shards)} shards, {plan.rounds} scrapes; "
+        f"{plan.encoded_bytes / 2**20:,.1f} MiB snappy ({plan.raw_bytes / plan.samples:.0f} B "
+        f"raw, {plan.encoded_bytes / plan.samples:.1f} B compressed per sample), "
+        f"encoded in {plan.encode_s:.1f} s; bound {duration:.0f} s per target"
+    )
+
+    rows: list[dict[str, Any]] = []
+    for target in targets:
+        print(f"\n== {target.name} {target.version()}: {target.durability}", flush=True)
+        try:
+            row = bench_target(
+                target,
+                plan,
+                duration_s=duration,
+                idle_s=args.idle,
+                settle_s=args.settle,
+                ready_timeout_s=args.ready_timeout,
+            )
+        except (RuntimeError, OSError) as exc:
+            print(f"   failed: {exc}")
+            rows.append({"target": target.name, "error": str(exc)})
+            continue
+        load = row["load"]
+        print(f"   {shlex.join(row['argv'])}")
+        print(
+            f"   {load['samples_accepted']:,} samples accepted in {load['elapsed_s']:.1f} s "
+            f"(stopped by {load['stopped_by']}), statuses {load['status_counts']}, "
+            f"client CPU {load['client_cpu_s']:.1f} s"
+        )
+        for err in load["errors"]:
+            print(f"   {err}")
+        rows.append(row)
+
+    print()
+    print(_table(rows))
+    for line in _headline(rows):
+        print(line)
+    print(
+        "ΔRSS/series = (RSS after load - RSS idle) / series created; ÷VM and ÷Prom are ratios "
+        "to VictoriaMetrics' rate and Prometheus' ΔRSS/series."
+    )
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"ingest-{args.preset}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    report = {
+        "command": command,
+        "date": started.isoformat(timespec="seconds"),
+        "machine": machine,
+        "preset": args.preset,
+        "plan": plan.describe(),
+        "duration_bound_s": duration,
+        "targets": rows,
+    }
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {path}")
+    failed = any("error" in r or r["load"]["non_2xx"] for r in rows)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
