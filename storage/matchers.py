@@ -23,9 +23,9 @@ import functools
 import itertools
 import re
 import unicodedata
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -147,10 +147,11 @@ _POSIX_CLASSES = {
 
 # Unicode general categories as Go's unicode.Categories names them; scripts (\p{Greek})
 # have no table in Python's standard library and are rejected.
-_CATEGORY_NAMES = frozenset(
-    "C Cc Cf Co Cs L Ll Lm Lo Lt Lu M Mc Me Mn N Nd Nl No P Pc Pd Pe Pf Pi Po Ps "
-    "S Sc Sk Sm So Z Zl Zp Zs".split()
-)
+_CATEGORY_NAMES = frozenset((
+    "C", "Cc", "Cf", "Co", "Cs", "L", "Ll", "Lm", "Lo", "Lt", "Lu", "M", "Mc", "Me", "Mn",
+    "N", "Nd", "Nl", "No", "P", "Pc", "Pd", "Pe", "Pf", "Pi", "Po", "Ps",
+    "S", "Sc", "Sk", "Sm", "So", "Z", "Zl", "Zp", "Zs",
+))  # fmt: skip
 
 
 @functools.cache
@@ -549,9 +550,14 @@ class _Shape(IntEnum):
 
 
 def _shape(node: _Node) -> _Shape:
-    if isinstance(node, _Repeat) and node.max == -1 and node.min <= 1:
-        if isinstance(node.sub, _Chars) and node.sub.ranges == _ALL:
-            return _Shape.ANY if node.min == 0 else _Shape.NON_EMPTY
+    if (
+        isinstance(node, _Repeat)
+        and node.max == -1
+        and node.min <= 1
+        and isinstance(node.sub, _Chars)
+        and node.sub.ranges == _ALL
+    ):
+        return _Shape.ANY if node.min == 0 else _Shape.NON_EMPTY
     return _Shape.GENERAL
 
 

@@ -113,15 +113,46 @@ def test_regex_semantics(pattern: str, value: str, want: bool) -> None:
 
 
 INVALID = [
-    "(?=a)", "(?!a)", "(?<=a)", "(?<!a)",  # lookarounds
-    "(a)\\1", "(?P<n>a)(?P=n)", "\\k<n>",  # backreferences
-    "(?>a)", "a*+", "a++", "a?+",  # atomic groups, possessive repeats
-    "(?(1)a|b)", "(?#comment)", "(?x)a", "(?a)", "(?i-)",  # other Perl/Python syntax
-    "a**", "a{2}{3}", "*a", "a|*",  # repeats
-    "a{1001}", "(a{100}){100}", "a{2,1}",  # repeat counts
-    "\\Z", "\\e", "\\C", "\\G", "\\8", "\\", "\\x{110000}", "\\xZ",  # escapes
-    "(", ")", "[a", "[z-a]", "[[:foo:]]", "(?P<>a)", "(?P<a-b>x)",  # structure
-    "\\p{Foo}", "\\p{}",
+    "(?=a)",
+    "(?!a)",
+    "(?<=a)",
+    "(?<!a)",  # lookarounds
+    "(a)\\1",
+    "(?P<n>a)(?P=n)",
+    "\\k<n>",  # backreferences
+    "(?>a)",
+    "a*+",
+    "a++",
+    "a?+",  # atomic groups, possessive repeats
+    "(?(1)a|b)",
+    "(?#comment)",
+    "(?x)a",
+    "(?a)",
+    "(?i-)",  # other Perl/Python syntax
+    "a**",
+    "a{2}{3}",
+    "*a",
+    "a|*",  # repeats
+    "a{1001}",
+    "(a{100}){100}",
+    "a{2,1}",  # repeat counts
+    "\\Z",
+    "\\e",
+    "\\C",
+    "\\G",
+    "\\8",
+    "\\",
+    "\\x{110000}",
+    "\\xZ",  # escapes
+    "(",
+    ")",
+    "[a",
+    "[z-a]",
+    "[[:foo:]]",
+    "(?P<>a)",
+    "(?P<a-b>x)",  # structure
+    "\\p{Foo}",
+    "\\p{}",
 ]
 
 
