@@ -8,12 +8,12 @@ Labels are not copied: the batch points into the body. The kernels release the G
 so decoding can run in a worker thread beside the event loop.
 
 Accepted as protobuf allows: fields in any order, unknown varint, fixed64,
-length-delimited and fixed32 fields (skipped), repeated scalar fields (the last one wins), absent fields (zero, empty
-string). Rejected with BadDataError: truncated or over-long varints, lengths running
-past their enclosing message, groups, wire types 6/7, field number 0, and known fields
-arriving with the wrong wire type. Histograms, exemplars and metadata are counted and
-skipped without looking inside them; label bytes are not checked for UTF-8 (the head
-validates labels).
+length-delimited and fixed32 fields (skipped), repeated scalar fields (the last one
+wins), absent fields (zero, empty string). Rejected with BadDataError: truncated or
+over-long varints, lengths running past their enclosing message, groups, wire types
+6/7, field number 0, and known fields arriving with the wrong wire type. Histograms,
+exemplars and metadata are counted and skipped without looking inside them; label
+bytes are not checked at all (the head validates labels). See docs/remote-write.md.
 """
 
 from __future__ import annotations
