@@ -187,6 +187,14 @@ class _Chars:
 
 
 @dataclass(frozen=True, slots=True)
+class _Text:
+    """A run of literal characters (case-sensitive), kept whole because long
+    alternations of values are common and per-character nodes would be slow."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class _Assert:
     """A zero-width assertion: ``A`` text start, ``z`` text end, ``^``/``$`` line
     start/end, ``b``/``B`` ASCII word boundary or not."""
@@ -212,7 +220,7 @@ class _Repeat:
     counted: bool  # written as {n,m}; only those count towards RE2's size limit
 
 
-_Node = _Chars | _Assert | _Concat | _Alt | _Repeat
+_Node = _Chars | _Text | _Assert | _Concat | _Alt | _Repeat
 _EMPTY = _Concat(())
 
 
@@ -227,6 +235,7 @@ class _Re2Error(Exception):
 
 
 _COUNTED_REPEAT = re.compile(r"\{(0|[1-9][0-9]*)(?:(,)(0|[1-9][0-9]*)?)?\}")
+_PLAIN_RUN = re.compile(r"[^\\.+*?()|\[\]{}^$]+")
 _OCTAL = re.compile(r"[0-7]{1,3}")
 _HEX = re.compile(r"\{([0-9A-Fa-f]+)\}|[0-9A-Fa-f]{2}")
 _UNSUPPORTED_GROUPS = ("(?=", "(?!", "(?<=", "(?<!", "(?>", "(?#", "(?(", "(?P=", "(?P>", "(?'")
@@ -266,7 +275,8 @@ class _Parser:
             bounds = self._repeat_op()
             if bounds is None:
                 last_repeat = -1
-                self._atom(items)
+                if not self._text(items):
+                    self._atom(items)
                 continue
             lo, hi, counted = bounds
             if self.i < len(s) and s[self.i] == "?":
@@ -301,6 +311,21 @@ class _Parser:
             raise _Re2Error("invalid repeat count", m[0])
         self.i = m.end()
         return lo, hi, True
+
+    def _text(self, items: list[_Node]) -> bool:
+        """Take a run of plain characters as one node, except a last one that a repeat
+        operator follows (``ab*`` repeats only ``b``)."""
+        m = None if self.fold else _PLAIN_RUN.match(self.s, self.i)
+        if m is None:
+            return False
+        end = m.end()
+        if end < len(self.s) and self.s[end] in "*+?{":
+            end -= 1
+        if end == self.i:
+            return False
+        items.append(_Text(self.s[self.i : end]))
+        self.i = end
+        return True
 
     def _atom(self, items: list[_Node]) -> None:
         s = self.s
@@ -572,6 +597,8 @@ def _literals(node: _Node, at_start: bool = True, at_end: bool = True) -> set[st
         if size > _MAX_CLASS_EXPANSION:
             return None
         return {chr(cp) for lo, hi in node.ranges for cp in range(lo, hi + 1)}
+    if isinstance(node, _Text):
+        return {node.text}
     if isinstance(node, _Assert):
         no_op = (at_start and node.kind in "A^") or (at_end and node.kind in "z$")
         return {""} if no_op else None
@@ -643,6 +670,8 @@ def _emit(node: _Node, out: list[str]) -> None:
             out.append("[")
             out.extend(_esc(lo) if lo == hi else f"{_esc(lo)}-{_esc(hi)}" for lo, hi in r)
             out.append("]")
+    elif isinstance(node, _Text):
+        out.append(re.escape(node.text))
     elif isinstance(node, _Assert):
         out.append(_ASSERTIONS[node.kind])
     elif isinstance(node, _Concat):

@@ -101,6 +101,13 @@ REGEX_CASES = [
     ("a{01}", "a{01}", True),
     ("x{", "x{", True),
     ("(?P<1a>x)(?<n>y)", "xy", True),
+    # a repeat binds to the last character only
+    ("ab*", "abbb", True),
+    ("ab*", "abab", False),
+    ("ab{2}", "abb", True),
+    ("ab{2}", "abab", False),
+    ("ab{,2}", "ab{,2}", True),
+    ("a]b}", "a]b}", True),
 ]
 
 
