@@ -41,7 +41,8 @@ class Config:
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000
-    max_series_per_request: int = 1_000_000
+    max_series_per_request: int = 100_000
+    max_labels_per_request: int = 4_000_000
     max_labels_per_series: int = 128
     max_label_name_length: int = 1024
     max_label_value_length: int = 4096
@@ -154,7 +155,8 @@ def _validate(config: Config) -> None:
     except ValueError as exc:
         raise ConfigError(f"listen must be HOST:PORT, not {config.listen!r}") from exc
     for name in ("max_request_bytes", "max_decoded_bytes", "max_samples_per_request",
-                 "max_series_per_request", "max_labels_per_series", "workers", "max_series"):
+                 "max_series_per_request", "max_labels_per_request",
+                 "max_labels_per_series", "workers", "max_series"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive")
     if config.out_of_order_window < 0:

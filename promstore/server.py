@@ -58,6 +58,7 @@ def build_app(config: Config) -> web.Application:
         max_request_bytes=config.max_request_bytes,
         max_decoded_bytes=config.max_decoded_bytes,
         wire=WireLimits(max_series=config.max_series_per_request,
+                        max_labels=config.max_labels_per_request,
                         max_samples=config.max_samples_per_request),
     )
 

@@ -85,26 +85,6 @@ def _symbol_equals(buf, off, length, arena, sym_off, sym_len, s) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _series_equals(
-    i, buf, order, canon_start, name_off, name_len, value_off, value_len,
-    arena, sym_off, sym_len, pair_key, lab_start, lab_pair, ref,
-) -> bool:
-    n = canon_start[i + 1] - canon_start[i]
-    if lab_start[ref + 1] - lab_start[ref] != n:
-        return False
-    for k in range(n):
-        j = order[canon_start[i] + k]
-        key = pair_key[lab_pair[lab_start[ref] + k]]
-        name_sym = key >> 32
-        value_sym = key & 0xFFFFFFFF
-        if not _symbol_equals(buf, name_off[j], name_len[j], arena, sym_off, sym_len, name_sym):
-            return False
-        if not _symbol_equals(buf, value_off[j], value_len[j], arena, sym_off, sym_len, value_sym):
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
 def get_or_create(
     buf, name_off, name_len, value_off, value_len,
     order, canon_start, status, hashes,
@@ -127,14 +107,32 @@ def get_or_create(
         h = hashes[i]
         slot = np.int64(h & np.uint64(mask))
         found = -1
+        n_labels = canon_start[i + 1] - canon_start[i]
         while True:
             r = ser_slots[slot]
             if r < 0:
                 break
-            if ser_hash[r] == h and _series_equals(
-                i, buf, order, canon_start, name_off, name_len, value_off, value_len,
-                arena, sym_off, sym_len, pair_key, lab_start, lab_pair, r,
-            ):
+            # Compare labels inline: helper calls that take arrays cost an atomic
+            # reference-count update each, which dominated this loop.
+            same = ser_hash[r] == h and lab_start[r + 1] - lab_start[r] == n_labels
+            q = 0
+            while same and q < n_labels:
+                j = order[canon_start[i] + q]
+                key = pair_key[lab_pair[lab_start[r] + q]]
+                for s, off, length in ((key >> 32, name_off[j], name_len[j]),
+                                       (key & 0xFFFFFFFF, value_off[j], value_len[j])):
+                    if sym_len[s] != length:
+                        same = False
+                        break
+                    base = sym_off[s]
+                    for b in range(length):
+                        if arena[base + b] != buf[off + b]:
+                            same = False
+                            break
+                    if not same:
+                        break
+                q += 1
+            if same:
                 found = r
                 break
             slot = (slot + 1) & mask
