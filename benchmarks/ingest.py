@@ -30,6 +30,7 @@ from benchmarks.workloads import WORKLOADS, make_workload
 __all__ = ["PRESETS", "Preset", "bench_target", "main"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+_WARMUP_FIRST_HOST = 1 << 23  # warm-up hosts are 10.128.0.0 and up: no series shared with the load
 
 
 @dataclass(frozen=True)
@@ -55,13 +56,19 @@ def bench_target(
     target: Target,
     plan: loadgen.LoadPlan,
     *,
+    warmup: loadgen.LoadPlan | None,
     duration_s: float,
     idle_s: float,
     settle_s: float,
     ready_timeout_s: float,
 ) -> dict[str, Any]:
-    """Start ``target`` fresh, send ``plan`` to it, and measure it; always stops the server."""
+    """Start ``target`` fresh, warm it up, send ``plan`` to it and measure; always stops it.
+
+    The warm-up (other series, same time range) runs before the idle memory
+    sample, so one-off costs such as compiling hot paths count as idle.
+    """
     with running(target, ready_timeout_s=ready_timeout_s) as server:
+        warm = loadgen.run(warmup, server.write_url, duration_s=duration_s) if warmup else None
         time.sleep(idle_s)
         rss_idle = server.rss_bytes()
         cpu_before = server.cpu_seconds()
@@ -78,6 +85,7 @@ def bench_target(
         "version": target.version(),
         "durability": target.durability,
         "argv": argv,
+        "warmup": warm.to_dict() if warm else None,
         "load": result.to_dict(),
         "server_cpu_s": round(cpu_load, 3),
         "rss_idle_bytes": rss_idle,
@@ -123,7 +131,6 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = [header]
     for r in rows:
         if "load" not in r:
-            lines.append((r["target"], "failed: " + r["error"].splitlines()[0][:60]) + ("",) * 10)
             continue
         load, per_series = r["load"], r["rss_delta_per_series_bytes"]
         lines.append(
@@ -143,13 +150,17 @@ def _table(rows: list[dict[str, Any]]) -> str:
             )
         )
     widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
-    return "\n".join(
+    table = [
         "  ".join(
             str(c).ljust(w) if i == 0 else str(c).rjust(w)
             for i, (c, w) in enumerate(zip(line, widths))
         ).rstrip()
         for line in lines
-    )
+    ]
+    table += [
+        f"{r['target']}: failed ({r['error'].splitlines()[0]})" for r in rows if "load" not in r
+    ]
+    return "\n".join(table)
 
 
 def _headline(rows: list[dict[str, Any]]) -> list[str]:
@@ -190,6 +201,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=loadgen.DEFAULT_CONCURRENCY)
     p.add_argument("--batch", type=int, default=loadgen.DEFAULT_BATCH)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--warmup",
+        type=int,
+        default=1000,
+        help="series of a separate fleet sent twice before measuring (0: none)",
+    )
     p.add_argument("--idle", type=float, default=2.0, help="seconds between ready and idle RSS")
     p.add_argument("--settle", type=float, default=3.0, help="seconds between load and RSS")
     p.add_argument("--ready-timeout", type=float, default=120.0)
@@ -262,6 +279,23 @@ def main(argv: list[str] | None = None) -> int:
         f"encoded in {plan.encode_s:.1f} s; bound {duration:.0f} s per target"
     )
 
+    warmup = None
+    if args.warmup:
+        if workload.n_hosts > _WARMUP_FIRST_HOST:
+            raise SystemExit("workload too large to keep a separate warm-up fleet")
+        warm_fleet = make_workload(
+            args.workload, series=args.warmup, seed=args.seed + 1, first_host=_WARMUP_FIRST_HOST
+        )
+        # Two scrapes at the start of the load's time range: receivers that bound
+        # how far back a sample may lie behind the newest one accept the load after it.
+        warmup = loadgen.build_plan(
+            warm_fleet,
+            2 * args.warmup,
+            batch=args.batch,
+            concurrency=args.concurrency,
+            end_ms=plan.start_ms + 2 * plan.interval_ms,
+        )
+
     rows: list[dict[str, Any]] = []
     for target in targets:
         print(f"\n== {target.name} {target.version()}: {target.durability}", flush=True)
@@ -269,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
             row = bench_target(
                 target,
                 plan,
+                warmup=warmup,
                 duration_s=duration,
                 idle_s=args.idle,
                 settle_s=args.settle,
@@ -278,8 +313,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   failed: {exc}")
             rows.append({"target": target.name, "error": str(exc)})
             continue
-        load = row["load"]
+        load, warm = row["load"], row["warmup"]
         print(f"   {shlex.join(row['argv'])}")
+        if warm:
+            print(
+                f"   warm-up: {warm['samples_accepted']:,} of {warm['samples_planned']:,} samples "
+                f"accepted, statuses {warm['status_counts']}"
+            )
         print(
             f"   {load['samples_accepted']:,} samples accepted in {load['elapsed_s']:.1f} s "
             f"(stopped by {load['stopped_by']}), statuses {load['status_counts']}, "
@@ -306,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine,
         "preset": args.preset,
         "plan": plan.describe(),
+        "warmup_plan": warmup.describe() if warmup else None,
         "duration_bound_s": duration,
         "targets": rows,
     }

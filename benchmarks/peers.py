@@ -39,6 +39,7 @@ __all__ = [
     "running",
 ]
 
+_REPO_ROOT = Path(__file__).resolve().parent.parent
 _STOP_GRACE_S = 15.0
 _LOG_TAIL_BYTES = 2000
 
@@ -62,6 +63,10 @@ class Target:
     def version(self) -> str:
         """A short version string for reports."""
         raise NotImplementedError
+
+    def environment(self) -> dict[str, str]:
+        """Environment for the server process."""
+        return dict(os.environ)
 
 
 def _debian_version(package: str) -> str:
@@ -90,6 +95,7 @@ class _Promstore(Target):
                 capture_output=True,
                 timeout=120,
                 check=False,
+                env=self.environment(),
             )
         except (OSError, subprocess.TimeoutExpired):
             return False
@@ -108,6 +114,13 @@ class _Promstore(Target):
             "--wal-fsync",
             "always",
         ]
+
+    def environment(self) -> dict[str, str]:
+        # The server runs in its temporary directory; make this checkout importable
+        # there even when promstore is not installed.
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_REPO_ROOT), env.get("PYTHONPATH")]))
+        return env
 
     def version(self) -> str:
         try:
@@ -307,6 +320,7 @@ def running(target: Target, *, ready_timeout_s: float = 120.0) -> Iterator[Serve
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=workdir,
+                env=target.environment(),
                 start_new_session=True,
             )
         server = Server(target, process, port, workdir, log_path, argv)

@@ -156,7 +156,8 @@ class Workload:
 
     Series are numbered host by host, in profile order within a host. Either
     ``hosts`` (whole hosts) or ``series`` (exact count; the last host is cut
-    short) sets the size.
+    short) sets the size. ``first_host`` shifts the fleet's ``instance``
+    addresses, so two workloads can have disjoint series.
     """
 
     def __init__(
@@ -168,6 +169,7 @@ class Workload:
         series: int | None = None,
         seed: int = 1,
         interval_s: float = 15.0,
+        first_host: int = 0,
     ) -> None:
         if (hosts is None) == (series is None):
             raise ValueError("give exactly one of hosts or series")
@@ -203,13 +205,15 @@ class Workload:
         self.host_start = np.concatenate([[0], np.cumsum(host_sizes)]).astype(np.int64)
         self.n_series = int(self.host_start[-1]) if series is None else series
         self.n_hosts = len(self.host_profile)
+        if not 0 <= first_host <= _MAX_HOSTS - self.n_hosts:
+            raise ValueError(f"first_host must leave the fleet inside {_MAX_HOSTS} hosts")
         # Prometheus spreads targets' scrapes over the interval; a host keeps its offset.
         self.host_offset_ms = np.random.default_rng([seed, 1]).integers(
             0, self.interval_ms, size=self.n_hosts
         )
         self._before, self._after, self._profile_base = _label_templates(profiles)
         self._instances = _segments(
-            [encode_label(_INSTANCE, _instance(h)) for h in range(self.n_hosts)]
+            [encode_label(_INSTANCE, _instance(first_host + h)) for h in range(self.n_hosts)]
         )
 
     def host_of(self, series: np.ndarray) -> np.ndarray:
@@ -384,10 +388,19 @@ def make_workload(
     series: int | None = None,
     seed: int = 1,
     interval_s: float = 15.0,
+    first_host: int = 0,
 ) -> Workload:
     """The named workload, sized by whole hosts or by an exact series count."""
     try:
         profiles = WORKLOADS[name]()
     except KeyError:
         raise ValueError(f"unknown workload {name!r}; known: {', '.join(WORKLOADS)}") from None
-    return Workload(name, profiles, hosts=hosts, series=series, seed=seed, interval_s=interval_s)
+    return Workload(
+        name,
+        profiles,
+        hosts=hosts,
+        series=series,
+        seed=seed,
+        interval_s=interval_s,
+        first_host=first_host,
+    )
