@@ -42,13 +42,6 @@ def hash_bytes(buf: np.ndarray, off: int, length: int) -> np.uint64:
     return _mix(h)
 
 
-@njit(cache=True, nogil=True, inline="always")
-def _feed(h: np.uint64, buf: np.ndarray, off: int, length: int) -> np.uint64:
-    for k in range(off, off + length):
-        h = (h ^ np.uint64(buf[k])) * _FNV_PRIME
-    return (h ^ np.uint64(0xFF)) * _FNV_PRIME
-
-
 @njit(cache=True, nogil=True)
 def _utf8_valid(buf: np.ndarray, off: int, length: int) -> bool:
     k = off
@@ -98,43 +91,6 @@ def _is_name_char(c: np.uint8, first: bool, allow_colon: bool) -> bool:
 
 
 @njit(cache=True, nogil=True)
-def _valid_name(buf: np.ndarray, off: int, length: int, allow_colon: bool) -> bool:
-    if length == 0:
-        return False
-    for k in range(length):
-        if not _is_name_char(buf[off + k], k == 0, allow_colon):
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
-def _bytes_less(buf: np.ndarray, a_off: int, a_len: int, b_off: int, b_len: int) -> int:
-    """-1, 0, 1 as a is less than, equal to or greater than b (byte order = Go string order)."""
-    n = min(a_len, b_len)
-    for k in range(n):
-        x = buf[a_off + k]
-        y = buf[b_off + k]
-        if x != y:
-            return -1 if x < y else 1
-    if a_len == b_len:
-        return 0
-    return -1 if a_len < b_len else 1
-
-
-_NAME_LABEL = np.frombuffer(b"__name__", dtype=np.uint8)
-
-
-@njit(cache=True, nogil=True)
-def _is_metric_name_label(buf: np.ndarray, off: int, length: int, name_label: np.ndarray) -> bool:
-    if length != 8:
-        return False
-    for k in range(8):
-        if buf[off + k] != name_label[k]:
-            return False
-    return True
-
-
-@njit(cache=True, nogil=True)
 def canonicalise(
     buf: np.ndarray,
     label_start: np.ndarray,
@@ -173,7 +129,14 @@ def canonicalise(
             k = pos
             while k > begin:
                 p = order[k - 1]
-                if _bytes_less(buf, name_off[p], name_len[p], name_off[j], name_len[j]) <= 0:
+                # is name p <= name j? (byte order, as Go compares strings)
+                a, b_, n = name_off[p], name_off[j], min(name_len[p], name_len[j])
+                diff = 0
+                for q in range(n):
+                    if buf[a + q] != buf[b_ + q]:
+                        diff = 1 if buf[a + q] > buf[b_ + q] else -1
+                        break
+                if diff < 0 or (diff == 0 and name_len[p] <= name_len[j]):
                     break
                 order[k] = p
                 k -= 1
@@ -187,37 +150,58 @@ def canonicalise(
             status[i] = TOO_MANY_LABELS
             continue
         h = _FNV_OFFSET
+        # The per-label checks are written out inline: numba helper calls that take
+        # arrays cost an atomic reference-count update each, more than the work itself.
         for k in range(begin, pos):
             j = order[k]
-            if name_len[j] > max_name_len:
+            noff, nlen, voff, vlen = name_off[j], name_len[j], value_off[j], value_len[j]
+            if nlen > max_name_len:
                 status[i] = LABEL_NAME_TOO_LONG
-                bad_label[i] = j
-                break
-            if value_len[j] > max_value_len:
+            elif vlen > max_value_len:
                 status[i] = LABEL_VALUE_TOO_LONG
+            elif nlen == 0:
+                status[i] = INVALID_LABEL_NAME
+            if status[i] != OK:
                 bad_label[i] = j
                 break
-            if not _valid_name(buf, name_off[j], name_len[j], False):
-                status[i] = INVALID_LABEL_NAME if _utf8_valid(buf, name_off[j], name_len[j]) \
-                    else INVALID_UTF8
-                bad_label[i] = j
-                break
-            if k > begin:
+            is_metric_name = nlen == 8
+            for b in range(nlen):
+                c = buf[noff + b]
+                if not _is_name_char(c, b == 0, False):
+                    status[i] = INVALID_LABEL_NAME if c < 0x80 else INVALID_UTF8
+                    break
+                if is_metric_name and c != name_label[b]:
+                    is_metric_name = False
+                h = (h ^ np.uint64(c)) * _FNV_PRIME
+            if status[i] == INVALID_UTF8 and _utf8_valid(buf, noff, nlen):
+                status[i] = INVALID_LABEL_NAME
+            if status[i] == OK and k > begin:
                 p = order[k - 1]
-                if _bytes_less(buf, name_off[p], name_len[p], name_off[j], name_len[j]) == 0:
-                    status[i] = DUPLICATE_LABEL_NAME
-                    bad_label[i] = j
-                    break
-            if not _utf8_valid(buf, value_off[j], value_len[j]):
-                status[i] = INVALID_UTF8
+                if name_len[p] == nlen:
+                    same = True
+                    for b in range(nlen):
+                        if buf[name_off[p] + b] != buf[noff + b]:
+                            same = False
+                            break
+                    if same:
+                        status[i] = DUPLICATE_LABEL_NAME
+            if status[i] != OK:
                 bad_label[i] = j
                 break
-            if _is_metric_name_label(buf, name_off[j], name_len[j], name_label):
-                if not _valid_name(buf, value_off[j], value_len[j], True):
+            h = (h ^ np.uint64(0xFF)) * _FNV_PRIME
+            ascii_only = True
+            for b in range(vlen):
+                c = buf[voff + b]
+                if c >= 0x80:
+                    ascii_only = False
+                if is_metric_name and not _is_name_char(c, b == 0, True):
                     status[i] = INVALID_METRIC_NAME
-                    bad_label[i] = j
-                    break
-            h = _feed(h, buf, name_off[j], name_len[j])
-            h = _feed(h, buf, value_off[j], value_len[j])
+                h = (h ^ np.uint64(c)) * _FNV_PRIME
+            h = (h ^ np.uint64(0xFF)) * _FNV_PRIME
+            if status[i] == OK and not ascii_only and not _utf8_valid(buf, voff, vlen):
+                status[i] = INVALID_UTF8
+            if status[i] != OK:
+                bad_label[i] = j
+                break
         hashes[i] = _mix(h)
     canon_start[n_series] = pos
