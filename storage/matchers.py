@@ -12,6 +12,8 @@ including lookarounds, backreferences, atomic groups and possessive repeats, rai
 
 The tree also tells the index what a pattern is: a finite set of literal values
 (``a|b|c``) that can be looked up instead of scanned, or "everything" (``(?s).*``).
+Patterns on which a backtracking engine could take exponential time (``(a+)+b``) run on
+a linear-time NFA simulation instead, since a regex comes from any query's author.
 
 A matcher that matches the empty string also matches series without the label.
 """
@@ -40,6 +42,8 @@ _MAX_REPEAT = 1000  # RE2's limit on {n,m}, also on the product of nested counts
 _MAX_NESTING = 100  # groups inside groups (RE2 allows more); bounds our recursion
 _MAX_LITERALS = 1 << 16  # largest literal set worth building for index look-ups
 _MAX_CLASS_EXPANSION = 16  # a class of at most this many characters joins a literal set
+_MAX_PROGRAM = 200_000  # instructions of the linear-time engine (repeats are unrolled)
+_MAX_LOOPS = 3  # more unbounded repeats than this could backtrack polynomially
 
 _MAX_RUNE = 0x10FFFF
 
@@ -702,6 +706,148 @@ class _Compiled:
     hit: Callable[[str], object]
 
 
+# -- linear-time engine for patterns that could backtrack badly --------------------------
+
+
+def _risky(node: _Node) -> bool:
+    """Whether Python's backtracking engine could take exponential or high-polynomial time
+    on ``node``: a repeat around something that repeats or branches again (``(a+)+``,
+    ``(a|ab)*``), or many unbounded repeats (``.*a.*b.*c.*d``)."""
+    loops = 0
+
+    def walk(n: _Node, in_repeat: bool) -> bool:
+        nonlocal loops
+        if isinstance(n, _Repeat):
+            if in_repeat:
+                return True
+            loops += n.max < 0
+            return walk(n.sub, n.max != 1)
+        if isinstance(n, _Alt):
+            return in_repeat or any(walk(b, in_repeat) for b in n.branches)
+        if isinstance(n, _Concat):
+            return any(walk(i, in_repeat) for i in n.items)
+        return False
+
+    return walk(node, False) or loops > _MAX_LOOPS
+
+
+def _is_word(s: str, pos: int) -> bool:
+    return 0 <= pos < len(s) and s[pos] in _WORD_CHARS
+
+
+_WORD_CHARS = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+
+
+def _assertion_holds(kind: str, s: str, pos: int) -> bool:
+    if kind == "A":
+        return pos == 0
+    if kind == "z":
+        return pos == len(s)
+    if kind == "^":
+        return pos == 0 or s[pos - 1] == "\n"
+    if kind == "$":
+        return pos == len(s) or s[pos] == "\n"
+    boundary = _is_word(s, pos - 1) != _is_word(s, pos)
+    return boundary if kind == "b" else not boundary
+
+
+class _PikeVm:
+    """Full-match test by simulating all paths of the pattern at once (Thompson's NFA,
+    as RE2 does): time linear in the value's length, whatever the pattern."""
+
+    def __init__(self, node: _Node) -> None:
+        # ("set", starts, ends) | ("char", c) | ("assert", kind) | ("split", x, y) |
+        # ("jmp", x) | ("match",)
+        self.prog: list[tuple] = []
+        self._compile(node)
+        self.prog.append(("match",))
+
+    def _add(self, op: tuple) -> int:
+        if len(self.prog) >= _MAX_PROGRAM:
+            raise _Re2Error("expression too large", "")
+        self.prog.append(op)
+        return len(self.prog) - 1
+
+    def _compile(self, node: _Node) -> None:
+        prog = self.prog
+        if isinstance(node, _Chars):
+            self._add(("set", [lo for lo, _ in node.ranges], [hi for _, hi in node.ranges]))
+        elif isinstance(node, _Text):
+            for c in node.text:
+                self._add(("char", c))
+        elif isinstance(node, _Assert):
+            self._add(("assert", node.kind))
+        elif isinstance(node, _Concat):
+            for item in node.items:
+                self._compile(item)
+        elif isinstance(node, _Alt):
+            exits = []
+            for k, branch in enumerate(node.branches):
+                last = k == len(node.branches) - 1
+                split = -1 if last else self._add(("split",))
+                self._compile(branch)
+                if not last:
+                    exits.append(self._add(("jmp",)))
+                    prog[split] = ("split", split + 1, len(prog))
+            for j in exits:
+                prog[j] = ("jmp", len(prog))
+        else:
+            for _ in range(node.min):
+                self._compile(node.sub)
+            if node.max < 0:
+                loop = self._add(("split",))
+                self._compile(node.sub)
+                self._add(("jmp", loop))
+                prog[loop] = ("split", loop + 1, len(prog))
+                return
+            optional = []
+            for _ in range(node.max - node.min):
+                optional.append(self._add(("split",)))
+                self._compile(node.sub)
+            for k in optional:
+                prog[k] = ("split", k + 1, len(prog))
+
+    def _closure(self, pcs: list[int], s: str, pos: int) -> list[int]:
+        """The consuming (and match) instructions reachable from ``pcs`` without input."""
+        prog, out, seen, stack = self.prog, [], set(), pcs[::-1]
+        while stack:
+            pc = stack.pop()
+            if pc in seen:
+                continue
+            seen.add(pc)
+            op = prog[pc]
+            if op[0] == "jmp":
+                stack.append(op[1])
+            elif op[0] == "split":
+                stack.extend((op[2], op[1]))
+            elif op[0] == "assert":
+                if _assertion_holds(op[1], s, pos):
+                    stack.append(pc + 1)
+            else:
+                out.append(pc)
+        return out
+
+    def fullmatch(self, s: str) -> bool:
+        prog = self.prog
+        threads = self._closure([0], s, 0)
+        for pos, c in enumerate(s):
+            cp = ord(c)
+            step = []
+            for pc in threads:
+                op = prog[pc]
+                if op[0] == "char":
+                    if op[1] == c:
+                        step.append(pc + 1)
+                elif op[0] == "set":
+                    k = bisect.bisect_right(op[1], cp) - 1
+                    if k >= 0 and cp <= op[2][k]:
+                        step.append(pc + 1)
+            if not step:
+                return False
+            threads = self._closure(step, s, pos + 1)
+        return any(prog[pc][0] == "match" for pc in threads)
+
+
 @functools.lru_cache(maxsize=512)
 def _compile(pattern: str) -> _Compiled:
     """Parse an RE2 pattern; raises ``BadDataError`` for what RE2 rejects."""
@@ -709,11 +855,13 @@ def _compile(pattern: str) -> _Compiled:
         raise BadDataError(f"regular expression longer than {_MAX_PATTERN_CHARS} characters")
     try:
         node = _Parser(pattern).parse()
+        literals = _literals(node)
+        if literals is not None:
+            return _literal_pattern(frozenset(literals))
+        if _risky(node):
+            return _Compiled(_Shape.GENERAL, None, _PikeVm(node).fullmatch)
     except _Re2Error as exc:
         raise BadDataError(str(exc)) from None
-    literals = _literals(node)
-    if literals is not None:
-        return _literal_pattern(frozenset(literals))
     out: list[str] = []
     _emit(node, out)
     return _Compiled(_shape(node), None, re.compile("".join(out)).fullmatch)

@@ -282,3 +282,44 @@ def test_literal_set_agrees_with_regex(pieces: list[str]) -> None:
         for chars in itertools.product("aAb\n", repeat=n):
             value = "".join(chars)
             assert (value in literals) == (regex.fullmatch(value) is not None), (pattern, value)
+
+
+# Patterns that could make a backtracking engine run for ages are answered by a
+# linear-time simulation; it must agree with the backtracking engine on small inputs.
+_VM_PIECES = _PIECES + ["*", "+", "\\b", "(?m)", "(?s)", "\\n", "[^a]"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_VM_PIECES), max_size=8))
+def test_linear_engine_agrees_with_regex(pieces: list[str]) -> None:
+    from storage import matchers as impl
+
+    pattern = "".join(pieces)
+    try:
+        node = impl._Parser(pattern).parse()
+    except impl._Re2Error:
+        return
+    out: list[str] = []
+    impl._emit(node, out)
+    regex = re.compile("".join(out))
+    vm = impl._PikeVm(node)
+    for n in range(4):
+        for chars in itertools.product("aAb\n", repeat=n):
+            value = "".join(chars)
+            assert vm.fullmatch(value) == (regex.fullmatch(value) is not None), (pattern, value)
+
+
+@pytest.mark.parametrize(
+    "pattern,value,want",
+    [
+        ("(a+)+b", "a" * 64 + "c", False),
+        ("(a|a)*b", "a" * 64, False),
+        ("(x+x+)+y", "x" * 64 + "y", True),
+        (".*a.*b.*c.*d.*e", "abcd" * 100, False),
+        ("(\\w+\\s?)*!", "word " * 50, False),
+    ],
+)
+def test_catastrophic_patterns_stay_linear(pattern: str, value: str, want: bool) -> None:
+    # A backtracking engine needs about 2**64 steps for some of these.
+    assert rx(pattern).matches(value) is want
+    assert list(rx(pattern).values_matching([value])) == [want]
