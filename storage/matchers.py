@@ -43,7 +43,7 @@ _MAX_NESTING = 100  # groups inside groups (RE2 allows more); bounds our recursi
 _MAX_LITERALS = 1 << 16  # largest literal set worth building for index look-ups
 _MAX_CLASS_EXPANSION = 16  # a class of at most this many characters joins a literal set
 _MAX_PROGRAM = 200_000  # instructions of the linear-time engine (repeats are unrolled)
-_MAX_LOOPS = 3  # more unbounded repeats than this could backtrack polynomially
+_MAX_LOOPS = 3  # more variable-length repeats than this may backtrack for too long
 
 _MAX_RUNE = 0x10FFFF
 
@@ -712,7 +712,7 @@ class _Compiled:
 def _risky(node: _Node) -> bool:
     """Whether Python's backtracking engine could take exponential or high-polynomial time
     on ``node``: a repeat around something that repeats or branches again (``(a+)+``,
-    ``(a|ab)*``), or many unbounded repeats (``.*a.*b.*c.*d``)."""
+    ``(a|ab)*``), or many variable-length repeats in a row (``.*a.*b.*c.*d``, ``a?a?a?a?``)."""
     loops = 0
 
     def walk(n: _Node, in_repeat: bool) -> bool:
@@ -720,7 +720,7 @@ def _risky(node: _Node) -> bool:
         if isinstance(n, _Repeat):
             if in_repeat:
                 return True
-            loops += n.max < 0
+            loops += n.max < 0 or n.max > n.min
             return walk(n.sub, n.max != 1)
         if isinstance(n, _Alt):
             return in_repeat or any(walk(b, in_repeat) for b in n.branches)

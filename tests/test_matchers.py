@@ -317,6 +317,7 @@ def test_linear_engine_agrees_with_regex(pieces: list[str]) -> None:
         ("(x+x+)+y", "x" * 64 + "y", True),
         (".*a.*b.*c.*d.*e", "abcd" * 100, False),
         ("(\\w+\\s?)*!", "word " * 50, False),
+        ("a?" * 40 + "a" * 40, "a" * 39, False),
     ],
 )
 def test_catastrophic_patterns_stay_linear(pattern: str, value: str, want: bool) -> None:
