@@ -424,3 +424,12 @@ def test_match_params_become_matcher_sets() -> None:
         ['b=~"2"'],
     ]
     assert sets[0][1].type == MatchType.RE
+
+
+async def test_store_not_ready_is_unavailable() -> None:
+    app = web.Application()
+    metadata.add_routes(app, READER_KEY)
+    async with TestClient(TestServer(app)) as c:
+        status, body = await get(c, "/api/v1/labels")
+    assert status == 503
+    assert body == {"status": "error", "errorType": "unavailable", "error": "storage not ready"}

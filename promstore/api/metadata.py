@@ -110,7 +110,9 @@ class _MetadataApi:
         self._key = reader_key
 
     async def _run(self, request: web.Request, work: Callable[[IndexReader], bytes]) -> bytes:
-        reader = request.app[self._key]
+        reader = request.app.get(self._key)
+        if reader is None:  # the store is still opening (replaying its WAL)
+            raise ApiError(ErrorType.UNAVAILABLE, "storage not ready")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, work, reader)
 
