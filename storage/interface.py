@@ -75,7 +75,8 @@ class IndexReader(Protocol):
     """
 
     def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
-        """Refs (int64, sorted ascending, unique) of series matching all ``matchers``."""
+        """Refs (int64, sorted ascending, unique) of series matching all ``matchers``;
+        with no matchers, every series in the time range."""
         ...
 
     def series_labels(self, refs: np.ndarray) -> list[dict[str, str]]:

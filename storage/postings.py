@@ -98,22 +98,21 @@ class PostingsReader:
         return np.arange(self.view.n_series, dtype=np.int64)
 
 
-def _value_mask(m: Matcher, values: list[str]) -> np.ndarray:
-    return np.fromiter((m.matches(v) for v in values), dtype=bool, count=len(values))
-
-
 def _pairs_matching(reader: PostingsReader, m: Matcher, want_match: bool) -> np.ndarray:
-    """Pair ids of label ``m.name`` whose value matches ``m`` (or does not, if not
-    ``want_match``)."""
+    """Pair ids of label ``m.name`` whose value satisfies ``m`` (or fails it, if not
+    ``want_match``), looking values up where the pattern is a finite set of literals."""
     v = reader.view
-    if m.type in (MatchType.EQ, MatchType.NEQ) and (m.type == MatchType.EQ) == want_match:
-        p = v.pair_id(m.name, m.value)
-        return np.array([p], dtype=np.int64) if p >= 0 else _NO_REFS
+    literals = m.literal_set()
+    accepts_literals = m.type in (MatchType.EQ, MatchType.RE)
+    if literals is not None and accepts_literals == want_match:
+        found = (v.pair_id(m.name, value) for value in literals if value)
+        return np.array(sorted(p for p in found if p >= 0), dtype=np.int64)
+    if not want_match and m.is_match_all:
+        return _NO_REFS
     pairs = v.pairs_with_name(m.name)
-    if len(pairs) == 0:
+    if len(pairs) == 0 or (want_match and m.is_match_nonempty):
         return pairs
-    values = v.symbols(v.pair_values()[pairs])
-    mask = _value_mask(m, values)
+    mask = m.values_matching(v.symbols(v.pair_values()[pairs]))
     return pairs[mask if want_match else ~mask]
 
 
