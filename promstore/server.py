@@ -23,6 +23,7 @@ from .api import metadata
 from .config import Config
 from .metrics import ServerMetrics
 from .remote.wire import WireLimits
+from .warmup import warm_up
 from .remote.write_handler import WriteHandler, WriteLimits
 
 __all__ = ["build_app", "serve", "HEAD_KEY"]
@@ -66,6 +67,7 @@ def build_app(config: Config) -> web.Application:
         loop = asyncio.get_running_loop()
         data_dir = Path(config.data_dir)
         log.info("opening storage in %s", data_dir.resolve())
+        await loop.run_in_executor(executor, warm_up)
         head = await loop.run_in_executor(executor, Head.open, data_dir, head_options(config))
         app[HEAD_KEY] = head
         log.info("storage ready: %d series", head.n_series)
