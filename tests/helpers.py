@@ -18,6 +18,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
@@ -165,11 +166,15 @@ def _clean_env(env: Mapping[str, str] | None) -> dict[str, str]:
     return out
 
 
-def run_cli(*args: str, env: Mapping[str, str] | None = None, cwd: str | os.PathLike | None = None,
+def run_cli(*args: str, env: Mapping[str, str] | None = None,
+            cwd: str | os.PathLike | None = None,
             timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """``python -m promstore ARGS`` to completion (for commands that exit by themselves)."""
+    """``python -m promstore ARGS`` to completion (for commands that exit by themselves),
+    run in ``cwd`` (the temporary directory by default, so that a stray ``./data`` never
+    lands in the repository)."""
     return subprocess.run([sys.executable, "-m", "promstore", *args], env=_clean_env(env),
-                          cwd=cwd or REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+                          cwd=cwd or tempfile.gettempdir(), capture_output=True, text=True,
+                          timeout=timeout, check=False)
 
 
 class ServerProcess:
@@ -178,7 +183,7 @@ class ServerProcess:
     ``start`` returns once ``/-/ready`` answers 200. ``stop`` sends SIGTERM and returns the
     exit code; ``kill`` sends SIGKILL. Output goes to ``log_path`` (read it with ``log()``).
     Pass ``listen=False`` to leave ``--listen`` to a config file or the environment and
-    give the port that it names as ``port``.
+    give the port that it names as ``port``. The process runs in ``log_path``'s directory.
     """
 
     def __init__(self, data_dir: str | os.PathLike | None, *args: str,
@@ -189,8 +194,11 @@ class ServerProcess:
         self.env = dict(env or {})
         self._fixed_port = port
         self._listen = listen
-        base = self.data_dir.parent if self.data_dir is not None else Path.cwd()
-        self.log_path = Path(log_path) if log_path else base / f"server-{id(self)}.log"
+        if log_path is None and self.data_dir is None:
+            raise ValueError("a server without --data-dir needs a log_path")
+        # The process runs in the log's directory, so a relative data_dir lands there.
+        self.log_path = Path(log_path) if log_path else \
+            self.data_dir.parent / f"server-{id(self)}.log"
         self.port = port or 0
         self.proc: subprocess.Popen | None = None
 
@@ -219,7 +227,8 @@ class ServerProcess:
         cmd += self.args
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         env=_clean_env(self.env), cwd=REPO_ROOT)
+                                         env=_clean_env(self.env),
+                                         cwd=self.log_path.parent)
 
     def _wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
