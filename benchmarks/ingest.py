@@ -19,15 +19,18 @@ import shlex
 import signal
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks import loadgen
 from benchmarks.peers import TARGETS, Target, machine_info, running
-from benchmarks.workloads import WORKLOADS, make_workload
+from benchmarks.workloads import WORKLOADS, Workload, make_workload
 
-__all__ = ["PRESETS", "Preset", "bench_target", "main"]
+__all__ = ["PRESETS", "Preset", "bench_target", "main", "visible_series"]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _WARMUP_FIRST_HOST = 1 << 23  # warm-up hosts are 10.128.0.0 and up: no series shared with the load
@@ -54,6 +57,7 @@ PRESETS: dict[str, Preset] = {
 
 def bench_target(
     target: Target,
+    workload: Workload,
     plan: loadgen.LoadPlan,
     *,
     warmup: loadgen.LoadPlan | None,
@@ -65,7 +69,9 @@ def bench_target(
     """Start ``target`` fresh, warm it up, send ``plan`` to it and measure; always stops it.
 
     The warm-up (other series, same time range) runs before the idle memory
-    sample, so one-off costs such as compiling hot paths count as idle.
+    sample, so one-off costs such as compiling hot paths count as idle. After
+    the memory sample, the series of the first and last host are looked up
+    through the query API to check that what was acknowledged is stored.
     """
     with running(target, ready_timeout_s=ready_timeout_s) as server:
         warm = loadgen.run(warmup, server.write_url, duration_s=duration_s) if warmup else None
@@ -78,6 +84,15 @@ def bench_target(
         rss_after = server.rss_bytes()
         peak = server.peak_rss_bytes()
         argv = server.argv
+        spot_check: dict[str, dict[str, Any]] = {}
+        for host in sorted({0, workload.n_hosts - 1}):
+            instance = workload.host_instance(host)
+            check: dict[str, Any] = {"sent": workload.host_series(host)}
+            try:
+                check["visible"] = visible_series(server.base_url, instance)
+            except RuntimeError as exc:
+                check["visible"], check["error"] = None, str(exc)
+            spot_check[instance] = check
     active = result.series_created
     delta = rss_after - rss_idle
     return {
@@ -94,7 +109,31 @@ def bench_target(
         "active_series": active,
         "rss_delta_per_series_bytes": delta / active if active else None,
         "rss_per_series_bytes": rss_after / active if active else None,
+        "spot_check": spot_check,
     }
+
+
+def visible_series(base_url: str, instance: str, *, wait_s: float = 10.0) -> int | None:
+    """Series with this ``instance`` that ``/api/v1/series`` lists; None without that API.
+
+    Retries until the count stops being zero or ``wait_s`` passes, since some
+    receivers make new samples searchable only after a flush.
+    """
+    query = urllib.parse.urlencode({"match[]": f'{{instance="{instance}"}}'})
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(f"{base_url}/api/v1/series?{query}", timeout=30) as resp:
+                count = len(json.load(resp)["data"])
+        except urllib.error.HTTPError as exc:
+            if exc.code in (404, 405):
+                return None
+            raise RuntimeError(f"/api/v1/series answered {exc.code}") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"/api/v1/series failed: {exc!r}") from exc
+        if count or time.monotonic() > deadline:
+            return count
+        time.sleep(0.5)
 
 
 def _mib(n: float | None) -> str:
@@ -247,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     samples = args.samples or preset.samples
     duration = args.duration or preset.duration_s
+    overridden = any(x is not None for x in (args.series, args.hosts, args.samples, args.duration))
+    label = f"{args.preset}-custom" if overridden else args.preset
     workload = make_workload(
         args.workload,
         hosts=args.hosts,
@@ -267,7 +308,8 @@ def main(argv: list[str] | None = None) -> int:
         "server; its CPU time is shown per target"
     )
     print(
-        f"preset:  {args.preset} ({preset.note}); workload {args.workload}: "
+        f"preset:  {label} ({preset.note}{'; overridden' if overridden else ''}); "
+        f"workload {args.workload}: "
         f"{workload.n_series:,} series on {workload.n_hosts:,} hosts, seed {args.seed}"
     )
     plan = loadgen.build_plan(workload, samples, batch=args.batch, concurrency=args.concurrency)
@@ -302,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             row = bench_target(
                 target,
+                workload,
                 plan,
                 warmup=warmup,
                 duration_s=duration,
@@ -327,6 +370,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         for err in load["errors"]:
             print(f"   {err}")
+        checks = ", ".join(
+            f"{inst} {c.get('error') or ('n/a' if c['visible'] is None else c['visible'])}"
+            f"/{c['sent']}"
+            for inst, c in row["spot_check"].items()
+        )
+        print(f"   series visible in /api/v1/series after the load: {checks}")
         rows.append(row)
 
     print()
@@ -339,12 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"ingest-{args.preset}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path = args.out / f"ingest-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     report = {
         "command": command,
         "date": started.isoformat(timespec="seconds"),
         "machine": machine,
-        "preset": args.preset,
+        "preset": label,
         "plan": plan.describe(),
         "warmup_plan": warmup.describe() if warmup else None,
         "duration_bound_s": duration,

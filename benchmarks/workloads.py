@@ -208,6 +208,7 @@ class Workload:
         if not 0 <= first_host <= _MAX_HOSTS - self.n_hosts:
             raise ValueError(f"first_host must leave the fleet inside {_MAX_HOSTS} hosts")
         # Prometheus spreads targets' scrapes over the interval; a host keeps its offset.
+        self.first_host = first_host
         self.host_offset_ms = np.random.default_rng([seed, 1]).integers(
             0, self.interval_ms, size=self.n_hosts
         )
@@ -230,6 +231,14 @@ class Workload:
             _pick(self._instances, host),
             _pick(self._after, template),
         ]
+
+    def host_instance(self, host: int) -> str:
+        """The ``instance`` label value of every series of a host."""
+        return _instance(self.first_host + host)
+
+    def host_series(self, host: int) -> int:
+        """How many series of the workload belong to a host."""
+        return int(min(self.host_start[host + 1], self.n_series) - self.host_start[host])
 
     def scrape_offsets_ms(self, series: np.ndarray) -> np.ndarray:
         """Offset of each series' scrapes within the interval (that of its host)."""
