@@ -104,6 +104,7 @@ def client(port: int, thread: int, base_t: int, seed: int, stop: threading.Event
 
 
 def run_load_and_kill(server: ServerProcess, base_t: int, rng: random.Random) -> Requests:
+    """Run the load and kill -9 the server at a random moment in it."""
     out = Requests()
     stop = threading.Event()
     threads = [threading.Thread(target=client, args=(server.port, i, base_t,
@@ -178,3 +179,4 @@ def test_kill_9_loses_no_acknowledged_sample(tmp_path):
         stored = stored_samples(data_dir)
         assert_contains(stored, acked_so_far, f"{where}: acknowledged")
         assert_contains(sent_so_far, stored, f"{where}: stored but never sent")
+
