@@ -43,15 +43,21 @@ class Preset:
     series: int
     samples: int
     duration_s: float
+    repeat: int  # runs per target; the report gives each target's median run
     note: str
 
 
 PRESETS: dict[str, Preset] = {
     # 400 scrapes = 100 minutes of data: below the 2 h block range, so no
     # receiver cuts or compacts a block during the run.
-    "quick": Preset(10_000, 4_000_000, 30.0, "10k series, 400 scrapes, <= 30 s per target"),
+    # Runs last seconds, so three of each, interleaved, damp the noise of a shared machine.
+    "quick": Preset(
+        10_000, 4_000_000, 30.0, 3, "10k series, 400 scrapes, <= 30 s per target, 3 runs"
+    ),
     # 10 scrapes of a million series; the bound keeps a slow target to 3 minutes.
-    "big": Preset(1_000_000, 10_000_000, 180.0, "1M series, 10 scrapes, <= 180 s per target"),
+    "big": Preset(
+        1_000_000, 10_000_000, 180.0, 1, "1M series, 10 scrapes, <= 180 s per target, 1 run"
+    ),
 }
 
 
@@ -220,6 +226,64 @@ def _headline(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def _run_once(
+    target: Target,
+    workload: Workload,
+    plan: loadgen.LoadPlan,
+    warmup: loadgen.LoadPlan | None,
+    args: argparse.Namespace,
+    duration: float,
+    title: str,
+) -> dict[str, Any]:
+    """One benchmark run of a target, narrated on stdout; a failure becomes an error row."""
+    print(f"\n== {target.name} {target.version()} ({title}): {target.durability}", flush=True)
+    try:
+        row = bench_target(
+            target,
+            workload,
+            plan,
+            warmup=warmup,
+            duration_s=duration,
+            idle_s=args.idle,
+            settle_s=args.settle,
+            ready_timeout_s=args.ready_timeout,
+        )
+    except (RuntimeError, OSError) as exc:
+        print(f"   failed: {exc}")
+        return {"target": target.name, "error": str(exc)}
+    load, warm = row["load"], row["warmup"]
+    print(f"   {shlex.join(row['argv'])}")
+    if warm:
+        print(
+            f"   warm-up: {warm['samples_accepted']:,} of {warm['samples_planned']:,} samples "
+            f"accepted, statuses {warm['status_counts']}"
+        )
+    print(
+        f"   {load['samples_accepted']:,} samples accepted in {load['elapsed_s']:.1f} s "
+        f"({load['samples_per_s']:,.0f}/s, stopped by {load['stopped_by']}), "
+        f"statuses {load['status_counts']}, client CPU {load['client_cpu_s']:.1f} s"
+    )
+    for err in load["errors"]:
+        print(f"   {err}")
+    checks = ", ".join(
+        f"{inst} {c.get('error') or ('n/a' if c['visible'] is None else c['visible'])}/{c['sent']}"
+        for inst, c in row["spot_check"].items()
+    )
+    print(f"   series visible in /api/v1/series after the load: {checks}")
+    return row
+
+
+def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median ingest rate, so all figures in a row come from one run.
+
+    Failed runs are left out; with an even count the slower middle run is taken.
+    """
+    done = sorted((r for r in runs if "load" in r), key=lambda r: r["load"]["samples_per_s"])
+    if not done:
+        return runs[-1]
+    return done[(len(done) - 1) // 2]
+
+
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.ingest",
@@ -236,6 +300,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     size.add_argument("--hosts", type=int, help="scrape targets, about 1000 series each")
     p.add_argument("--samples", type=int, help="samples to send per target (overrides the preset)")
     p.add_argument("--duration", type=float, help="wall-clock bound per target, seconds")
+    p.add_argument("--repeat", type=int, help="runs per target (overrides the preset)")
     p.add_argument("--workload", default="node", choices=sorted(WORKLOADS))
     p.add_argument("--concurrency", type=int, default=loadgen.DEFAULT_CONCURRENCY)
     p.add_argument("--batch", type=int, default=loadgen.DEFAULT_BATCH)
@@ -286,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     samples = args.samples or preset.samples
     duration = args.duration or preset.duration_s
+    repeat = args.repeat or preset.repeat
     overridden = any(x is not None for x in (args.series, args.hosts, args.samples, args.duration))
     label = f"{args.preset}-custom" if overridden else args.preset
     workload = make_workload(
@@ -318,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
         f"samples, {len(plan.shards)} shards, {plan.rounds} scrapes; "
         f"{plan.encoded_bytes / 2**20:,.1f} MiB snappy ({plan.raw_bytes / plan.samples:.0f} B "
         f"raw, {plan.encoded_bytes / plan.samples:.1f} B compressed per sample), "
-        f"encoded in {plan.encode_s:.1f} s; bound {duration:.0f} s per target"
+        f"encoded in {plan.encode_s:.1f} s; bound {duration:.0f} s per run, "
+        f"{repeat} run{'s' if repeat > 1 else ''} per target"
     )
 
     warmup = None
@@ -338,48 +405,20 @@ def main(argv: list[str] | None = None) -> int:
             end_ms=plan.start_ms + 2 * plan.interval_ms,
         )
 
-    rows: list[dict[str, Any]] = []
-    for target in targets:
-        print(f"\n== {target.name} {target.version()}: {target.durability}", flush=True)
-        try:
-            row = bench_target(
-                target,
-                workload,
-                plan,
-                warmup=warmup,
-                duration_s=duration,
-                idle_s=args.idle,
-                settle_s=args.settle,
-                ready_timeout_s=args.ready_timeout,
-            )
-        except (RuntimeError, OSError) as exc:
-            print(f"   failed: {exc}")
-            rows.append({"target": target.name, "error": str(exc)})
-            continue
-        load, warm = row["load"], row["warmup"]
-        print(f"   {shlex.join(row['argv'])}")
-        if warm:
-            print(
-                f"   warm-up: {warm['samples_accepted']:,} of {warm['samples_planned']:,} samples "
-                f"accepted, statuses {warm['status_counts']}"
-            )
-        print(
-            f"   {load['samples_accepted']:,} samples accepted in {load['elapsed_s']:.1f} s "
-            f"(stopped by {load['stopped_by']}), statuses {load['status_counts']}, "
-            f"client CPU {load['client_cpu_s']:.1f} s"
-        )
-        for err in load["errors"]:
-            print(f"   {err}")
-        checks = ", ".join(
-            f"{inst} {c.get('error') or ('n/a' if c['visible'] is None else c['visible'])}"
-            f"/{c['sent']}"
-            for inst, c in row["spot_check"].items()
-        )
-        print(f"   series visible in /api/v1/series after the load: {checks}")
-        rows.append(row)
+    runs: dict[str, list[dict[str, Any]]] = {t.name: [] for t in targets}
+    for n in range(1, repeat + 1):
+        # Round-robin, so a burst of load from elsewhere does not hit one target's runs only.
+        for target in targets:
+            run = _run_once(target, workload, plan, warmup, args, duration, f"run {n}/{repeat}")
+            runs[target.name].append(run)
+    rows = [_median_run(runs[t.name]) for t in targets]
 
     print()
     print(_table(rows))
+    if repeat > 1:
+        for name, target_runs in runs.items():
+            rates = [f"{r['load']['samples_per_s']:,.0f}" for r in target_runs if "load" in r]
+            print(f"{name} samples/s per run: {', '.join(rates) or '-'} (row: median run)")
     for line in _headline(rows):
         print(line)
     print(
@@ -397,11 +436,13 @@ def main(argv: list[str] | None = None) -> int:
         "plan": plan.describe(),
         "warmup_plan": warmup.describe() if warmup else None,
         "duration_bound_s": duration,
+        "repeat": repeat,
         "targets": rows,
+        "runs": runs,
     }
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {path}")
-    failed = any("error" in r or r["load"]["non_2xx"] for r in rows)
+    failed = any("error" in r or r["load"]["non_2xx"] for rs in runs.values() for r in rs)
     return 1 if failed else 0
 
 
