@@ -49,12 +49,14 @@ class Requests:
     acked: list[np.ndarray] = field(default_factory=list)  # each [3, n]: sid, t, bits
     unknown: list[np.ndarray] = field(default_factory=list)  # no answer: maybe stored
     statuses: dict[int, int] = field(default_factory=dict)
+    first_ack: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def record(self, samples: np.ndarray, status: int | None) -> None:
         with self.lock:
             if status is not None and 200 <= status < 300:
                 self.acked.append(samples)
+                self.first_ack.set()
             else:
                 self.unknown.append(samples)
             if status is not None:
@@ -113,7 +115,9 @@ def run_load_and_kill(server: ServerProcess, base_t: int, rng: random.Random) ->
     for t in threads:
         t.start()
     try:
-        time.sleep(rng.uniform(0.5, 2.0))
+        # Count from the first acknowledgement, so that a slow machine still kills mid-load.
+        out.first_ack.wait(30)
+        time.sleep(rng.uniform(0.3, 1.5))
         server.kill()
     finally:
         stop.set()
