@@ -91,7 +91,6 @@ def client(port: int, thread: int, base_t: int, seed: int, stop: threading.Event
                 (labels[j], list(zip(ts.tolist(), values[j]))) for j in range(len(labels)))
             samples = np.stack([sids, np.tile(ts, SERIES_PER_THREAD),
                                 value_bits.view(np.int64)])
-            status = None
             try:
                 conn.request("POST", "/api/v1/write", snappy.compress(body), WRITE_HEADERS)
                 resp = conn.getresponse()
