@@ -10,6 +10,7 @@ plain seconds; sizes take ``512KiB``, ``16MiB``, ``1GB`` or plain bytes.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -20,6 +21,9 @@ from typing import Any, Mapping
 import yaml
 
 __all__ = ["Config", "ConfigError", "load_config", "parse_duration", "parse_size"]
+
+
+MIN_WAL_SEGMENT_SIZE = 4 << 10
 
 
 class ConfigError(ValueError):
@@ -58,24 +62,30 @@ class Config:
 
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800,
                    "y": 365 * 86400}
-_DURATION_RE = re.compile(r"(\d+)(ms|s|m|h|d|w|y)")
+_DURATION_ORDER = ("y", "w", "d", "h", "m", "s", "ms")
+_DURATION_RE = re.compile("".join(rf"(?:(\d+){u})?" for u in _DURATION_ORDER))
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "tb": 1000**4,
                "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4}
 
 
 def parse_duration(text: str | float | int) -> float:
-    """Seconds in a Prometheus duration (``1h30m``) or a plain number of seconds."""
-    if isinstance(text, (int, float)):
-        return float(text)
-    text = text.strip()
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    parts = _DURATION_RE.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ConfigError(f"invalid duration {text!r}")
-    return float(sum(int(n) * _DURATION_UNITS[u] for n, u in parts))
+    """Seconds in a Prometheus duration (``1h30m``, units in order y w d h m s ms, each at
+    most once) or a plain non-negative number of seconds."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        seconds = float(text)
+    else:
+        text = str(text).strip()
+        try:
+            seconds = float(text)
+        except ValueError:
+            m = _DURATION_RE.fullmatch(text)
+            if not text or m is None:
+                raise ConfigError(f"invalid duration {text!r}") from None
+            seconds = sum(int(n) * _DURATION_UNITS[u]
+                          for n, u in zip(m.groups(), _DURATION_ORDER) if n is not None)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ConfigError(f"invalid duration {text!r}: must be finite and not negative")
+    return float(seconds)
 
 
 def parse_size(text: str | int) -> int:
@@ -151,13 +161,18 @@ def _validate(config: Config) -> None:
     if config.wal_fsync not in ("always", "interval"):
         raise ConfigError(f"wal_fsync must be 'always' or 'interval', not {config.wal_fsync!r}")
     try:
-        config.host_port
+        _, port = config.host_port
     except ValueError as exc:
         raise ConfigError(f"listen must be HOST:PORT, not {config.listen!r}") from exc
+    if not 0 < port < 65536:
+        raise ConfigError(f"listen: port {port} is not between 1 and 65535")
     for name in ("max_request_bytes", "max_decoded_bytes", "max_samples_per_request",
                  "max_series_per_request", "max_labels_per_request",
-                 "max_labels_per_series", "workers", "max_series"):
+                 "max_labels_per_series", "max_label_name_length", "max_label_value_length",
+                 "workers", "max_series"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive")
-    if config.out_of_order_window < 0:
-        raise ConfigError("out_of_order_window must not be negative")
+    if config.wal_fsync_interval <= 0:
+        raise ConfigError("wal_fsync_interval must be positive")
+    if config.wal_segment_size < MIN_WAL_SEGMENT_SIZE:
+        raise ConfigError(f"wal_segment_size must be at least {MIN_WAL_SEGMENT_SIZE} bytes")

@@ -34,6 +34,11 @@ HEAD_KEY = web.AppKey("head", Head)
 _METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 _SHUTTING_DOWN = web.AppKey("shutting_down", dict)
 
+# Seconds in-flight requests get to finish after SIGTERM. Short, because aiohttp drops
+# request bytes that arrive after shutdown began, so a request still being uploaded then
+# can only time out; its sender retries it.
+SHUTDOWN_TIMEOUT = 5.0
+
 
 def head_options(config: Config) -> HeadOptions:
     return HeadOptions(
@@ -112,6 +117,9 @@ async def _metrics(request: web.Request) -> web.Response:
 def serve(config: Config) -> None:
     """Run the server until SIGTERM or SIGINT."""
     host, port = config.host_port
-    web.run_app(build_app(config), host=host, port=port, shutdown_timeout=30,
-                access_log=None, print=lambda *_: None,
-                handle_signals=True)
+    # auto_decompress=False: a Content-Encoding other than snappy must reach the write
+    # handler (which answers 415 so that senders fall back), not be decoded or refused by
+    # aiohttp with a 400 that senders would take as "drop this batch".
+    web.run_app(build_app(config), host=host, port=port, shutdown_timeout=SHUTDOWN_TIMEOUT,
+                access_log=None, print=lambda *_: None, handle_signals=True,
+                auto_decompress=False)

@@ -25,8 +25,10 @@ def check_samples(
     ``refs[i]`` is series i's ref (-1 invalid labels, -2 over the series limit). A sample
     newer than its series' last one is accepted; one at the same timestamp is a silent
     duplicate when its bits are equal and an error otherwise; an older one is accepted
-    only within ``ooo_window`` ms of the head's newest sample. Returns the new head max
-    time.
+    only within ``ooo_window`` ms of the head's newest sample (a retried out-of-order
+    sample is stored again; readers keep the first of equal timestamps). Timestamps below
+    ``min_valid_t`` are out of bounds; it must exceed INT64_MIN, which marks "no sample
+    yet" in ``last_t``. Returns the new head max time.
     """
     for i in range(len(refs)):
         r = refs[i]
@@ -49,7 +51,8 @@ def check_samples(
                 outcome[j] = ACCEPTED
             elif t == lt:
                 outcome[j] = DUPLICATE if value_bits[j] == last_v[r] else DUPLICATE_TIMESTAMP
-            elif ooo_window > 0 and t >= head_max_t - ooo_window:
+            elif ooo_window > 0 and np.uint64(head_max_t) - np.uint64(t) <= np.uint64(ooo_window):
+                # unsigned difference: head_max_t >= t here, and int64 subtraction may overflow
                 if t < first_t[r]:
                     first_t[r] = t
                 outcome[j] = ACCEPTED

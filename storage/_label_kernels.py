@@ -18,6 +18,7 @@ DUPLICATE_LABEL_NAME = 5
 TOO_MANY_LABELS = 6
 LABEL_NAME_TOO_LONG = 7
 LABEL_VALUE_TOO_LONG = 8
+NO_SAMPLES = 9  # set by the head for series it skips; never by canonicalise
 
 SEPARATOR = np.uint8(0xFF)  # never appears in valid UTF-8, so it cannot occur inside a label
 

@@ -88,7 +88,7 @@ class Head:
         self.state = _SeriesState()
         self.samples = SampleLog()
         self.lock = threading.Lock()
-        self.min_valid_time = _NO_TIME
+        self.min_valid_time = _NO_TIME + 1  # INT64_MIN itself marks "no sample yet"
         self.max_time = _NO_TIME
         self.wal: WAL | None = None
         self.replay_report: list[str] = []

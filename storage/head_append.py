@@ -20,6 +20,7 @@ from . import record
 from .batch import WriteBatch
 from .errors import StorageError, UnavailableError
 from .interface import AppendResult, RejectReason
+from ._label_kernels import NO_SAMPLES
 from .labels import Canonical, canonicalise, format_labels
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["append"]
 
 MAX_ERROR_MESSAGES = 10
+_NOT_CREATED = -3  # ref reported for a series skipped because it has no samples
 
 _REASONS = {
     ak.OUT_OF_ORDER: RejectReason.OUT_OF_ORDER,
@@ -46,6 +48,9 @@ _SAMPLE_MESSAGES = {
 def append(head: "Head", batch: WriteBatch) -> AppendResult:
     """Store the valid samples of ``batch``; return once they are durable."""
     canon = canonicalise(batch, head.options.labels)  # outside the lock: GIL-free kernel
+    has_samples = np.diff(batch.sample_start) > 0
+    # Series that carry no samples are not created, as in Prometheus (nor reported).
+    canon.status[~has_samples & (canon.status == 0)] = NO_SAMPLES
     outcome = np.empty(batch.n_samples, dtype=np.uint8)
     position = None
     with head.lock:
@@ -83,7 +88,7 @@ def append(head: "Head", batch: WriteBatch) -> AppendResult:
         except StorageError as exc:
             head.failed = f"write-ahead log sync failed: {exc}"
             raise
-    return _result(canon, refs, created, outcome, batch)
+    return _result(canon, np.where(has_samples, refs, _NOT_CREATED), created, outcome, batch)
 
 
 def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np.ndarray,

@@ -26,7 +26,9 @@ __all__ = ["replay"]
 
 log = logging.getLogger(__name__)
 
-# Series already in the WAL were valid when written; do not re-apply today's limits.
+# Series and samples already in the WAL were accepted when written: do not re-apply
+# today's limits or out-of-order window, only the rules that make replay idempotent.
+_UNLIMITED_WINDOW = np.iinfo(np.int64).max
 _NO_LIMITS = LabelLimits(max_labels=1 << 30, max_name_length=1 << 30, max_value_length=1 << 30)
 
 
@@ -73,8 +75,8 @@ def replay(head: "Head", wal_dir: Path) -> None:
             head.max_time = ak.check_samples(
                 refs, np.arange(len(refs) + 1, dtype=np.int64), timestamps,
                 values.view(np.uint64), head.state.last_t, head.state.last_v,
-                head.state.first_t, np.iinfo(np.int64).min,
-                head.options.out_of_order_window_ms, head.max_time, outcome)
+                head.state.first_t, head.min_valid_time, _UNLIMITED_WINDOW, head.max_time,
+                outcome)
             ok = outcome == ak.ACCEPTED
             dropped += int((refs < 0).sum())
             head.samples.append(refs[ok], timestamps[ok], values[ok])

@@ -127,10 +127,6 @@ def test_sigterm_then_reopen_and_restart(tmp_path, start_server):
     assert read_data_dir(data_dir).samples == want
 
 
-@pytest.mark.xfail(strict=True, reason="aiohttp drops the data that reaches a connection after "
-                   "shutdown began (RequestHandler.data_received), so a request whose body "
-                   "was still arriving waits in write_handler.py request.read() until "
-                   "server.py's shutdown_timeout (30 s)")
 def test_sigterm_while_a_request_body_is_arriving(tmp_path, start_server):
     """A stop never hangs on a request in flight: the server exits 0 within seconds, and
     whatever it acknowledged is stored."""
@@ -218,9 +214,9 @@ def test_duplicates(tmp_path, start_server):
     assert stored.rows == 2
 
 
-@pytest.mark.xfail(strict=True, reason="storage/_append_kernels.py check_samples: the "
-                   "out-of-order branch stores a sample again when its timestamp is already "
-                   "stored (retry, or another value)")
+@pytest.mark.xfail(strict=True, reason="known gap: within the out-of-order window a "
+                   "retried sample is stored again (reads keep the first value of a "
+                   "timestamp, so answers are right); per-series chunks will drop it on write")
 def test_out_of_order_window_retry_is_not_stored_twice(tmp_path, start_server):
     """Within the out-of-order window a sample already stored is not stored again: a
     retried request is a duplicate and, as in Prometheus, the first value at a timestamp
@@ -240,8 +236,6 @@ def test_out_of_order_window_retry_is_not_stored_twice(tmp_path, start_server):
     assert stored.rows == 3
 
 
-@pytest.mark.xfail(strict=True, reason="storage/head_wal.py replay applies today's "
-                   "out-of-order window to samples the WAL already acknowledged, and drops them")
 def test_replay_keeps_out_of_order_samples_after_the_window_shrinks(tmp_path, start_server):
     """A sample acknowledged under an out-of-order window is durable: restarting with a
     smaller window (here the default, none) must not lose it."""
@@ -255,10 +249,6 @@ def test_replay_keeps_out_of_order_samples_after_the_window_shrinks(tmp_path, st
                                                         (T0 + 60_000, bits(2.0))]}
 
 
-@pytest.mark.xfail(strict=True, reason="storage/_append_kernels.py check_samples: INT64_MIN "
-                   "is also the 'no sample yet' mark of last_t, so a first sample at that "
-                   "timestamp is taken for a duplicate (204, never stored) or a "
-                   "duplicate-timestamp error")
 def test_extreme_timestamps(tmp_path, start_server):
     """Every acknowledged sample is stored, whatever its timestamp; pre-1970 ones too."""
     data_dir = tmp_path / "data"
@@ -306,9 +296,6 @@ def test_small_wal_segments_replay_after_kill(tmp_path, start_server):
     assert stored.rows == stored.n_samples
 
 
-@pytest.mark.xfail(strict=True, reason="storage/head_append.py append: series that carry no "
-                   "sample are created and logged, so their labels show in /api/v1/labels and "
-                   "label values; Prometheus creates series only for samples it appends")
 def test_series_without_samples_are_not_created(start_server):
     server = start_server()
     resp = server.write([({"__name__": "has_samples", "a": "1"}, [(T0, 1.0)]),
