@@ -387,3 +387,22 @@ def test_wal_fsync_interval(tmp_path, start_server):
     assert server.series() == api_series(DATA)
     assert server.stop(timeout=10) == 0, server.log()
     assert read_data_dir(data_dir).samples == expected(DATA)
+
+
+def test_native_histograms_are_refused_but_floats_stored(start_server):
+    """Histogram samples cannot be stored yet: the sender hears so (400), floats are kept."""
+    from promstore.remote.pb import remote_pb2
+    import snappy
+
+    server = start_server()
+    request = remote_pb2.WriteRequest()
+    series = request.timeseries.add()
+    series.labels.add(name="__name__", value="with_histogram")
+    series.samples.add(value=1.0, timestamp=T0)
+    histogram = series.histograms.add()
+    histogram.count_int = 3
+    histogram.timestamp = T0
+    resp = server.write(body=snappy.compress(request.SerializeToString()))
+    assert resp.status == 400
+    assert "1 native histogram samples were not stored" in resp.text
+    assert len(server.series("with_histogram")) == 1

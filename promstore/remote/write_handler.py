@@ -30,6 +30,7 @@ __all__ = ["WriteHandler", "WriteLimits"]
 log = logging.getLogger(__name__)
 
 _V1_PROTO = "prometheus.WriteRequest"
+NATIVE_HISTOGRAMS = "native_histograms_unsupported"  # rejection reason in the metrics
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,15 @@ class WriteHandler:
     def _ingest(self, body: bytes) -> AppendResult:
         raw = snappy_block.decompress(body, self._limits.max_decoded_bytes)
         batch = decode_write_request(raw, self._limits.wire)
-        return self._appendable().append(batch)
+        result = self._appendable().append(batch)
+        if batch.n_histograms:
+            # Not storable yet: say so (the float samples above are stored) rather than
+            # let the sender believe they were kept. Exemplars are dropped silently, as
+            # Prometheus does when its exemplar storage is off.
+            result.rejected[NATIVE_HISTOGRAMS] = batch.n_histograms
+            result.errors.append(f"{batch.n_histograms} native histogram samples were not "
+                                 "stored: native histograms are not supported yet")
+        return result
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
