@@ -155,7 +155,7 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
-    """Absolute figures per target, with rate relative to VictoriaMetrics and memory to Prometheus."""
+    """Absolute figures per target; rate relative to VictoriaMetrics, memory to Prometheus."""
     by_name = {r["target"]: r for r in rows if "load" in r}
     vm_rate = by_name.get("victoriametrics", {}).get("load", {}).get("samples_per_s")
     prom_mem = by_name.get("prometheus", {}).get("rss_delta_per_series_bytes")

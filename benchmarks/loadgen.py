@@ -283,7 +283,7 @@ class LoadResult:
 
 
 class _Progress:
-    """Keeps shards within ``lead`` rounds of the slowest, as Prometheus's shared WAL reader does."""
+    """Keeps shards within ``lead`` rounds of the slowest, as Prometheus's WAL reader does."""
 
     def __init__(self, shards: list[ShardPlan], lead: int) -> None:
         self._next = [int(s.first_round[0]) if len(s.bodies) else math.inf for s in shards]

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -23,10 +23,10 @@ from .api import metadata
 from .config import Config
 from .metrics import ServerMetrics
 from .remote.wire import WireLimits
-from .warmup import warm_up
 from .remote.write_handler import WriteHandler, WriteLimits
+from .warmup import warm_up
 
-__all__ = ["build_app", "serve", "HEAD_KEY"]
+__all__ = ["HEAD_KEY", "build_app", "serve"]
 
 log = logging.getLogger(__name__)
 

@@ -53,7 +53,7 @@ class WriteBatch:
 
     @staticmethod
     def from_series(series: list[tuple[dict[str, str] | list[tuple[str, str]],
-                                       list[tuple[int, float]]]]) -> "WriteBatch":
+                                       list[tuple[int, float]]]]) -> WriteBatch:
         """Build a batch from Python objects; for tests, tools and replay, not the hot path."""
         chunks: list[bytes] = []
         pos = 0

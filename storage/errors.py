@@ -8,15 +8,15 @@ offending thing (series, label, limit) so that they can be returned to clients.
 from __future__ import annotations
 
 __all__ = [
-    "PromstoreError",
-    "BadRequestError",
     "BadDataError",
-    "LimitExceededError",
-    "TooLargeError",
-    "UnsupportedMediaTypeError",
-    "UnavailableError",
+    "BadRequestError",
     "CorruptionError",
+    "LimitExceededError",
+    "PromstoreError",
     "StorageError",
+    "TooLargeError",
+    "UnavailableError",
+    "UnsupportedMediaTypeError",
 ]
 
 

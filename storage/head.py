@@ -17,9 +17,10 @@ import fcntl
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -96,7 +97,7 @@ class Head:
         self.failed: str | None = None  # set when the WAL failed: writes refused until restart
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], options: HeadOptions | None = None) -> "Head":
+    def open(cls, directory: str | os.PathLike[str], options: HeadOptions | None = None) -> Head:
         """Open the head stored under ``directory``: replay its WAL, then accept writes."""
         head = cls(Path(directory), options or HeadOptions())
         head._lock_directory()

@@ -17,10 +17,10 @@ import numpy as np
 
 from . import _append_kernels as ak
 from . import record
+from ._label_kernels import NO_SAMPLES
 from .batch import WriteBatch
 from .errors import StorageError, UnavailableError
 from .interface import AppendResult, RejectReason
-from ._label_kernels import NO_SAMPLES
 from .labels import Canonical, canonicalise, format_labels
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ _SAMPLE_MESSAGES = {
 }
 
 
-def append(head: "Head", batch: WriteBatch) -> AppendResult:
+def append(head: Head, batch: WriteBatch) -> AppendResult:
     """Store the valid samples of ``batch``; return once they are durable."""
     canon = canonicalise(batch, head.options.labels)  # outside the lock: GIL-free kernel
     has_samples = np.diff(batch.sample_start) > 0

@@ -53,7 +53,7 @@ class _RefMap:
         return out
 
 
-def replay(head: "Head", wal_dir: Path) -> None:
+def replay(head: Head, wal_dir: Path) -> None:
     """Apply every intact record under ``wal_dir`` to ``head``; report what was repaired."""
     refmap = _RefMap()
     dropped = 0

@@ -9,8 +9,9 @@ life of the process (and across restarts for series that the WAL replays).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 

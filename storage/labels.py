@@ -20,7 +20,7 @@ from . import _label_kernels as lk
 from .batch import WriteBatch
 from .interface import RejectReason
 
-__all__ = ["LabelLimits", "Canonical", "canonicalise", "batch_from_keys", "format_labels"]
+__all__ = ["Canonical", "LabelLimits", "batch_from_keys", "canonicalise", "format_labels"]
 
 _MESSAGES = {
     lk.EMPTY_LABEL_SET: "series has no labels",

@@ -13,8 +13,8 @@ whose value for the label does not match".
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -44,7 +44,7 @@ class Postings:
         self._min_tail = min_tail
         self._tail_fraction = tail_fraction
 
-    def reader(self, view: RegistryView) -> "PostingsReader":
+    def reader(self, view: RegistryView) -> PostingsReader:
         if self._stale(self._table, view):
             with self._lock:
                 if self._stale(self._table, view):

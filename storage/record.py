@@ -76,7 +76,8 @@ def encode_series(refs: np.ndarray, keys_blob: bytes | bytearray | memoryview | 
 
 def decode_series(payload: bytes | bytearray | memoryview,
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of ``encode_series``: ``(refs int64[n], keys_blob uint8[m], key_offsets int64[n+1])``.
+    """Inverse of ``encode_series``:
+    ``(refs int64[n], keys_blob uint8[m], key_offsets int64[n+1])``.
 
     ``key_offsets`` starts at 0 and ends at ``m``.
     """
@@ -113,7 +114,8 @@ def encode_samples(refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray)
 
 def decode_samples(payload: bytes | bytearray | memoryview,
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Inverse of ``encode_samples``: ``(refs int64[n], timestamps int64[n], values float64[n])``."""
+    """Inverse of ``encode_samples``:
+    ``(refs int64[n], timestamps int64[n], values float64[n])``."""
     n, size = _read_header(payload, "samples")
     if size != _HEADER.size + 24 * n:
         raise CorruptionError(f"samples record: {size} bytes do not hold {n} samples "

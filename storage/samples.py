@@ -27,7 +27,7 @@ class SampleSet:
 
 
 class _Page:
-    __slots__ = ("refs", "ts", "vs", "used")
+    __slots__ = ("refs", "ts", "used", "vs")
 
     def __init__(self, size: int) -> None:
         self.refs = np.empty(size, dtype=np.int32)

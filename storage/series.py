@@ -21,7 +21,7 @@ import numpy as np
 from . import _registry_kernels as k
 from .labels import Canonical
 
-__all__ = ["SeriesRegistry", "RegistryView"]
+__all__ = ["RegistryView", "SeriesRegistry"]
 
 _EMPTY = -1
 
@@ -140,8 +140,8 @@ class SeriesRegistry:
         the series created by this call. Caller holds the head's lock."""
         n_batch = len(canon.hashes)
         n_labels = int(canon.canon_start[-1])
-        label_bytes = int((canon.batch.name_len[canon.order[:n_labels]].sum()
-                           + canon.batch.value_len[canon.order[:n_labels]].sum()))
+        label_bytes = int(canon.batch.name_len[canon.order[:n_labels]].sum()
+                           + canon.batch.value_len[canon.order[:n_labels]].sum())
         self._reserve(n_batch, n_labels, label_bytes)
         refs = np.empty(n_batch, dtype=np.int64)
         created = np.empty(n_batch, dtype=np.uint8)

@@ -1,6 +1,5 @@
 """Head: append rules, durability across reopen, and the IndexReader contract."""
 
-import math
 import struct
 
 import numpy as np

@@ -1,6 +1,5 @@
 """Label validation and canonical form (storage.labels)."""
 
-import numpy as np
 import pytest
 
 from storage.batch import WriteBatch
@@ -8,7 +7,8 @@ from storage.labels import LabelLimits, batch_from_keys, canonicalise
 from storage.series import SeriesRegistry
 
 
-def one(labels, limits=LabelLimits()):
+def one(labels, limits=None):
+    limits = limits or LabelLimits()
     canon = canonicalise(WriteBatch.from_series([(labels, [])]), limits)
     return canon, int(canon.status[0])
 

@@ -12,9 +12,17 @@ from google.protobuf.message import DecodeError
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from promstore.remote import _wire_kernels
+from promstore.remote import _wire_kernels, wire
 from promstore.remote.pb import remote_pb2
 from promstore.remote.wire import WireLimits, decode_write_request
+
+
+@pytest.fixture(autouse=True, params=["one-pass", "two-pass"])
+def decoding_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs against both decoding paths: small bodies in one pass into
+    upper-bound arrays, large ones counted first."""
+    if request.param == "two-pass":
+        monkeypatch.setattr(wire, "SINGLE_PASS_MAX_BYTES", 0)
 from storage.batch import WriteBatch
 from storage.errors import BadDataError, LimitExceededError
 
@@ -273,7 +281,7 @@ HUGE = [2**64 - 1, 2**63, 2**63 - 1, 2**62, 2**32, 100]
 ])
 def test_huge_declared_lengths(declared: int, wrap: Callable[[bytes], bytes]) -> None:
     inner = key(1, 2) + varint(declared) + b"abc"
-    with pytest.raises(BadDataError, match="declared length .* runs past the end"):
+    with pytest.raises(BadDataError, match=r"declared length .* runs past the end"):
         decode_write_request(wrap(inner), LIMITS)
 
 
@@ -399,5 +407,6 @@ def test_bytes_changing_between_passes_are_caught(monkeypatch: pytest.MonkeyPatc
         return code
 
     monkeypatch.setattr(_wire_kernels, "walk_write_request", flip_after_counting)
+    monkeypatch.setattr(wire, "SINGLE_PASS_MAX_BYTES", 0)  # only two passes can disagree
     with pytest.raises(BadDataError, match="changed while it was being decoded"):
         decode_write_request(data, LIMITS)

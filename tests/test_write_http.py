@@ -391,8 +391,9 @@ def test_wal_fsync_interval(tmp_path, start_server):
 
 def test_native_histograms_are_refused_but_floats_stored(start_server):
     """Histogram samples cannot be stored yet: the sender hears so (400), floats are kept."""
-    from promstore.remote.pb import remote_pb2
     import snappy
+
+    from promstore.remote.pb import remote_pb2
 
     server = start_server()
     request = remote_pb2.WriteRequest()

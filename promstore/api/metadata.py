@@ -84,7 +84,7 @@ def _envelope_errors(handler: Handler) -> Handler:
             return await handler(request)
         except web.HTTPException:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure gets the envelope
+        except Exception as exc:
             return error_response(api_error_from(exc))
 
     return wrapped

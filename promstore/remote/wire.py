@@ -53,6 +53,11 @@ _WIRE_TYPES = {k.WT_VARINT: "varint", k.WT_I64: "fixed64", k.WT_LEN: "length-del
                3: "start group", 4: "end group", k.WT_I32: "fixed32"}
 
 
+# Bodies up to this size are decoded in one pass into upper-bound arrays (at most 32 bytes
+# of mostly untouched virtual memory per body byte); larger ones count first.
+SINGLE_PASS_MAX_BYTES = 8 << 20
+
+
 def decode_write_request(data: bytes | bytearray | memoryview, limits: WireLimits) -> WriteBatch:
     """Decode a decompressed remote write 1.0 body into a WriteBatch.
 
@@ -62,27 +67,18 @@ def decode_write_request(data: bytes | bytearray | memoryview, limits: WireLimit
     limit is exceeded. Safe to call from any thread.
     """
     buf = np.frombuffer(data, dtype=np.uint8)
-    counts = np.zeros(k.N_COUNTS, dtype=np.int64)
-    err = np.zeros(k.N_ERR, dtype=np.int64)
-    code = k.walk_write_request(buf, False, counts, err, np.empty((2, 0), dtype=np.int64),
-                                np.empty((4, 0), dtype=np.int64),
-                                np.empty((2, 0), dtype=np.uint64))
-    if code != k.OK:
-        raise BadDataError(_describe(err))
+    if len(buf) <= SINGLE_PASS_MAX_BYTES:
+        counts, starts, labels, samples = _decode_single_pass(buf)
+    else:
+        counts, starts, labels, samples = _decode_two_pass(buf, limits)
     n_series, n_labels, n_samples = (int(counts[k.C_SERIES]), int(counts[k.C_LABELS]),
                                      int(counts[k.C_SAMPLES]))
     _check_limit("series", n_series, limits.max_series)
     _check_limit("labels", n_labels, limits.max_labels)
     _check_limit("samples", n_samples, limits.max_samples)
-
-    starts = np.empty((2, n_series + 1), dtype=np.int64)
-    starts[:, 0] = 0
-    labels = np.empty((4, n_labels), dtype=np.int64)
-    samples = np.empty((2, n_samples), dtype=np.uint64)
-    filled = np.zeros(k.N_COUNTS, dtype=np.int64)
-    code = k.walk_write_request(buf, True, filled, err, starts, labels, samples)
-    if code != k.OK or not np.array_equal(filled, counts):
-        raise BadDataError("write request changed while it was being decoded")
+    starts = starts[:, :n_series + 1]
+    labels = labels[:, :n_labels]
+    samples = samples[:, :n_samples]
     return WriteBatch(
         buf=buf,
         label_start=starts[k.S_LABELS],
@@ -97,6 +93,47 @@ def decode_write_request(data: bytes | bytearray | memoryview, limits: WireLimit
         n_exemplars=int(counts[k.C_EXEMPLARS]),
         n_metadata=int(counts[k.C_METADATA]),
     )
+
+
+def _decode_single_pass(buf: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Fill arrays sized by an upper bound: a series, label or sample takes at least two
+    bytes (a tag and a length), so none can be more numerous than half the body."""
+    bound = len(buf) // 2 + 1
+    starts = np.empty((2, bound + 1), dtype=np.int64)
+    starts[:, 0] = 0
+    labels = np.empty((4, bound), dtype=np.int64)
+    samples = np.empty((2, bound), dtype=np.uint64)
+    counts = np.zeros(k.N_COUNTS, dtype=np.int64)
+    err = np.zeros(k.N_ERR, dtype=np.int64)
+    if k.walk_write_request(buf, True, counts, err, starts, labels, samples) != k.OK:
+        raise BadDataError(_describe(err))
+    return counts, starts, labels, samples
+
+
+def _decode_two_pass(buf: np.ndarray, limits: WireLimits) -> tuple[np.ndarray, ...]:
+    """Count first, check the limits, then allocate exactly and fill: for large bodies,
+    where upper-bound arrays would be wasteful."""
+    counts = np.zeros(k.N_COUNTS, dtype=np.int64)
+    err = np.zeros(k.N_ERR, dtype=np.int64)
+    code = k.walk_write_request(buf, False, counts, err, np.empty((2, 0), dtype=np.int64),
+                                np.empty((4, 0), dtype=np.int64),
+                                np.empty((2, 0), dtype=np.uint64))
+    if code != k.OK:
+        raise BadDataError(_describe(err))
+    n_series, n_labels, n_samples = (int(counts[k.C_SERIES]), int(counts[k.C_LABELS]),
+                                     int(counts[k.C_SAMPLES]))
+    _check_limit("series", n_series, limits.max_series)
+    _check_limit("labels", n_labels, limits.max_labels)
+    _check_limit("samples", n_samples, limits.max_samples)
+    starts = np.empty((2, n_series + 1), dtype=np.int64)
+    starts[:, 0] = 0
+    labels = np.empty((4, n_labels), dtype=np.int64)
+    samples = np.empty((2, n_samples), dtype=np.uint64)
+    filled = np.zeros(k.N_COUNTS, dtype=np.int64)
+    code = k.walk_write_request(buf, True, filled, err, starts, labels, samples)
+    if code != k.OK or not np.array_equal(filled, counts):
+        raise BadDataError("write request changed while it was being decoded")
+    return counts, starts, labels, samples
 
 
 def _check_limit(what: str, count: int, limit: int) -> None:
