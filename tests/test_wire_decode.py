@@ -15,6 +15,10 @@ from hypothesis import strategies as st
 from promstore.remote import _wire_kernels, wire
 from promstore.remote.pb import remote_pb2
 from promstore.remote.wire import WireLimits, decode_write_request
+from storage.batch import WriteBatch
+from storage.errors import BadDataError, LimitExceededError
+
+LIMITS = WireLimits()
 
 
 @pytest.fixture(autouse=True, params=["one-pass", "two-pass"])
@@ -23,10 +27,8 @@ def decoding_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatc
     upper-bound arrays, large ones counted first."""
     if request.param == "two-pass":
         monkeypatch.setattr(wire, "SINGLE_PASS_MAX_BYTES", 0)
-from storage.batch import WriteBatch
-from storage.errors import BadDataError, LimitExceededError
 
-LIMITS = WireLimits()
+
 STALE_NAN = 0x7FF0000000000002
 PROM_NAN = 0x7FF8000000000001
 INT64 = st.integers(-(2**63), 2**63 - 1)
