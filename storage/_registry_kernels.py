@@ -22,26 +22,27 @@ N_PAIRS = 4
 
 
 @njit(cache=True, nogil=True)
-def _intern_symbol(
-    buf, off, length, arena, sym_off, sym_len, sym_hash, sym_slots, counters
-) -> int:
-    h = hash_bytes(buf, off, length)
+def _find_symbol(buf, off, length, h, arena, sym_off, sym_len, sym_hash, sym_slots):
+    """(symbol id or -1, the slot where probing stopped) for ``buf[off:off+length]``."""
     mask = len(sym_slots) - 1
     slot = np.int64(h & np.uint64(mask))
     while True:
         s = sym_slots[slot]
         if s < 0:
-            break
-        if sym_hash[s] == h and sym_len[s] == length:
-            base = sym_off[s]
-            same = True
-            for k in range(length):
-                if arena[base + k] != buf[off + k]:
-                    same = False
-                    break
-            if same:
-                return s
+            return -1, slot
+        if sym_hash[s] == h and _symbol_equals(buf, off, length, arena, sym_off, sym_len, s):
+            return s, slot
         slot = (slot + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def _intern_symbol(
+    buf, off, length, arena, sym_off, sym_len, sym_hash, sym_slots, counters
+) -> int:
+    h = hash_bytes(buf, off, length)
+    s, slot = _find_symbol(buf, off, length, h, arena, sym_off, sym_len, sym_hash, sym_slots)
+    if s >= 0:
+        return s
     s = counters[N_SYMBOLS]
     base = counters[ARENA_USED]
     arena[base:base + length] = buf[off:off + length]
@@ -190,15 +191,7 @@ def rehash_pairs(pair_key, n, slots) -> None:
 def lookup_symbol(buf, off, length, arena, sym_off, sym_len, sym_hash, sym_slots) -> int:
     """Symbol id of ``buf[off:off+length]``, or -1 when it was never interned."""
     h = hash_bytes(buf, off, length)
-    mask = len(sym_slots) - 1
-    slot = np.int64(h & np.uint64(mask))
-    while True:
-        s = sym_slots[slot]
-        if s < 0:
-            return -1
-        if sym_hash[s] == h and _symbol_equals(buf, off, length, arena, sym_off, sym_len, s):
-            return s
-        slot = (slot + 1) & mask
+    return _find_symbol(buf, off, length, h, arena, sym_off, sym_len, sym_hash, sym_slots)[0]
 
 
 @njit(cache=True, nogil=True)
