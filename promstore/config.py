@@ -53,6 +53,7 @@ class Config:
     max_label_value_length: int = 4096
     max_series: int = 50_000_000
     workers: int = 8
+    max_in_flight_writes: int = 64
     log_level: str = "info"
 
     @property
@@ -170,7 +171,7 @@ def _validate(config: Config) -> None:
     for name in ("max_request_bytes", "max_decoded_bytes", "max_samples_per_request",
                  "max_series_per_request", "max_labels_per_request",
                  "max_labels_per_series", "max_label_name_length", "max_label_value_length",
-                 "workers", "max_series"):
+                 "workers", "max_series", "max_in_flight_writes"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive")
     if config.wal_fsync_interval <= 0:

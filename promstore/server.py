@@ -66,6 +66,7 @@ def build_app(config: Config) -> web.Application:
         wire=WireLimits(max_series=config.max_series_per_request,
                         max_labels=config.max_labels_per_request,
                         max_samples=config.max_samples_per_request),
+        max_in_flight=config.max_in_flight_writes,
     )
 
     async def storage(app: web.Application) -> AsyncIterator[None]:

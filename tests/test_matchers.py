@@ -265,7 +265,7 @@ _PIECES = ["a", "b", "|", "(", ")", "?", "[ab]", "(?i)", "{2}", "{0,2}", "^", "$
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(_PIECES), max_size=8))
 def test_literal_set_agrees_with_regex(pieces: list[str]) -> None:
-    from storage import matchers as impl
+    from storage import _re2 as impl
 
     pattern = "".join(pieces)
     try:
@@ -292,7 +292,7 @@ _VM_PIECES = _PIECES + ["*", "+", "\\b", "(?m)", "(?s)", "\\n", "[^a]"]
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.sampled_from(_VM_PIECES), max_size=8))
 def test_linear_engine_agrees_with_regex(pieces: list[str]) -> None:
-    from storage import matchers as impl
+    from storage import _re2 as impl
 
     pattern = "".join(pieces)
     try:

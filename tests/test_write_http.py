@@ -407,3 +407,18 @@ def test_native_histograms_are_refused_but_floats_stored(start_server):
     assert resp.status == 400
     assert "1 native histogram samples were not stored" in resp.text
     assert len(server.series("with_histogram")) == 1
+
+
+def test_writes_beyond_the_in_flight_limit_get_503(start_server):
+    """Overload is answered with a retryable 503, never by queueing without bound."""
+    import concurrent.futures
+
+    server = start_server(None, "--workers", "1",
+                          env={"PROMSTORE_MAX_IN_FLIGHT_WRITES": "1"})
+    big = [({"__name__": "load", "i": str(i)}, [(T0, 1.0)]) for i in range(20_000)]
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = [f.result().status for f in [pool.submit(server.write, big)
+                                                 for _ in range(16)]]
+    assert set(statuses) <= {204, 503}, statuses
+    assert 503 in statuses and 204 in statuses
+    assert server.get("/-/healthy").status == 200

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from storage.errors import PromstoreError, TooLargeError, UnsupportedMediaTypeError
+from storage.errors import (
+    PromstoreError,
+    TooLargeError,
+    UnavailableError,
+    UnsupportedMediaTypeError,
+)
 from storage.interface import Appendable, AppendResult
 
 from ..http_errors import status_for
@@ -40,6 +45,7 @@ class WriteLimits:
     max_request_bytes: int
     max_decoded_bytes: int
     wire: WireLimits
+    max_in_flight: int = 64  # requests being read, decoded or stored at once
 
 
 def check_headers(request: web.Request) -> None:
@@ -70,6 +76,7 @@ class WriteHandler:
         self._limits = limits
         self._executor = executor
         self._metrics = metrics
+        self._in_flight = 0
 
     def _ingest(self, body: bytes) -> AppendResult:
         raw = snappy_block.decompress(body, self._limits.max_decoded_bytes)
@@ -91,7 +98,8 @@ class WriteHandler:
         except PromstoreError as exc:
             status = status_for(exc)
             self._metrics.write_errors.labels(type(exc).__name__).inc()
-            response = web.Response(status=status, text=str(exc) + "\n")
+            headers = {"Retry-After": "1"} if status == 503 else None
+            response = web.Response(status=status, text=str(exc) + "\n", headers=headers)
         except web.HTTPRequestEntityTooLarge:
             response = web.Response(
                 status=413, text=f"request body larger than {self._limits.max_request_bytes} "
@@ -104,6 +112,17 @@ class WriteHandler:
         return response
 
     async def _handle(self, request: web.Request) -> web.Response:
+        if self._in_flight >= self._limits.max_in_flight:
+            # Bounded memory under overload: the sender retries a 503 after backing off.
+            raise UnavailableError(f"more than {self._limits.max_in_flight} writes in "
+                                   "flight; retry later")
+        self._in_flight += 1
+        try:
+            return await self._store(request)
+        finally:
+            self._in_flight -= 1
+
+    async def _store(self, request: web.Request) -> web.Response:
         check_headers(request)
         length = request.content_length
         if length is not None and length > self._limits.max_request_bytes:
