@@ -130,14 +130,25 @@ class _Promstore(Target):
         return str(getattr(promstore, "__version__", "unknown"))
 
 
-class _VictoriaMetrics(Target):
+class _DebianPackage(Target):
+    """A peer installed from a Debian package: runnable when its binary is there."""
+
+    binary: str = ""
+    package: str = ""
+
+    def available(self) -> bool:
+        return os.access(self.binary, os.X_OK)
+
+    def version(self) -> str:
+        return _debian_version(self.package)
+
+
+class _VictoriaMetrics(_DebianPackage):
     name = "victoriametrics"
     ready_path = "/health"
     durability = "buffered in memory, flushed to disk within about a second"
     binary = "/usr/bin/victoria-metrics"
-
-    def available(self) -> bool:
-        return os.access(self.binary, os.X_OK)
+    package = "victoria-metrics"
 
     def command(self, workdir: Path, data_dir: Path, port: int) -> list[str]:
         return [
@@ -148,18 +159,13 @@ class _VictoriaMetrics(Target):
             "-loggerLevel=ERROR",
         ]
 
-    def version(self) -> str:
-        return _debian_version("victoria-metrics")
 
-
-class _Prometheus(Target):
+class _Prometheus(_DebianPackage):
     name = "prometheus"
     ready_path = "/-/ready"
     durability = "written to the WAL, fsynced only when a segment is closed"
     binary = "/usr/bin/prometheus"
-
-    def available(self) -> bool:
-        return os.access(self.binary, os.X_OK)
+    package = "prometheus"
 
     def command(self, workdir: Path, data_dir: Path, port: int) -> list[str]:
         config = workdir / "prometheus.yml"
@@ -172,9 +178,6 @@ class _Prometheus(Target):
             "--web.enable-remote-write-receiver",
             "--log.level=warn",
         ]
-
-    def version(self) -> str:
-        return _debian_version("prometheus")
 
 
 PROMSTORE: Target = _Promstore()

@@ -78,7 +78,6 @@ def build_app(config: Config) -> web.Application:
         app[HEAD_KEY] = head
         log.info("storage ready: %d series", head.n_series)
         yield
-        app[_SHUTTING_DOWN]["flag"] = True
         await loop.run_in_executor(None, head.close)
         executor.shutdown(wait=True)
         log.info("storage closed")

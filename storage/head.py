@@ -33,7 +33,7 @@ from .labels import LabelLimits
 from .matchers import Matcher
 from .postings import Postings, select
 from .samples import SampleLog, SampleSet
-from .series import SeriesRegistry
+from .series import RegistryView, SeriesRegistry
 from .wal import WAL
 
 __all__ = ["Head", "HeadOptions"]
@@ -141,31 +141,31 @@ class Head:
 
     # -- reading (IndexReader) ------------------------------------------------------------
 
-    def _reader(self):
+    def _view(self) -> RegistryView:
+        with self.lock:  # the registry's snapshot contract
+            return self.registry.snapshot()
+
+    def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
         with self.lock:
             view = self.registry.snapshot()
             first_t, last_t = self.state.first_t, self.state.last_t
-        return self.postings.reader(view), first_t, last_t
-
-    def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
-        reader, first_t, last_t = self._reader()
-        refs = select(reader, matchers)
+        refs = select(self.postings.reader(view), matchers)
         if len(refs) and (mint > _NO_TIME or maxt < _MAX_TIME):
             refs = refs[(first_t[refs] <= maxt) & (last_t[refs] >= mint)]
         return refs
 
     def series_labels(self, refs: np.ndarray) -> list[dict[str, str]]:
-        view = self.registry.snapshot()
+        view = self._view()
         return [view.labels(int(r)) for r in refs]
 
     def label_names(self, refs: np.ndarray | None = None) -> list[str]:
-        view = self.registry.snapshot()
+        view = self._view()
         pairs = np.arange(view.n_pairs) if refs is None else view.pairs_of(refs)
         names = np.unique(view.pair_names()[pairs])
         return sorted(view.symbols(names))
 
     def label_values(self, name: str, refs: np.ndarray | None = None) -> list[str]:
-        view = self.registry.snapshot()
+        view = self._view()
         pairs = view.pairs_with_name(name)
         if refs is not None and len(pairs):
             pairs = np.intersect1d(pairs, view.pairs_of(refs))

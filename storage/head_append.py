@@ -21,7 +21,7 @@ from ._label_kernels import NO_SAMPLES
 from .batch import WriteBatch
 from .errors import StorageError, UnavailableError
 from .interface import AppendResult, RejectReason
-from .labels import Canonical, canonicalise, format_labels
+from .labels import Canonical, canonicalise
 
 if TYPE_CHECKING:
     from .head import Head
@@ -48,7 +48,8 @@ _SAMPLE_MESSAGES = {
 def append(head: Head, batch: WriteBatch) -> AppendResult:
     """Store the valid samples of ``batch``; return once they are durable."""
     canon = canonicalise(batch, head.options.labels)  # outside the lock: GIL-free kernel
-    has_samples = np.diff(batch.sample_start) > 0
+    per_series = np.diff(batch.sample_start)
+    has_samples = per_series > 0
     # Series that carry no samples are not created, as in Prometheus (nor reported).
     canon.status[~has_samples & (canon.status == 0)] = NO_SAMPLES
     outcome = np.empty(batch.n_samples, dtype=np.uint8)
@@ -64,7 +65,7 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
             head.min_valid_time, head.options.out_of_order_window_ms, head.max_time, outcome,
         )
         accepted = outcome == ak.ACCEPTED
-        per_sample_refs = np.repeat(refs, np.diff(batch.sample_start))
+        per_sample_refs = np.repeat(refs, per_series)
         sample_refs = per_sample_refs[accepted]
         timestamps = batch.timestamps[accepted]
         values = batch.values[accepted]
@@ -88,21 +89,21 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
         except StorageError as exc:
             head.failed = f"write-ahead log sync failed: {exc}"
             raise
-    return _result(canon, np.where(has_samples, refs, _NOT_CREATED), created, outcome, batch)
+    return _result(canon, np.where(has_samples, refs, _NOT_CREATED), created, outcome,
+                   batch, per_series)
 
 
 def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np.ndarray,
-            batch: WriteBatch) -> AppendResult:
+            batch: WriteBatch, per_series: np.ndarray) -> AppendResult:
     counts = np.bincount(outcome, minlength=ak.TOO_MANY_SERIES + 1)
     result = AppendResult(accepted=int(counts[ak.ACCEPTED]),
                           duplicates=int(counts[ak.DUPLICATE]),
                           new_series=int(created.sum()))
     bad_series = np.flatnonzero(refs == -1)
     if len(bad_series):
-        per_series = np.diff(batch.sample_start)[bad_series]
         for i in bad_series[:MAX_ERROR_MESSAGES]:
             result.errors.append(canon.describe(int(i)))
-        for i, n in zip(bad_series, per_series):
+        for i, n in zip(bad_series, per_series[bad_series]):
             reason = canon.reject_reason(int(i))
             result.rejected[reason] = result.rejected.get(reason, 0) + int(n)
     for code, reason in _REASONS.items():
@@ -113,17 +114,8 @@ def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np
     room = MAX_ERROR_MESSAGES - len(result.errors)
     for j in failed[:max(room, 0)]:
         i = int(np.searchsorted(batch.sample_start, j, side="right") - 1)
-        labels = _batch_labels(canon, i)
         result.errors.append(
-            f"{_SAMPLE_MESSAGES[int(outcome[j])]} for series {labels} "
+            f"{_SAMPLE_MESSAGES[int(outcome[j])]} for series {canon.labels_text(i)} "
             f"at timestamp {int(batch.timestamps[j])}")
     return result
 
-
-def _batch_labels(canon: Canonical, i: int) -> str:
-    b = canon.batch
-    order = canon.order[canon.canon_start[i]:canon.canon_start[i + 1]]
-    pairs = [(b.buf[b.name_off[j]:b.name_off[j] + b.name_len[j]].tobytes().decode(),
-              b.buf[b.value_off[j]:b.value_off[j] + b.value_len[j]].tobytes().decode())
-             for j in order]
-    return format_labels(pairs)

@@ -70,10 +70,15 @@ class Canonical:
             name = _text(b.buf, b.name_off[j], b.name_len[j])
             what = f"{what} {name!r}" if code != lk.LABEL_VALUE_TOO_LONG \
                 else f"{what} (label {name!r}, {int(b.value_len[j])} bytes)"
+        return f"{what} for series {self.labels_text(i)}"
+
+    def labels_text(self, i: int) -> str:
+        """Series ``i``'s labels as sent, printed for a message (shortened if huge)."""
+        b = self.batch
         pairs = [(_text(b.buf, b.name_off[x], b.name_len[x]),
                   _text(b.buf, b.value_off[x], b.value_len[x]))
                  for x in range(int(b.label_start[i]), int(b.label_start[i + 1]))]
-        return f"{what} for series {format_labels(pairs)}"
+        return format_labels(pairs)
 
 
 def _text(buf: np.ndarray, off: int, length: int, limit: int = 200) -> str:
