@@ -17,8 +17,9 @@ import numpy as np
 
 from .batch import WriteBatch
 from .matchers import Matcher
+from .series_set import SeriesSet
 
-__all__ = ["AppendResult", "Appendable", "IndexReader", "RejectReason"]
+__all__ = ["AppendResult", "Appendable", "IndexReader", "RejectReason", "Selectable"]
 
 
 class RejectReason:
@@ -91,3 +92,14 @@ class IndexReader(Protocol):
     def label_values(self, name: str, refs: np.ndarray | None = None) -> list[str]:
         """Sorted distinct values of label ``name`` in ``refs`` (all series when None)."""
         ...
+
+
+class Selectable(Protocol):
+    """Series with their samples, for PromQL and remote read.
+
+    ``select`` returns the series matching all ``matchers`` that hold samples in
+    ``[mint, maxt]`` (inclusive milliseconds), with exactly those samples, merged over
+    every part of the store and de-duplicated, sorted by labels. Thread-safe.
+    """
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet: ...

@@ -1,0 +1,87 @@
+"""SeriesSet: what a select over the store returns, as columns.
+
+Series are sorted by label set (Prometheus order: label by label, name then value,
+byte-wise; a set that is a prefix of another sorts first). Labels are a table, not a
+Python object per series: ``label_ids[i, j]`` is the index into ``values`` of series
+``i``'s value for label ``names[j]``, or -1 when the series lacks that label. That is
+the shape PromQL grouping wants (``by (job)`` is one column; ``without`` drops columns).
+Samples of series ``i`` are ``timestamps[starts[i]:starts[i+1]]`` (ascending, unique)
+and the matching ``values`` (float64, bit patterns kept: stale markers survive).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["SeriesSet"]
+
+
+@dataclass(frozen=True)
+class SeriesSet:
+    """Series with their labels and samples, sorted by labels."""
+
+    names: list[str]  # sorted distinct label names
+    values: list[str]  # distinct label values; label_ids index into it
+    label_ids: np.ndarray  # int32 [n_series, len(names)], -1 = label absent
+    starts: np.ndarray  # int64 [n_series + 1]
+    timestamps: np.ndarray  # int64
+    samples: np.ndarray  # float64
+
+    @property
+    def n_series(self) -> int:
+        return len(self.starts) - 1
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.starts[-1])
+
+    def labels(self, i: int) -> dict[str, str]:
+        """Label set of series ``i`` in name order (for output, not for hot loops)."""
+        row = self.label_ids[i]
+        return {n: self.values[v] for n, v in zip(self.names, row) if v >= 0}
+
+    def column(self, name: str) -> np.ndarray:
+        """Value ids of label ``name`` per series (-1 where absent)."""
+        try:
+            j = self.names.index(name)
+        except ValueError:
+            return np.full(self.n_series, -1, dtype=np.int32)
+        return self.label_ids[:, j]
+
+    def series_samples(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = int(self.starts[i]), int(self.starts[i + 1])
+        return self.timestamps[lo:hi], self.samples[lo:hi]
+
+    @staticmethod
+    def empty() -> SeriesSet:
+        return SeriesSet([], [], np.empty((0, 0), np.int32), np.zeros(1, np.int64),
+                         np.empty(0, np.int64), np.empty(0, np.float64))
+
+    @staticmethod
+    def from_series(series: Iterable[tuple[dict[str, str], Sequence[int], Sequence[float]]]
+                    ) -> SeriesSet:
+        """Build a set from Python objects, sorting series by labels and samples by time;
+        for tests and small tools, not the hot path."""
+        rows = sorted(series, key=lambda s: label_sort_key(s[0]))
+        names = sorted({n for labels, _, _ in rows for n in labels})
+        values = sorted({v for labels, _, _ in rows for v in labels.values()})
+        vid = {v: i for i, v in enumerate(values)}
+        ids = np.full((len(rows), len(names)), -1, dtype=np.int32)
+        for i, (labels, _, _) in enumerate(rows):
+            for j, n in enumerate(names):
+                if n in labels:
+                    ids[i, j] = vid[labels[n]]
+        starts = np.zeros(len(rows) + 1, np.int64)
+        starts[1:] = np.cumsum([len(ts) for _, ts, _ in rows])
+        ts = np.concatenate([np.asarray(t, np.int64) for _, t, _ in rows] or [np.empty(0, np.int64)])
+        vs = np.concatenate([np.asarray(v, np.float64) for _, _, v in rows]
+                            or [np.empty(0, np.float64)])
+        return SeriesSet(names, values, ids, starts, ts, vs)
+
+
+def label_sort_key(labels: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
+    """Sort key giving Prometheus's label-set order."""
+    return tuple((n.encode(), v.encode()) for n, v in sorted(labels.items()))
