@@ -38,7 +38,7 @@ class _StorageCollector(Collector):
         yield GaugeMetricFamily("promstore_head_series", "Series in the head.",
                                 value=head.n_series)
         yield GaugeMetricFamily("promstore_head_samples", "Samples held in the head.",
-                                value=head.samples.n_samples)
+                                value=head.n_samples)
         yield GaugeMetricFamily("promstore_head_memory_bytes",
                                 "Bytes held by the head's arrays (capacity).",
                                 value=head.memory_bytes())

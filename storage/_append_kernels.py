@@ -13,6 +13,8 @@ DUPLICATE_TIMESTAMP = 3
 OUT_OF_BOUNDS = 4
 SERIES_REJECTED = 5
 TOO_MANY_SERIES = 6
+ACCEPTED_OUT_OF_ORDER = 7  # older than the series' newest sample, inside the window
+N_OUTCOMES = 8
 
 
 @njit(cache=True, nogil=True)
@@ -26,7 +28,8 @@ def check_samples(
     newer than its series' last one is accepted; one at the same timestamp is a silent
     duplicate when its bits are equal and an error otherwise; an older one is accepted
     only within ``ooo_window`` ms of the head's newest sample (a retried out-of-order
-    sample is stored again; readers keep the first of equal timestamps). Timestamps below
+    sample is reported as ``ACCEPTED_OUT_OF_ORDER``; the head then checks it against what it
+already holds at that timestamp). Timestamps below
     ``min_valid_t`` are out of bounds; it must exceed INT64_MIN, which marks "no sample
     yet" in ``last_t``. Returns the new head max time.
     """
@@ -55,7 +58,7 @@ def check_samples(
                 # unsigned difference: head_max_t >= t here, and int64 subtraction may overflow
                 if t < first_t[r]:
                     first_t[r] = t
-                outcome[j] = ACCEPTED
+                outcome[j] = ACCEPTED_OUT_OF_ORDER
             else:
                 outcome[j] = OUT_OF_ORDER
     return head_max_t

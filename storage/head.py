@@ -2,8 +2,10 @@
 
 The head owns the series registry (``series.py``), the postings index
 (``postings.py``), per-series state in columnar arrays (last timestamp and value bits,
-first timestamp) and the samples themselves (``samples.py``). It implements
-``Appendable`` (see ``head_append.py``) and ``IndexReader``.
+first timestamp) and the samples themselves: in-order samples in XOR chunks
+(``head_chunks.py``), the rare samples accepted inside the out-of-order window raw
+(``samples.py``). It implements ``Appendable`` (see ``head_append.py``),
+``IndexReader`` and ``Selectable``.
 
 Concurrency: one lock serialises appends (registry changes, sample checks, WAL writes
 in a consistent order); the expensive parts run in numba kernels that release the GIL,
@@ -24,9 +26,11 @@ from typing import Literal
 
 import numpy as np
 
+from . import _append_kernels as ak
 from .batch import WriteBatch
 from .errors import StorageError
 from .head_append import append
+from .head_chunks import HeadChunks
 from .head_wal import replay
 from .interface import AppendResult
 from .labels import LabelLimits
@@ -34,6 +38,7 @@ from .matchers import Matcher
 from .postings import Postings, select
 from .samples import SampleLog, SampleSet
 from .series import RegistryView, SeriesRegistry
+from .series_set import SeriesSet, from_registry
 from .wal import WAL
 
 __all__ = ["Head", "HeadOptions"]
@@ -54,6 +59,8 @@ class HeadOptions:
     wal_fsync: Literal["always", "interval"] = "always"
     wal_fsync_interval: float = 1.0
     wal_segment_size: int = 128 << 20
+    # Chunks never cross a multiple of this; blocks cover one such range.
+    block_range_ms: int = 2 * 3600 * 1000
 
 
 class _SeriesState:
@@ -87,7 +94,10 @@ class Head:
         self.registry = SeriesRegistry(max_series=options.max_series)
         self.postings = Postings()
         self.state = _SeriesState()
-        self.samples = SampleLog()
+        self.chunks = HeadChunks(options.block_range_ms)
+        self.out_of_order = SampleLog()
+        self.n_samples = 0  # samples held (in chunks and out of order)
+        self.min_time = _MAX_TIME  # oldest sample held
         self.lock = threading.Lock()
         self.min_valid_time = _NO_TIME + 1  # INT64_MIN itself marks "no sample yet"
         self.max_time = _NO_TIME
@@ -173,8 +183,91 @@ class Head:
         return sorted(view.symbols(values))
 
     def read_samples(self, refs: np.ndarray, mint: int, maxt: int) -> SampleSet:
-        """Samples of ``refs`` in ``[mint, maxt]`` sorted by (ref, timestamp)."""
-        return self.samples.read(np.asarray(refs, dtype=np.int64), mint, maxt)
+        """Samples of ``refs`` (sorted unique) in ``[mint, maxt]`` sorted by (ref,
+        timestamp)."""
+        refs = np.asarray(refs, dtype=np.int64)
+        with self.lock:
+            batch = self.chunks.gather(refs, mint, maxt)
+            late = self.out_of_order.read(refs, mint, maxt) if self.out_of_order.n_samples \
+                else None
+        ts, vs, starts = batch.decode()
+        owner = np.repeat(refs[batch.pos], np.diff(starts))
+        keep = (ts >= mint) & (ts <= maxt)
+        owner, ts, vs = owner[keep], ts[keep], vs[keep]
+        if late is not None and len(late.refs):
+            # Chunk samples first: on equal timestamps the in-order sample was stored first.
+            owner = np.concatenate([owner, late.refs])
+            ts = np.concatenate([ts, late.timestamps])
+            vs = np.concatenate([vs, late.values])
+            order = np.lexsort((ts, owner))
+            owner, ts, vs = owner[order], ts[order], vs[order]
+            first = np.ones(len(ts), bool)
+            first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
+            owner, ts, vs = owner[first], ts[first], vs[first]
+        return SampleSet(owner, ts, vs)
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+        """Series matching ``matchers`` with their samples in ``[mint, maxt]``."""
+        refs = self.select_series(matchers, mint, maxt)
+        got = self.read_samples(refs, mint, maxt)
+        present = np.unique(got.refs)
+        starts = np.searchsorted(got.refs, np.append(present, _MAX_TIME))
+        return from_registry(self._view(), present, starts, got.timestamps, got.values)
+
+    # -- storing (caller holds the lock) --------------------------------------------------
+
+    def settle_out_of_order(self, refs: np.ndarray, timestamps: np.ndarray,
+                            value_bits: np.ndarray, outcome: np.ndarray) -> None:
+        """Turn out-of-order samples that repeat a stored timestamp (or an earlier sample
+        of the same batch) into duplicates when the value bits are equal, and into
+        duplicate-timestamp errors otherwise, as for in-order samples."""
+        late = np.flatnonzero(outcome == ak.ACCEPTED_OUT_OF_ORDER)
+        if len(late) == 0:
+            return
+        r, t = refs[late], timestamps[late]
+        stored = self._read_locked(np.unique(r), int(t.min()), int(t.max()))
+        # Stored samples first, then the batch's in arrival order; a sample repeats the
+        # first one of its (series, timestamp) run.
+        all_r = np.concatenate([stored.refs, r])
+        all_t = np.concatenate([stored.timestamps, t])
+        all_bits = np.concatenate([stored.values.view(np.uint64), value_bits[late]])
+        order = np.lexsort((np.arange(len(all_r)), all_t, all_r))
+        all_r, all_t, all_bits = all_r[order], all_t[order], all_bits[order]
+        starts_run = np.ones(len(order), bool)
+        starts_run[1:] = (all_r[1:] != all_r[:-1]) | (all_t[1:] != all_t[:-1])
+        run_first = np.maximum.accumulate(np.where(starts_run, np.arange(len(order)), 0))
+        mine = order >= len(stored.refs)
+        repeats = mine & ~starts_run
+        which = late[order[repeats] - len(stored.refs)]
+        same = all_bits[repeats] == all_bits[run_first[repeats]]
+        outcome[which] = np.where(same, ak.DUPLICATE, ak.DUPLICATE_TIMESTAMP)
+
+    def store(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray,
+              outcome: np.ndarray) -> None:
+        """Keep the samples that ``outcome`` accepts: in order to chunks, late ones raw."""
+        in_order = outcome == ak.ACCEPTED
+        late = outcome == ak.ACCEPTED_OUT_OF_ORDER
+        self.chunks.reserve(self.registry.n_series)
+        self.chunks.append(refs[in_order], timestamps[in_order], values[in_order])
+        if late.any():
+            self.out_of_order.append(refs[late], timestamps[late], values[late])
+        kept = in_order | late
+        n = int(kept.sum())
+        if n:
+            self.n_samples += n
+            self.min_time = min(self.min_time, int(timestamps[kept].min()))
+
+    def _read_locked(self, refs: np.ndarray, mint: int, maxt: int) -> SampleSet:
+        batch = self.chunks.gather(refs, mint, maxt)
+        ts, vs, starts = batch.decode()
+        owner = np.repeat(refs[batch.pos], np.diff(starts))
+        parts = [(owner, ts, vs)]
+        if self.out_of_order.n_samples:
+            late = self.out_of_order.read(refs, mint, maxt)
+            parts.append((late.refs, late.timestamps, late.values))
+        owner, ts, vs = (np.concatenate(p) for p in zip(*parts))
+        order = np.lexsort((ts, owner))
+        return SampleSet(owner[order], ts[order], vs[order])
 
     # -- stats ----------------------------------------------------------------------------
 
@@ -185,4 +278,4 @@ class Head:
     def memory_bytes(self) -> int:
         """Bytes held by the head's arrays (capacity), for self-metrics."""
         return self.registry.memory_bytes() + self.state.memory_bytes() + \
-            self.samples.memory_bytes()
+            self.chunks.memory_bytes() + self.out_of_order.memory_bytes()

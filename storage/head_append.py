@@ -64,8 +64,10 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
             head.state.last_t, head.state.last_v, head.state.first_t,
             head.min_valid_time, head.options.out_of_order_window_ms, head.max_time, outcome,
         )
-        accepted = outcome == ak.ACCEPTED
         per_sample_refs = np.repeat(refs, per_series)
+        head.settle_out_of_order(per_sample_refs, batch.timestamps,
+                                 batch.values.view(np.uint64), outcome)
+        accepted = (outcome == ak.ACCEPTED) | (outcome == ak.ACCEPTED_OUT_OF_ORDER)
         sample_refs = per_sample_refs[accepted]
         timestamps = batch.timestamps[accepted]
         values = batch.values[accepted]
@@ -82,7 +84,7 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
             except OSError as exc:
                 head.failed = f"write-ahead log write failed: {exc}"
                 raise StorageError(head.failed) from exc
-        head.samples.append(sample_refs, timestamps, values)
+        head.store(per_sample_refs, batch.timestamps, batch.values, outcome)
     if position is not None:
         try:
             head.wal.sync(position)
@@ -95,8 +97,8 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
 
 def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np.ndarray,
             batch: WriteBatch, per_series: np.ndarray) -> AppendResult:
-    counts = np.bincount(outcome, minlength=ak.TOO_MANY_SERIES + 1)
-    result = AppendResult(accepted=int(counts[ak.ACCEPTED]),
+    counts = np.bincount(outcome, minlength=ak.N_OUTCOMES)
+    result = AppendResult(accepted=int(counts[ak.ACCEPTED] + counts[ak.ACCEPTED_OUT_OF_ORDER]),
                           duplicates=int(counts[ak.DUPLICATE]),
                           new_series=int(created.sum()))
     bad_series = np.flatnonzero(refs == -1)
@@ -109,8 +111,8 @@ def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np
     for code, reason in _REASONS.items():
         if counts[code]:
             result.rejected[reason] = result.rejected.get(reason, 0) + int(counts[code])
-    failed = np.flatnonzero((outcome != ak.ACCEPTED) & (outcome != ak.DUPLICATE)
-                            & (outcome != ak.SERIES_REJECTED))
+    failed = np.flatnonzero((outcome != ak.ACCEPTED) & (outcome != ak.ACCEPTED_OUT_OF_ORDER)
+                            & (outcome != ak.DUPLICATE) & (outcome != ak.SERIES_REJECTED))
     room = MAX_ERROR_MESSAGES - len(result.errors)
     for j in failed[:max(room, 0)]:
         i = int(np.searchsorted(batch.sample_start, j, side="right") - 1)

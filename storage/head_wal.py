@@ -77,10 +77,11 @@ def replay(head: Head, wal_dir: Path) -> None:
                 values.view(np.uint64), head.state.last_t, head.state.last_v,
                 head.state.first_t, head.min_valid_time, _UNLIMITED_WINDOW, head.max_time,
                 outcome)
-            ok = outcome == ak.ACCEPTED
+            head.settle_out_of_order(refs, timestamps, values.view(np.uint64), outcome)
             dropped += int((refs < 0).sum())
-            head.samples.append(refs[ok], timestamps[ok], values[ok])
-            samples += int(ok.sum())
+            head.store(refs, timestamps, values, outcome)
+            samples += int(((outcome == ak.ACCEPTED)
+                            | (outcome == ak.ACCEPTED_OUT_OF_ORDER)).sum())
     head.replay_report = [
         f"segment {r.segment} offset {r.offset}: {r.reason}; {r.bytes_dropped} bytes dropped"
         + (f", moved aside: {', '.join(r.moved_aside)}" if r.moved_aside else "")

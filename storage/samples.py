@@ -1,4 +1,8 @@
-"""SampleLog: the head's float samples as columnar pages, in arrival order.
+"""SampleLog: the head's out-of-order float samples as columnar pages, in arrival order.
+
+In-order samples go to XOR chunks (``head_chunks.py``); the few samples accepted inside
+the out-of-order window cannot be appended to a chunk and are kept here raw, 20 bytes a
+row, until the block that covers them is written.
 
 Each page holds up to ``page_size`` (ref, timestamp, value) rows in three numpy arrays;
 appending copies a batch's accepted samples into the open page. Values are stored as
@@ -86,6 +90,19 @@ class SampleLog:
             keep[1:] = (r[1:] != r[:-1]) | (t[1:] != t[:-1])
             r, t, v = r[keep], t[keep], v[keep]
         return SampleSet(r, t, v)
+
+    def drop_before(self, before: int) -> int:
+        """Forget every sample older than ``before``; return how many were dropped."""
+        with self._lock:
+            pages = self._pages
+            self._pages = []
+        kept = [(p.refs[:p.used], p.ts[:p.used], p.vs[:p.used]) for p in pages]
+        n_before = self.n_samples
+        self.n_samples = 0
+        for refs, ts, vs in kept:
+            keep = ts >= before
+            self.append(refs[keep], ts[keep], vs[keep])
+        return n_before - self.n_samples
 
     def memory_bytes(self) -> int:
         return sum(p.refs.nbytes + p.ts.nbytes + p.vs.nbytes for p in self._pages)

@@ -13,10 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["SeriesSet"]
+from . import _registry_kernels as rk
+
+if TYPE_CHECKING:
+    from .series import RegistryView
+
+__all__ = ["SeriesSet", "from_registry", "label_sort_key"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +82,8 @@ class SeriesSet:
                     ids[i, j] = vid[labels[n]]
         starts = np.zeros(len(rows) + 1, np.int64)
         starts[1:] = np.cumsum([len(ts) for _, ts, _ in rows])
-        ts = np.concatenate([np.asarray(t, np.int64) for _, t, _ in rows] or [np.empty(0, np.int64)])
+        ts = np.concatenate([np.asarray(t, np.int64) for _, t, _ in rows]
+                            or [np.empty(0, np.int64)])
         vs = np.concatenate([np.asarray(v, np.float64) for _, _, v in rows]
                             or [np.empty(0, np.float64)])
         return SeriesSet(names, values, ids, starts, ts, vs)
@@ -85,3 +92,46 @@ class SeriesSet:
 def label_sort_key(labels: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
     """Sort key giving Prometheus's label-set order."""
     return tuple((n.encode(), v.encode()) for n, v in sorted(labels.items()))
+
+
+def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
+                  timestamps: np.ndarray, samples: np.ndarray) -> SeriesSet:
+    """The set of series ``refs`` of ``view`` (any order) whose samples are
+    ``timestamps[starts[i]:starts[i+1]]`` for ``refs[i]``, sorted into label order.
+
+    Strings are decoded once per distinct symbol; everything per series or per label is
+    array work.
+    """
+    refs = np.asarray(refs, np.int64)
+    if len(refs) == 0:
+        return SeriesSet.empty()
+    counts = view.lab_start[refs + 1] - view.lab_start[refs]
+    pair_keys = view.pair_key[rk.gather_ranges(view.lab_start, view.lab_pair, refs)]
+    name_sym = pair_keys >> 32
+    value_sym = pair_keys & 0xFFFFFFFF
+    names, name_rank = _ranked(view, name_sym)
+    values, value_rank = _ranked(view, value_sym)
+    owner = np.repeat(np.arange(len(refs)), counts)
+    within = np.arange(len(pair_keys)) - np.repeat(np.cumsum(counts) - counts, counts)
+    width = int(counts.max()) if len(counts) else 0
+    key = np.full((len(refs), 2 * width), -1, np.int64)  # shorter label sets sort first
+    key[owner, 2 * within] = name_rank
+    key[owner, 2 * within + 1] = value_rank
+    order = np.lexsort(key.T[::-1]) if width else np.arange(len(refs))
+    ids = np.full((len(refs), len(names)), -1, np.int32)
+    ids[owner, name_rank] = value_rank
+    lengths = np.diff(starts)[order]
+    new_starts = np.zeros(len(refs) + 1, np.int64)
+    np.cumsum(lengths, out=new_starts[1:])
+    take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) + np.arange(new_starts[-1])
+    return SeriesSet(names, values, ids[order], new_starts, timestamps[take], samples[take])
+
+
+def _ranked(view: RegistryView, syms: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """Distinct strings of symbol ids ``syms`` in byte order, and each id's rank."""
+    distinct, inverse = np.unique(syms, return_inverse=True)
+    texts = view.symbols(distinct)
+    order = sorted(range(len(texts)), key=texts.__getitem__)
+    rank = np.empty(len(texts), np.int64)
+    rank[order] = np.arange(len(texts))
+    return [texts[i] for i in order], rank[inverse]

@@ -359,7 +359,7 @@ def read_data_dir(data_dir: str | os.PathLike, options=None) -> StoredData:
         refs = np.asarray(head.select_series([Matcher(MatchType.RE, "__name__", ".+")], lo, hi))
         labels = head.series_labels(refs)
         got = head.read_samples(refs, lo, hi)
-        rows = head.samples.n_samples
+        rows = head.n_samples
     finally:
         head.close()
     return StoredData(refs, labels, np.asarray(got.refs), np.asarray(got.timestamps),

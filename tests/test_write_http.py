@@ -214,9 +214,6 @@ def test_duplicates(tmp_path, start_server):
     assert stored.rows == 2
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: within the out-of-order window a "
-                   "retried sample is stored again (reads keep the first value of a "
-                   "timestamp, so answers are right); per-series chunks will drop it on write")
 def test_out_of_order_window_retry_is_not_stored_twice(tmp_path, start_server):
     """Within the out-of-order window a sample already stored is not stored again: a
     retried request is a duplicate and, as in Prometheus, the first value at a timestamp

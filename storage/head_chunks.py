@@ -1,0 +1,241 @@
+"""HeadChunks: the head's in-order samples as XOR chunks, one open chunk per series.
+
+Each series appends to an *open* chunk kept encoded in a slot of the open arena (slots
+come in sizes of 64 B to 8 KiB and a chunk moves to a bigger slot as it grows, so a
+series costs about its chunk's size). When Prometheus would cut a head chunk (at a
+``chunk_range`` boundary, at the end predicted for ~120 samples, or at 240 samples),
+the open chunk is *sealed*: its bytes are copied to an append-only page of sealed
+chunks and a row is added to the sealed table (series, min and max time, location,
+length, previous chunk of the same series). Chunks never cross a ``chunk_range``
+boundary, so cutting blocks of that range never splits one.
+
+Sealed and open chunks are bit-identical to the chunks a Prometheus 2.x head builds
+from the same samples, so reads, blocks and remote read can pass them on unchanged.
+
+Not thread-safe: the head's lock guards every call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import _head_chunk_kernels as k
+from ._xor_kernels import ST_BITPOS, ST_BYTE_TAIL, ST_NUM, ST_T, STATE_LEN
+from .xor import decode_xor_many
+
+__all__ = ["ChunkBatch", "HeadChunks"]
+
+
+@dataclass(frozen=True)
+class ChunkBatch:
+    """Chunks of several series, oldest first per series: chunk ``c`` belongs to the
+    series at position ``pos[c]`` of the request and is
+    ``blob[offsets[c]:offsets[c + 1]]`` (XOR, without the encoding byte)."""
+
+    pos: np.ndarray  # int64
+    mint: np.ndarray  # int64
+    maxt: np.ndarray  # int64
+    blob: np.ndarray  # uint8
+    offsets: np.ndarray  # int64 [n + 1]
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.pos)
+
+    def decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples of every chunk: ``(timestamps, values, sample_starts)``."""
+        return decode_xor_many(self.blob, self.offsets)
+
+
+def _grow(arr: np.ndarray, need: int, fill: int) -> np.ndarray:
+    if need <= len(arr):
+        return arr
+    out = np.full((max(need, 2 * len(arr)), *arr.shape[1:]), fill, dtype=arr.dtype)
+    out[:len(arr)] = arr
+    return out
+
+
+class HeadChunks:
+    """Open and sealed XOR chunks of every head series; see the module docstring."""
+
+    def __init__(self, chunk_range: int) -> None:
+        self.chunk_range = chunk_range
+        self.xstate = np.zeros((0, STATE_LEN), np.uint64)
+        self.slot_off = np.empty(0, np.int64)
+        self.slot_class = np.empty(0, np.int8)
+        self.c_mint = np.empty(0, np.int64)
+        self.next_at = np.empty(0, np.int64)
+        self.last_sealed = np.empty(0, np.int64)
+        self.arena = np.empty(1 << 16, np.uint8)
+        self.alloc = np.full(1 + k.N_CLASSES, -1, np.int64)
+        self.alloc[k.A_BUMP] = 0
+        self.pages: list[np.ndarray] = []
+        self.page_fill = np.zeros(1, np.int64)
+        self.tab_n = np.zeros(1, np.int64)
+        self.tab_ref = np.empty(1024, np.int32)
+        self.tab_mint = np.empty(1024, np.int64)
+        self.tab_maxt = np.empty(1024, np.int64)
+        self.tab_loc = np.empty(1024, np.int64)
+        self.tab_len = np.empty(1024, np.int32)
+        self.tab_prev = np.empty(1024, np.int64)
+
+    def reserve(self, n_series: int) -> None:
+        """Make room for series refs below ``n_series``."""
+        if n_series <= len(self.slot_off):
+            return
+        self.xstate = _grow(self.xstate, n_series, 0)
+        self.slot_off = _grow(self.slot_off, n_series, -1)
+        self.slot_class = _grow(self.slot_class, n_series, 0)
+        self.c_mint = _grow(self.c_mint, n_series, 0)
+        self.next_at = _grow(self.next_at, n_series, 0)
+        self.last_sealed = _grow(self.last_sealed, n_series, -1)
+
+    @property
+    def n_sealed(self) -> int:
+        return int(self.tab_n[0])
+
+    def append(self, refs: np.ndarray, timestamps: np.ndarray, values: np.ndarray) -> None:
+        """Append samples, each newer than its series' last one (checked by the caller)."""
+        if len(refs) == 0:
+            return
+        if not self.pages:
+            self._new_page()
+        ts = np.ascontiguousarray(timestamps, np.int64)
+        vs = np.ascontiguousarray(values, np.float64)
+        refs = np.ascontiguousarray(refs, np.int64)
+        j = 0
+        while True:
+            status, j = k.append(
+                refs, ts, ts.view(np.uint64), vs.view(np.uint64), j, self.chunk_range,
+                self.xstate, self.slot_off, self.slot_class, self.c_mint, self.next_at,
+                self.last_sealed, self.arena, self.alloc, self.pages[-1],
+                len(self.pages) - 1, self.page_fill, self.tab_ref, self.tab_mint,
+                self.tab_maxt, self.tab_loc, self.tab_len, self.tab_prev, self.tab_n)
+            if status == k.OK:
+                return
+            if status == k.NEED_ARENA:
+                self.arena = _grow(self.arena, 2 * len(self.arena), 0)
+            elif status == k.NEED_PAGE:
+                self._new_page()
+            else:
+                cap = 2 * len(self.tab_ref)
+                for name in ("tab_ref", "tab_mint", "tab_maxt", "tab_loc", "tab_len", "tab_prev"):
+                    setattr(self, name, _grow(getattr(self, name), cap, 0))
+
+    def _new_page(self) -> None:
+        self.pages.append(np.empty(k.PAGE_SIZE, np.uint8))
+        self.page_fill[0] = 0
+
+    def gather(self, refs: np.ndarray, mint: int, maxt: int) -> ChunkBatch:
+        """Copies of the chunks of ``refs`` (sorted unique) overlapping ``[mint, maxt]``."""
+        refs = np.ascontiguousarray(refs, np.int64)
+        refs = refs[refs < len(self.slot_off)]
+        pos, index = k.plan_read(refs, mint, maxt, self.xstate, self.slot_off, self.c_mint,
+                                 self.last_sealed, self.tab_mint, self.tab_maxt, self.tab_prev)
+        sealed = index >= 0
+        open_refs = -1 - index[~sealed]
+        sealed_rows = index[sealed]
+        cmin = np.empty(len(index), np.int64)
+        cmax = np.empty(len(index), np.int64)
+        lengths = np.empty(len(index), np.int64)
+        cmin[sealed] = self.tab_mint[sealed_rows]
+        cmax[sealed] = self.tab_maxt[sealed_rows]
+        lengths[sealed] = self.tab_len[sealed_rows]
+        cmin[~sealed] = self.c_mint[open_refs]
+        cmax[~sealed] = self.xstate[open_refs, ST_T].view(np.int64)
+        lengths[~sealed] = self._open_lengths(open_refs)
+        offsets = np.zeros(len(index) + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        blob = np.empty(int(offsets[-1]), np.uint8)
+        src = np.empty(len(index), np.int64)
+        src[~sealed] = self.slot_off[open_refs]
+        k.copy_chunks(self.arena, src, lengths, blob, offsets, np.flatnonzero(~sealed))
+        if len(sealed_rows):
+            loc = self.tab_loc[sealed_rows]
+            page_of = loc >> k.PAGE_BITS
+            src[sealed] = loc & (k.PAGE_SIZE - 1)
+            where = np.flatnonzero(sealed)
+            for p in np.unique(page_of):
+                k.copy_chunks(self.pages[p], src, lengths, blob, offsets, where[page_of == p])
+        return ChunkBatch(pos, cmin, cmax, blob, offsets)
+
+    def _open_lengths(self, refs: np.ndarray) -> np.ndarray:
+        """Byte length of the open chunks of ``refs`` (2.x layout, spare byte included)."""
+        bitpos = self.xstate[refs, ST_BITPOS].astype(np.int64)
+        tail = self.xstate[refs, ST_BYTE_TAIL]
+        return (bitpos + 7) // 8 + ((tail != 0) & (bitpos % 8 == 0))
+
+    def truncate(self, before: int) -> None:
+        """Drop every chunk whose samples are all older than ``before``."""
+        n = self.n_sealed
+        keep = self.tab_maxt[:n] >= before
+        self.last_sealed[:] = -1
+        if n:
+            rows = np.flatnonzero(keep)
+            old_to_new = np.full(n, -1, np.int64)
+            old_to_new[rows] = np.arange(len(rows))
+            lengths = self.tab_len[rows].astype(np.int64)
+            loc = self.tab_loc[rows]
+            prev = k.relink(self.tab_ref[rows], self.tab_prev[rows], old_to_new,
+                            self.last_sealed)
+            self._repack(rows, loc, lengths)
+            for name, col in (("tab_ref", self.tab_ref[rows]), ("tab_mint", self.tab_mint[rows]),
+                              ("tab_maxt", self.tab_maxt[rows]), ("tab_len", self.tab_len[rows]),
+                              ("tab_prev", prev)):
+                arr = np.empty(max(1024, 2 * len(rows)), col.dtype)
+                arr[:len(rows)] = col
+                setattr(self, name, arr)
+            self.tab_n[0] = len(rows)
+        stale = np.flatnonzero((self.slot_off >= 0) & (self.xstate[:, ST_NUM] > 0)
+                               & (self.xstate[:, ST_T].view(np.int64) < before))
+        k.free_slots(self.arena, self.alloc, self.slot_class[stale], self.slot_off[stale])
+        self.slot_off[stale] = -1
+        self.xstate[stale] = 0
+
+    def _repack(self, rows: np.ndarray, loc: np.ndarray, lengths: np.ndarray) -> None:
+        """Copy the kept sealed chunks into fresh pages, in table order."""
+        old_pages = self.pages
+        self.pages = []
+        self._new_page()
+        new_loc = np.empty(len(rows), np.int64)
+        dst_off = np.empty(len(rows), np.int64)
+        start = 0
+        while start < len(rows):
+            fill = np.cumsum(lengths[start:])
+            end = start + int(np.searchsorted(fill, k.PAGE_SIZE, side="right"))
+            offs = np.concatenate(([0], fill[:end - start - 1]))
+            dst_off[start:end] = offs
+            new_loc[start:end] = ((len(self.pages) - 1) << k.PAGE_BITS) | offs
+            page_of = loc[start:end] >> k.PAGE_BITS
+            src = loc[start:end] & (k.PAGE_SIZE - 1)
+            for p in np.unique(page_of):
+                sel = np.flatnonzero(page_of == p)
+                k.copy_chunks(old_pages[p], src, lengths[start:end], self.pages[-1], offs, sel)
+            self.page_fill[0] = int(fill[end - start - 1]) if end > start else 0
+            start = end
+            if start < len(rows):
+                self._new_page()
+        self.tab_loc = np.empty(max(1024, 2 * len(rows)), np.int64)
+        self.tab_loc[:len(rows)] = new_loc
+
+    def min_times(self, n_series: int) -> np.ndarray:
+        """Oldest chunk start per series (int64 max where a series holds no chunk)."""
+        out = np.full(n_series, np.iinfo(np.int64).max, np.int64)
+        n = self.n_sealed
+        np.minimum.at(out, self.tab_ref[:n].astype(np.int64), self.tab_mint[:n])
+        has_open = np.flatnonzero((self.slot_off[:n_series] >= 0)
+                                  & (self.xstate[:n_series, ST_NUM] > 0))
+        out[has_open] = np.minimum(out[has_open], self.c_mint[has_open])
+        return out
+
+    def memory_bytes(self) -> int:
+        """Bytes in use: open arena up to its high-water mark, sealed pages as filled,
+        the sealed table and per-series columns."""
+        n = self.n_sealed
+        pages = k.PAGE_SIZE * max(len(self.pages) - 1, 0) + int(self.page_fill[0])
+        table = n * (4 + 8 + 8 + 8 + 4 + 8)
+        series = sum(a.nbytes for a in (self.xstate, self.slot_off, self.slot_class,
+                                        self.c_mint, self.next_at, self.last_sealed))
+        return int(self.alloc[k.A_BUMP]) + pages + table + series
