@@ -1,0 +1,422 @@
+"""Blocks: immutable directories holding the series and chunks of one time range.
+
+A block is laid out exactly as Prometheus 2.x lays it out, so Prometheus and its tools
+open ours and we open theirs::
+
+    <parent>/<ULID>/
+        meta.json      time range, stats, compaction level and sources (written last)
+        index          symbols, series, postings (``storage.block_index``)
+        chunks/000001  chunk segments (``storage.block_chunks``)
+        tombstones     deletions; we always write the empty file
+
+``write_block`` builds a block in ``<ULID>.tmp-for-creation`` and renames it into
+place, so a block directory either is complete or does not exist under its final
+name. ``Block`` reads one through memory maps. Byte layouts are in ``docs/format.md``
+("Blocks"). Time ranges in ``meta.json`` are half-open: ``minTime <= t < maxTime``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from . import _block_kernels as k
+from ._registry_kernels import gather_ranges
+from .block_chunks import MAX_SEGMENT_SIZE, ChunkSegments, write_segments
+from .block_index import ChunkMetas, IndexFile, SeriesLayout, write_index
+from .errors import CorruptionError
+from .matchers import Matcher
+from .postings import select
+from .ulid import is_ulid, new_ulid
+
+__all__ = [
+    "MAGIC_TOMBSTONES",
+    "META_VERSION",
+    "TMP_SUFFIX",
+    "Block",
+    "BlockMeta",
+    "ChunkSet",
+    "read_meta",
+    "write_block",
+]
+
+META_VERSION = 1
+TMP_SUFFIX = ".tmp-for-creation"
+MAGIC_TOMBSTONES = 0x0130BA30
+TOMBSTONES_FORMAT_V1 = 1
+# Magic, version, then the CRC32-C of no tombstones at all (zero).
+_EMPTY_TOMBSTONES = MAGIC_TOMBSTONES.to_bytes(4, "big") + bytes([TOMBSTONES_FORMAT_V1]) + \
+    bytes(4)
+_MAX_META_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class BlockMeta:
+    """What ``meta.json`` says about a block. ``max_time`` is exclusive."""
+
+    ulid: str
+    min_time: int
+    max_time: int
+    num_samples: int
+    num_series: int
+    num_chunks: int
+    level: int
+    sources: tuple[str, ...]
+    path: Path
+
+    def to_json(self) -> str:
+        """``meta.json`` as Prometheus writes it (same keys, order and indentation)."""
+        doc = {
+            "ulid": self.ulid,
+            "minTime": self.min_time,
+            "maxTime": self.max_time,
+            "stats": {"numSamples": self.num_samples, "numSeries": self.num_series,
+                      "numChunks": self.num_chunks},
+            "compaction": {"level": self.level, "sources": list(self.sources)},
+            "version": META_VERSION,
+        }
+        return json.dumps(doc, indent="\t")
+
+
+def read_meta(path: Path) -> BlockMeta:
+    """The ``meta.json`` of the block directory ``path``; ``CorruptionError`` when it
+    is missing (a block whose creation never finished) or malformed."""
+    file = path / "meta.json"
+    try:
+        with open(file, "rb") as f:
+            text = f.read(_MAX_META_BYTES + 1)
+    except FileNotFoundError:
+        raise CorruptionError(f"{path}: no meta.json, the block was not completely written"
+                              ) from None
+    except OSError as e:
+        raise CorruptionError(f"{file}: cannot read: {e}") from None
+    if len(text) > _MAX_META_BYTES:
+        raise CorruptionError(f"{file}: larger than {_MAX_META_BYTES} bytes")
+    try:
+        doc = json.loads(text)
+        meta = _meta_from_doc(doc, path)
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise CorruptionError(f"{file}: {e}") from None
+    return meta
+
+
+def _meta_from_doc(doc: Any, path: Path) -> BlockMeta:
+    def integer(value: Any, what: str, low: int = -(1 << 63)) -> int:
+        if type(value) is not int or not low <= value < (1 << 63):
+            raise ValueError(f"{what} must be an integer >= {low}, not {value!r}")
+        return value
+
+    if doc["version"] != META_VERSION:
+        raise ValueError(f"unsupported version {doc['version']!r}")
+    ulid = doc["ulid"]
+    if not isinstance(ulid, str) or not is_ulid(ulid):
+        raise ValueError(f"bad ulid {ulid!r}")
+    stats, compaction = doc["stats"], doc["compaction"]
+    sources = compaction.get("sources") or []
+    if not isinstance(sources, list) or not all(isinstance(s, str) and is_ulid(s)
+                                                for s in sources):
+        raise ValueError("compaction sources must be a list of ulids")
+    meta = BlockMeta(
+        ulid=ulid,
+        min_time=integer(doc["minTime"], "minTime"),
+        max_time=integer(doc["maxTime"], "maxTime"),
+        num_samples=integer(stats.get("numSamples", 0), "numSamples", 0),
+        num_series=integer(stats.get("numSeries", 0), "numSeries", 0),
+        num_chunks=integer(stats.get("numChunks", 0), "numChunks", 0),
+        level=integer(compaction["level"], "compaction level", 1),
+        sources=tuple(sources),
+        path=path,
+    )
+    if meta.min_time > meta.max_time:
+        raise ValueError(f"minTime {meta.min_time} is after maxTime {meta.max_time}")
+    return meta
+
+
+@dataclass(frozen=True)
+class ChunkSet:
+    """Chunks of some series, in (series, mint) order.
+
+    Chunk ``c`` belongs to ``series[c]`` (a position in the ids asked for), covers
+    ``[mint[c], maxt[c]]`` (inclusive), has encoding byte ``encoding[c]`` and data
+    ``blob[offsets[c]:offsets[c+1]]`` (without the encoding byte), so XOR chunks go
+    straight to ``storage.xor.decode_xor_many(blob, offsets)``.
+    """
+
+    series: np.ndarray
+    mint: np.ndarray
+    maxt: np.ndarray
+    encoding: np.ndarray
+    blob: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def n_chunks(self) -> int:
+        return len(self.series)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def _array(values: Any, dtype: type, what: str) -> np.ndarray:
+    arr: np.ndarray = np.ascontiguousarray(values, dtype=dtype)
+    if arr.ndim != 1:
+        raise ValueError(f"{what} must be a 1-d array")
+    return arr
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_block(
+    parent: Path,
+    *,
+    keys_blob: np.ndarray,
+    keys_offsets: np.ndarray,
+    chunk_series: np.ndarray,
+    chunk_mint: np.ndarray,
+    chunk_maxt: np.ndarray,
+    chunk_encoding: np.ndarray,
+    chunk_blob: np.ndarray,
+    chunk_offsets: np.ndarray,
+    mint: int,
+    maxt: int,
+    level: int = 1,
+    sources: Sequence[str] | None = None,
+    segment_size: int = MAX_SEGMENT_SIZE,
+) -> BlockMeta:
+    """Write a new block under the existing directory ``parent`` and return its meta.
+
+    Series ``i`` has the canonical key ``keys_blob[keys_offsets[i]:keys_offsets[i+1]]``
+    (``name 0xFF value 0xFF`` per label, names sorted; series distinct, in any order).
+    Chunk ``c`` belongs to series ``chunk_series[c]``, covers ``[chunk_mint[c],
+    chunk_maxt[c]]``, has encoding byte ``chunk_encoding[c]`` and data
+    ``chunk_blob[chunk_offsets[c]:chunk_offsets[c+1]]``, which starts with the
+    big-endian uint16 sample count (as every Prometheus chunk encoding does). Chunks of
+    a series come sorted by time and do not overlap; series without chunks are left out.
+    Every chunk lies in ``[mint, maxt)``. ``sources`` defaults to the new block's own id.
+
+    The block is complete and fsynced when this returns; on any error nothing is left
+    under its final name. ``ValueError`` for inputs that break these rules.
+    """
+    if not isinstance(mint, int | np.integer) or not isinstance(maxt, int | np.integer) \
+            or mint > maxt:
+        raise ValueError(f"block range [{mint}, {maxt}) is not a time range")
+    if level < 1:
+        raise ValueError(f"compaction level {level} must be at least 1")
+    if sources is not None and not all(isinstance(s, str) and is_ulid(s) for s in sources):
+        raise ValueError("sources must be ulids")
+    keys_blob = _array(keys_blob, np.uint8, "keys_blob")
+    keys_offsets = _array(keys_offsets, np.int64, "keys_offsets")
+    series = _array(chunk_series, np.int64, "chunk_series")
+    c_mint = _array(chunk_mint, np.int64, "chunk_mint")
+    c_maxt = _array(chunk_maxt, np.int64, "chunk_maxt")
+    encoding = _array(chunk_encoding, np.int64, "chunk_encoding")
+    blob = _array(chunk_blob, np.uint8, "chunk_blob")
+    offsets = _array(chunk_offsets, np.int64, "chunk_offsets")
+    n_chunks = len(series)
+    n_series = len(keys_offsets) - 1
+    if not len(c_mint) == len(c_maxt) == len(encoding) == n_chunks == len(offsets) - 1:
+        raise ValueError("chunk arrays disagree in length")
+    sizes = np.diff(offsets)
+    if n_chunks and (offsets[0] < 0 or offsets[-1] > len(blob) or np.any(sizes < 2)):
+        raise ValueError("chunk_offsets must ascend inside chunk_blob, 2 bytes or more apart")
+    if np.any((series < 0) | (series >= n_series)):
+        raise ValueError("chunk_series names a series that does not exist")
+    if np.any((encoding < 0) | (encoding > 0xFF)):
+        raise ValueError("chunk encodings must be bytes")
+    if np.any(c_mint > c_maxt) or np.any(c_mint < mint) or np.any(c_maxt >= maxt):
+        raise ValueError(f"every chunk must lie in the block range [{mint}, {maxt})")
+
+    used = np.bincount(series, minlength=n_series) > 0
+    if not np.all(used):
+        kept = np.flatnonzero(used)
+        new_id = np.cumsum(used) - 1
+        keys_blob = gather_ranges(keys_offsets, keys_blob, kept)
+        keys_offsets = np.concatenate(([0], np.cumsum(np.diff(keys_offsets)[kept])))
+        series = new_id[series]
+    layout = SeriesLayout.from_keys(keys_blob, keys_offsets)
+    ordinal = np.empty(layout.n_series, dtype=np.int64)
+    ordinal[layout.order] = np.arange(layout.n_series)
+    chunk_ordinal = ordinal[series]
+    order = np.argsort(chunk_ordinal, kind="stable")
+    same = chunk_ordinal[order][1:] == chunk_ordinal[order][:-1]
+    if np.any(same & (c_mint[order][1:] <= c_maxt[order][:-1])):
+        raise ValueError("chunks of a series must be sorted by time and must not overlap")
+
+    num_samples = int(((blob[offsets[:-1]].astype(np.int64) << 8)
+                       | blob[offsets[:-1] + 1]).sum()) if n_chunks else 0
+    ulid = new_ulid()
+    final = parent / ulid
+    tmp = parent / (ulid + TMP_SUFFIX)
+    meta = BlockMeta(ulid, int(mint), int(maxt), num_samples, layout.n_series, n_chunks,
+                     int(level), tuple(sources) if sources is not None else (ulid,), final)
+    tmp.mkdir()
+    try:
+        (tmp / "chunks").mkdir()
+        refs = write_segments(tmp / "chunks", blob, offsets, encoding.astype(np.uint8), order,
+                              segment_size)
+        chunk_start = np.zeros(layout.n_series + 1, dtype=np.int64)
+        np.cumsum(np.bincount(chunk_ordinal, minlength=layout.n_series),
+                  out=chunk_start[1:])
+        write_index(tmp / "index", layout,
+                    ChunkMetas(chunk_start, c_mint[order], c_maxt[order], refs))
+        _write_file(tmp / "tombstones", _EMPTY_TOMBSTONES)
+        _fsync_dir(tmp / "chunks")
+        _write_file(tmp / "meta.json", meta.to_json().encode())
+        _fsync_dir(tmp)
+        os.rename(tmp, final)
+        _fsync_dir(parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _check_tombstones(path: Path) -> None:
+    """Validate the tombstones file if there is one (Prometheus treats a missing one as
+    empty)."""
+    file = path / "tombstones"
+    try:
+        data = file.read_bytes()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise CorruptionError(f"{file}: cannot read: {e}") from None
+    if len(data) < len(_EMPTY_TOMBSTONES):
+        raise CorruptionError(f"{file}: {len(data)} bytes, too short")
+    if int.from_bytes(data[:4], "big") != MAGIC_TOMBSTONES:
+        raise CorruptionError(f"{file}: offset 0: bad magic")
+    if data[4] != TOMBSTONES_FORMAT_V1:
+        raise CorruptionError(f"{file}: offset 4: unsupported version {data[4]}")
+    body = np.frombuffer(data, dtype=np.uint8)
+    if k.crc32c(body, 5, len(data) - 4) != int.from_bytes(data[-4:], "big"):
+        raise CorruptionError(f"{file}: offset {len(data) - 4}: checksum mismatch")
+
+
+class Block:
+    """A block directory opened for reading (``Block.open``).
+
+    Series are named by block-local ids: their ordinal in label order, 0 … n-1. Every
+    method is synchronous, thread-safe and returns fresh arrays; ``close`` must not
+    race with them. Malformed data raises ``CorruptionError`` naming file and offset.
+    """
+
+    def __init__(self, meta: BlockMeta, index: IndexFile, segments: ChunkSegments) -> None:
+        self.meta = meta
+        self._index = index
+        self._segments = segments
+
+    @classmethod
+    def open(cls, path: Path) -> Block:
+        """Map the block at ``path``: checks meta.json, tombstones, the index's header,
+        tables and checksums and every segment header, without reading series or
+        chunks."""
+        path = Path(path)
+        meta = read_meta(path)
+        _check_tombstones(path)
+        try:
+            index = IndexFile(path / "index")
+        except FileNotFoundError:
+            raise CorruptionError(f"{path}: no index file") from None
+        try:
+            if index.n_series != meta.num_series:
+                raise CorruptionError(f"{path}: index holds {index.n_series} series, "
+                                      f"meta.json says {meta.num_series}")
+            segments = ChunkSegments(path / "chunks")
+        except BaseException:
+            index.close()
+            raise
+        return cls(meta, index, segments)
+
+    @property
+    def n_series(self) -> int:
+        return self._index.n_series
+
+    def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
+        """Sorted ids of the series matching every matcher (all series with none) that
+        have a chunk overlapping ``[mint, maxt]`` (inclusive)."""
+        if mint > maxt or maxt < self.meta.min_time or mint >= self.meta.max_time:
+            return np.empty(0, dtype=np.int64)
+        ids = select(self._index, matchers)  # type: ignore[arg-type]  # duck-typed reader
+        if mint <= self.meta.min_time and maxt >= self.meta.max_time - 1:
+            return ids  # every series has a chunk, and every chunk is inside the block
+        decoded = self._index.decode(ids, mint, maxt)
+        return ids[np.unique(decoded.chunk_series)]
+
+    def _labels(self, ids: Any) -> Any:
+        # An empty time range: labels only, no chunk metas.
+        return self._index.decode(np.asarray(ids, dtype=np.int64), 0, -1)
+
+    def series_keys(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical keys (``name 0xFF value 0xFF`` …) of ``ids`` as blob and offsets."""
+        return self._index.keys(self._labels(ids))
+
+    def series_labels(self, ids: np.ndarray) -> list[dict[str, str]]:
+        """Label sets of ``ids``, in that order, each in label-name order."""
+        d = self._labels(ids)
+        syms, inverse = np.unique(np.concatenate((d.lab_name, d.lab_value)),
+                                  return_inverse=True)
+        text = self._index.symbols(syms)
+        n_labels = len(d.lab_name)
+        names = [text[i] for i in inverse[:n_labels].tolist()]
+        values = [text[i] for i in inverse[n_labels:].tolist()]
+        bounds = d.lab_start.tolist()
+        return [dict(zip(names[a:b], values[a:b])) for a, b in itertools.pairwise(bounds)]
+
+    def label_names(self, ids: np.ndarray | None = None) -> list[str]:
+        """Sorted distinct label names of ``ids`` (of every series when None)."""
+        if ids is None:
+            return self._index.symbols(np.unique(self._index.pair_names()))
+        return self._index.symbols(np.unique(self._labels(ids).lab_name))
+
+    def label_values(self, name: str, ids: np.ndarray | None = None) -> list[str]:
+        """Sorted distinct values of label ``name`` in ``ids`` (every series when None)."""
+        if ids is None:
+            pairs = self._index.pairs_with_name(name)
+            return self._index.symbols(self._index.pair_values()[pairs])
+        sym = self._index.symbol_id(name)
+        if sym < 0:
+            return []
+        d = self._labels(ids)
+        return self._index.symbols(np.unique(d.lab_value[d.lab_name == sym]))
+
+    def chunks(self, ids: np.ndarray, mint: int, maxt: int) -> ChunkSet:
+        """Chunks of the series ``ids`` that overlap ``[mint, maxt]`` (inclusive), bytes
+        copied out of the segments with their checksums verified."""
+        d = self._index.decode(np.asarray(ids, dtype=np.int64), mint, maxt)
+        encoding, blob, offsets = self._segments.gather(d.chunk_ref)
+        return ChunkSet(d.chunk_series, d.chunk_mint, d.chunk_maxt, encoding, blob, offsets)
+
+    def close(self) -> None:
+        """Unmap the files; arrays already returned stay valid."""
+        self._index.close()
+        self._segments.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

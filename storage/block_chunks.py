@@ -1,0 +1,163 @@
+"""Chunk segment files of a block: ``chunks/000001``, ``chunks/000002``, …
+
+Each segment starts with an 8-byte header (magic, version, three zero bytes) followed by
+chunk records: uvarint data length, encoding byte, data, CRC32-C of encoding and data.
+A chunk is addressed by a 64-bit ref: segment index (0 for ``000001``) in the upper 32
+bits, byte offset in the segment in the lower 32. Byte layout in ``docs/format.md``
+("Blocks").
+
+Reading maps every segment and copies chunk bytes out in one kernel call per segment,
+checking each chunk's checksum on the way.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import _block_kernels as k
+from .block_index import _unmap
+from .errors import CorruptionError
+
+__all__ = [
+    "CHUNKS_FORMAT_V1",
+    "MAGIC_CHUNKS",
+    "MAX_SEGMENT_SIZE",
+    "SEGMENT_HEADER_SIZE",
+    "ChunkSegments",
+    "write_segments",
+]
+
+MAGIC_CHUNKS = 0x85BD40DD
+CHUNKS_FORMAT_V1 = 1
+SEGMENT_HEADER_SIZE = 8
+MAX_SEGMENT_SIZE = 512 * 1024 * 1024
+_HEADER = MAGIC_CHUNKS.to_bytes(4, "big") + bytes([CHUNKS_FORMAT_V1, 0, 0, 0])
+_WRITE_PIECE = 1 << 26  # bytes of chunk records built in memory at a time
+
+
+def _segment_name(index: int) -> str:
+    return f"{index + 1:06d}"
+
+
+def write_segments(
+    directory: Path, blob: np.ndarray, offsets: np.ndarray, encoding: np.ndarray,
+    order: np.ndarray, max_segment_size: int = MAX_SEGMENT_SIZE,
+) -> np.ndarray:
+    """Write the chunks ``order`` (chunk c's data is ``blob[offsets[c]:offsets[c+1]]``)
+    into new segment files in ``directory``, fsynced, in that order.
+
+    Returns each written chunk's ref (int64, in ``order`` order), so refs ascend.
+    """
+    sizes = np.diff(offsets)[order]
+    varint_sizes = np.ones(len(sizes), dtype=np.int64)
+    for shift in (7, 14, 21, 28, 35):
+        varint_sizes += sizes >= (1 << shift)
+    record = varint_sizes + 1 + sizes + 4
+    seg, off = k.assign_segments(record, SEGMENT_HEADER_SIZE, max_segment_size)
+    positions = np.arange(len(order))
+    for run in np.split(positions, np.flatnonzero(np.diff(seg)) + 1) if len(seg) else []:
+        with open(directory / _segment_name(int(seg[run[0]])), "wb") as f:
+            f.write(_HEADER)
+            # Build records piece by piece so a 512 MiB segment never sits in memory.
+            piece = off[run] // _WRITE_PIECE
+            for part in np.split(order[run], np.flatnonzero(np.diff(piece)) + 1):
+                f.write(k.encode_chunk_records(blob, offsets, encoding, part).data)
+            f.flush()
+            os.fsync(f.fileno())
+    return (seg << 32) | off
+
+
+class ChunkSegments:
+    """The memory-mapped segment files of one block's ``chunks`` directory.
+
+    Thread-safe for reads; ``close`` must not race with them.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._maps: list[mmap.mmap] = []
+        self._views: list[np.ndarray] = []
+        try:
+            names = sorted(p.name for p in directory.iterdir())
+        except OSError as e:
+            raise CorruptionError(f"{directory}: cannot list chunk segments: {e}") from None
+        try:
+            for name in names:
+                if not (len(name) == 6 and name.isdigit()):
+                    raise CorruptionError(f"{directory / name}: not a chunk segment name")
+                self._open(directory / name)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < SEGMENT_HEADER_SIZE:
+                raise CorruptionError(f"{path}: {size} bytes, shorter than the segment header")
+            mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self._maps.append(mm)
+        view = np.frombuffer(mm, dtype=np.uint8)
+        self._views.append(view)
+        magic = int.from_bytes(view[:4].tobytes(), "big")
+        if magic != MAGIC_CHUNKS:
+            raise CorruptionError(f"{path}: offset 0: bad magic {magic:#010x}")
+        if view[4] != CHUNKS_FORMAT_V1:
+            raise CorruptionError(f"{path}: offset 4: unsupported version {view[4]}")
+
+    @property
+    def n_segments(self) -> int:
+        return len(self._views)
+
+    def gather(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Encoding bytes, data blob and offsets of the chunks ``refs``, in that order;
+        each chunk's checksum is verified. ``CorruptionError`` names a bad chunk."""
+        refs = np.asarray(refs, dtype=np.int64)
+        seg = refs >> 32
+        off = refs & 0xFFFFFFFF
+        lengths = np.empty(len(refs), dtype=np.int64)
+        bad = np.flatnonzero((seg < 0) | (seg >= len(self._views)))
+        if len(bad):
+            raise CorruptionError(f"{self.directory}: chunk ref {int(refs[bad[0]]):#x} "
+                                  f"names segment {int(seg[bad[0]]) + 1}, which does not exist")
+        members = [np.flatnonzero(seg == s) for s in np.unique(seg)]
+        for idx in members:
+            lengths[idx] = self._checked(
+                k.chunk_lengths(self._views[int(seg[idx[0]])], off[idx]), refs[idx])
+        offsets = np.zeros(len(refs) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        blob = np.empty(int(offsets[-1]), dtype=np.uint8)
+        encoding = np.empty(len(refs), dtype=np.uint8)
+        for idx in members:
+            out_enc = np.empty(len(idx), dtype=np.uint8)
+            status, i = k.gather_chunks(self._views[int(seg[idx[0]])], off[idx], blob,
+                                        offsets[idx], out_enc)
+            self._checked((None, status, i), refs[idx])
+            encoding[idx] = out_enc
+        return encoding, blob, offsets
+
+    def _checked(self, result: tuple, refs: np.ndarray) -> np.ndarray:
+        values, status, i = result
+        if status != k.OK:
+            ref = int(refs[i])
+            path = self.directory / _segment_name(ref >> 32)
+            raise CorruptionError(f"{path}: offset {ref & 0xFFFFFFFF}: chunk "
+                                  f"{_CHUNK_ERRORS.get(status, 'is malformed')}")
+        return values
+
+    def close(self) -> None:
+        self._views.clear()
+        for mm in self._maps:
+            _unmap(mm)
+        self._maps.clear()
+
+
+_CHUNK_ERRORS = {
+    k.TRUNCATED: "runs past the end of the segment",
+    k.BAD_VARINT: "length varint is malformed",
+    k.BAD_CHECKSUM: "checksum mismatch",
+}
