@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--wal-segment-size", help="WAL segment size (128MiB)")
     serve.add_argument("--out-of-order-window",
                        help="accept samples this much older than the newest (default 0)")
+    serve.add_argument("--block-range",
+                       help="time range of a block written from the head (2h)")
     serve.add_argument("--max-series", type=int, help="limit on series in the head")
     serve.add_argument("--max-request-bytes", help="limit on a compressed request body")
     serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")

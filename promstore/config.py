@@ -43,6 +43,8 @@ class Config:
     wal_fsync_interval: float = 1.0
     wal_segment_size: int = 128 << 20
     out_of_order_window: float = 0.0  # seconds
+    # The head writes its oldest range of this length to a block once it spans 1.5 of them.
+    block_range: float = 7200.0  # seconds
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000
@@ -102,7 +104,7 @@ def parse_size(text: str | int) -> int:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
-        if name in ("wal_fsync_interval", "out_of_order_window"):
+        if name in ("wal_fsync_interval", "out_of_order_window", "block_range"):
             return parse_duration(value)
         if name in ("wal_segment_size", "max_request_bytes", "max_decoded_bytes"):
             return parse_size(value)
@@ -176,5 +178,7 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"{name} must be positive")
     if config.wal_fsync_interval <= 0:
         raise ConfigError("wal_fsync_interval must be positive")
+    if config.block_range < 60 or config.block_range % 60:
+        raise ConfigError("block_range must be a whole number of minutes, at least 1m")
     if config.wal_segment_size < MIN_WAL_SEGMENT_SIZE:
         raise ConfigError(f"wal_segment_size must be at least {MIN_WAL_SEGMENT_SIZE} bytes")

@@ -1,8 +1,8 @@
 """The HTTP server: one aiohttp application wiring storage, handlers and metrics.
 
-Start-up opens the head (replaying its WAL) before the listener accepts connections;
-shutdown (SIGTERM/SIGINT) stops accepting, lets in-flight requests finish, then syncs
-and closes the WAL.
+Start-up opens the store (its blocks, then the head, replaying its WAL) before the
+listener accepts connections; shutdown (SIGTERM/SIGINT) stops accepting, lets in-flight
+requests finish, then syncs and closes the WAL.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from storage.head import Head, HeadOptions
+from storage.db import DB, DBOptions
+from storage.head import HeadOptions
 from storage.labels import LabelLimits
 
 from .api import metadata
@@ -26,11 +27,11 @@ from .remote.wire import WireLimits
 from .remote.write_handler import WriteHandler, WriteLimits
 from .warmup import warm_up
 
-__all__ = ["HEAD_KEY", "build_app", "serve"]
+__all__ = ["STORE_KEY", "build_app", "serve"]
 
 log = logging.getLogger(__name__)
 
-HEAD_KEY = web.AppKey("head", Head)
+STORE_KEY = web.AppKey("store", DB)
 _METRICS_KEY = web.AppKey("metrics", ServerMetrics)
 _SHUTTING_DOWN = web.AppKey("shutting_down", dict)
 
@@ -50,13 +51,14 @@ def head_options(config: Config) -> HeadOptions:
         wal_fsync=config.wal_fsync,  # type: ignore[arg-type]
         wal_fsync_interval=config.wal_fsync_interval,
         wal_segment_size=config.wal_segment_size,
+        block_range_ms=int(config.block_range * 1000),
     )
 
 
 def build_app(config: Config) -> web.Application:
     """The application for ``config``; storage opens when the app starts."""
     app = web.Application(client_max_size=config.max_request_bytes)
-    metrics = ServerMetrics(lambda: app.get(HEAD_KEY))
+    metrics = ServerMetrics(lambda: app[STORE_KEY].head if STORE_KEY in app else None)
     app[_METRICS_KEY] = metrics
     app[_SHUTTING_DOWN] = {"flag": False}
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ingest")
@@ -74,11 +76,13 @@ def build_app(config: Config) -> web.Application:
         data_dir = Path(config.data_dir)
         log.info("opening storage in %s", data_dir.resolve())
         await loop.run_in_executor(executor, warm_up)
-        head = await loop.run_in_executor(executor, Head.open, data_dir, head_options(config))
-        app[HEAD_KEY] = head
-        log.info("storage ready: %d series", head.n_series)
+        options = DBOptions(head=head_options(config))
+        store = await loop.run_in_executor(executor, DB.open, data_dir, options)
+        app[STORE_KEY] = store
+        log.info("storage ready: %d blocks, %d series in the head", len(store.blocks),
+                 store.head.n_series)
         yield
-        await loop.run_in_executor(None, head.close)
+        await loop.run_in_executor(None, store.close)
         executor.shutdown(wait=True)
         log.info("storage closed")
 
@@ -87,9 +91,9 @@ def build_app(config: Config) -> web.Application:
 
     app.cleanup_ctx.append(storage)
     app.on_shutdown.append(on_shutdown)
-    app.router.add_post("/api/v1/write", WriteHandler(lambda: app[HEAD_KEY], limits,
+    app.router.add_post("/api/v1/write", WriteHandler(lambda: app[STORE_KEY], limits,
                                                       executor, metrics))
-    metadata.add_routes(app, HEAD_KEY)
+    metadata.add_routes(app, STORE_KEY)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_get("/metrics", _metrics)
@@ -101,9 +105,9 @@ async def _healthy(request: web.Request) -> web.Response:
 
 
 async def _ready(request: web.Request) -> web.Response:
-    if HEAD_KEY not in request.app or request.app[_SHUTTING_DOWN]["flag"]:
+    if STORE_KEY not in request.app or request.app[_SHUTTING_DOWN]["flag"]:
         return web.Response(status=503, text="promstore is not ready.\n")
-    head = request.app[HEAD_KEY]
+    head = request.app[STORE_KEY].head
     if head.failed:
         return web.Response(status=503, text=f"promstore is not ready: {head.failed}\n")
     return web.Response(text="promstore is Ready.\n")

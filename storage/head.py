@@ -41,7 +41,7 @@ from .series import RegistryView, SeriesRegistry
 from .series_set import SeriesSet, from_registry
 from .wal import WAL
 
-__all__ = ["Head", "HeadOptions"]
+__all__ = ["Head", "HeadOptions", "lock_directory"]
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,20 @@ class _SeriesState:
         return self.last_t.nbytes + self.last_v.nbytes + self.first_t.nbytes
 
 
+def lock_directory(directory: Path) -> int:
+    """Hold an exclusive lock on the data directory (creating it) and return the lock's
+    file descriptor: two processes sharing one WAL would corrupt it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StorageError(f"data directory {directory} is in use by another "
+                           "process (lock file held)") from None
+    return fd
+
+
 class Head:
     """The in-memory head over a WAL directory. Build with ``Head.open``."""
 
@@ -107,29 +121,29 @@ class Head:
         self.failed: str | None = None  # set when the WAL failed: writes refused until restart
 
     @classmethod
-    def open(cls, directory: str | os.PathLike[str], options: HeadOptions | None = None) -> Head:
-        """Open the head stored under ``directory``: replay its WAL, then accept writes."""
-        head = cls(Path(directory), options or HeadOptions())
-        head._lock_directory()
-        wal_dir = head.directory / "wal"
-        replay(head, wal_dir)
-        head.wal = WAL(wal_dir, segment_size=head.options.wal_segment_size,
-                       fsync=head.options.wal_fsync,
-                       fsync_interval=head.options.wal_fsync_interval)
-        return head
+    def open(cls, directory: str | os.PathLike[str], options: HeadOptions | None = None, *,
+             min_valid_time: int | None = None, lock_fd: int | None = None) -> Head:
+        """Open the head stored under ``directory``: replay its WAL, then accept writes.
 
-    def _lock_directory(self) -> None:
-        """Hold an exclusive lock on the data directory: two processes sharing one WAL
-        would corrupt it."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / "lock", os.O_CREAT | os.O_RDWR, 0o644)
+        Samples older than ``min_valid_time`` (the end of the newest block) are already
+        in blocks: replay skips them and appends reject them. ``lock_fd`` is the
+        directory lock when the caller took it (see ``lock_directory``); the head
+        releases it on close.
+        """
+        head = cls(Path(directory), options or HeadOptions())
+        head._lock_fd = lock_directory(head.directory) if lock_fd is None else lock_fd
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise StorageError(f"data directory {self.directory} is in use by another "
-                               "process (lock file held)") from None
-        self._lock_fd = fd
+            if min_valid_time is not None:
+                head.min_valid_time = max(head.min_valid_time, min_valid_time)
+            wal_dir = head.directory / "wal"
+            replay(head, wal_dir)
+            head.wal = WAL(wal_dir, segment_size=head.options.wal_segment_size,
+                           fsync=head.options.wal_fsync,
+                           fsync_interval=head.options.wal_fsync_interval)
+        except BaseException:
+            head.close()
+            raise
+        return head
 
     def close(self) -> None:
         """Sync and close the WAL and release the directory. Appends after this fail."""
@@ -163,6 +177,15 @@ class Head:
         if len(refs) and (mint > _NO_TIME or maxt < _MAX_TIME):
             refs = refs[(first_t[refs] <= maxt) & (last_t[refs] >= mint)]
         return refs
+
+    def registry_keys(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Canonical label keys of ``refs`` (blob and offsets)."""
+        with self.lock:
+            return self.registry.keys(np.asarray(refs, np.int64))
+
+    def querier(self, mint: int, maxt: int) -> Head:
+        """The head reads as a store of its own (a ``DB`` adds blocks)."""
+        return self
 
     def series_labels(self, refs: np.ndarray) -> list[dict[str, str]]:
         view = self._view()
@@ -214,7 +237,29 @@ class Head:
         starts = np.searchsorted(got.refs, np.append(present, _MAX_TIME))
         return from_registry(self._view(), present, starts, got.timestamps, got.values)
 
-    # -- storing (caller holds the lock) --------------------------------------------------
+    # -- truncation -----------------------------------------------------------------------
+
+    def compactable(self) -> bool:
+        """Whether the head spans more than one and a half block ranges, the point at
+        which Prometheus writes its oldest range to a block."""
+        span = self.options.block_range_ms
+        return self.n_samples > 0 and self.max_time - self.min_time > span // 2 * 3
+
+    def truncate(self, before: int) -> None:
+        """Forget every sample older than ``before`` (now held by a block) and refuse
+        such samples from now on."""
+        with self.lock:
+            self.min_valid_time = max(self.min_valid_time, before)
+            self.n_samples -= self.chunks.truncate(before)
+            self.n_samples -= self.out_of_order.drop_before(before)
+            n = self.registry.n_series
+            first = self.chunks.min_times(n)
+            if self.out_of_order.n_samples:
+                late = self.out_of_order.read(np.arange(n), before, _MAX_TIME)
+                np.minimum.at(first, late.refs, late.timestamps)
+            self.state.first_t[:n] = first
+            self.min_time = int(first.min()) if n else _MAX_TIME
+
 
     def settle_out_of_order(self, refs: np.ndarray, timestamps: np.ndarray,
                             value_bits: np.ndarray, outcome: np.ndarray) -> None:

@@ -167,10 +167,12 @@ class HeadChunks:
         tail = self.xstate[refs, ST_BYTE_TAIL]
         return (bitpos + 7) // 8 + ((tail != 0) & (bitpos % 8 == 0))
 
-    def truncate(self, before: int) -> None:
-        """Drop every chunk whose samples are all older than ``before``."""
+    def truncate(self, before: int) -> int:
+        """Drop every chunk whose samples are all older than ``before``; return how many
+        samples went with them."""
         n = self.n_sealed
         keep = self.tab_maxt[:n] >= before
+        dropped = self._sealed_counts(np.flatnonzero(~keep)).sum()
         self.last_sealed[:] = -1
         if n:
             rows = np.flatnonzero(keep)
@@ -190,9 +192,23 @@ class HeadChunks:
             self.tab_n[0] = len(rows)
         stale = np.flatnonzero((self.slot_off >= 0) & (self.xstate[:, ST_NUM] > 0)
                                & (self.xstate[:, ST_T].view(np.int64) < before))
+        dropped += self.xstate[stale, ST_NUM].astype(np.int64).sum()
         k.free_slots(self.arena, self.alloc, self.slot_class[stale], self.slot_off[stale])
         self.slot_off[stale] = -1
         self.xstate[stale] = 0
+        return int(dropped)
+
+    def _sealed_counts(self, rows: np.ndarray) -> np.ndarray:
+        """Sample counts of sealed chunks ``rows``, from their 2-byte headers."""
+        counts = np.zeros(len(rows), np.int64)
+        loc = self.tab_loc[rows]
+        page_of = loc >> k.PAGE_BITS
+        off = loc & (k.PAGE_SIZE - 1)
+        for p in np.unique(page_of):
+            mine = page_of == p
+            page = self.pages[p]
+            counts[mine] = (page[off[mine]].astype(np.int64) << 8) | page[off[mine] + 1]
+        return counts
 
     def _repack(self, rows: np.ndarray, loc: np.ndarray, lengths: np.ndarray) -> None:
         """Copy the kept sealed chunks into fresh pages, in table order."""

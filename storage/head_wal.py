@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import _append_kernels as ak
-from . import record
-from .labels import LabelLimits, batch_from_keys, canonicalise
-from .wal import WAL
+from . import checkpoint, record
+from .labels import NO_LIMITS, batch_from_keys, canonicalise
+from .wal import WAL, Replay
 
 if TYPE_CHECKING:
     from .head import Head
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 # Series and samples already in the WAL were accepted when written: do not re-apply
 # today's limits or out-of-order window, only the rules that make replay idempotent.
 _UNLIMITED_WINDOW = np.iinfo(np.int64).max
-_NO_LIMITS = LabelLimits(max_labels=1 << 30, max_name_length=1 << 30, max_value_length=1 << 30)
 
 
 class _RefMap:
@@ -54,17 +53,41 @@ class _RefMap:
 
 
 def replay(head: Head, wal_dir: Path) -> None:
-    """Apply every intact record under ``wal_dir`` to ``head``; report what was repaired."""
+    """Apply the newest checkpoint and every intact record after it to ``head``; report
+    what was repaired."""
+    checkpoint.remove_leftovers(wal_dir)
+    found = checkpoint.latest(wal_dir)
+    sources = [WAL.replay(found[0])] if found else []
+    sources.append(WAL.replay(wal_dir, after=found[1] if found else 0))
     refmap = _RefMap()
-    dropped = 0
-    samples = 0
-    result = WAL.replay(wal_dir)
+    dropped = samples = 0
+    for source in sources:
+        d, s = _apply(head, source, refmap)
+        dropped, samples = dropped + d, samples + s
+    head.replay_report = []
+    for source in sources:
+        where = "checkpoint " if found and source is sources[0] else ""
+        head.replay_report += [
+            f"{where}segment {r.segment} offset {r.offset}: {r.reason}; "
+            f"{r.bytes_dropped} bytes dropped"
+            + (f", moved aside: {', '.join(r.moved_aside)}" if r.moved_aside else "")
+            for r in source.repairs]
+    if dropped:
+        head.replay_report.append(f"dropped {dropped} samples of series missing from the WAL")
+    for problem in head.replay_report:
+        log.warning("wal replay: %s", problem)
+    log.info("wal replay: %d series, %d samples", head.registry.n_series, samples)
+
+
+def _apply(head: Head, result: Replay, refmap: _RefMap) -> tuple[int, int]:
+    """Apply one replay's records; return (samples dropped, samples kept)."""
+    dropped = samples = 0
     for rtype, payload in result:
         if rtype == record.SERIES:
             wal_refs, blob, offsets = record.decode_series(payload)
             if len(wal_refs) == 0:
                 continue
-            canon = canonicalise(batch_from_keys(blob, offsets), _NO_LIMITS)
+            canon = canonicalise(batch_from_keys(blob, offsets), NO_LIMITS)
             refs, _ = head.registry.resolve(canon)
             head.state.reserve(head.registry.n_series)
             refmap.set(wal_refs, refs)
@@ -82,12 +105,4 @@ def replay(head: Head, wal_dir: Path) -> None:
             head.store(refs, timestamps, values, outcome)
             samples += int(((outcome == ak.ACCEPTED)
                             | (outcome == ak.ACCEPTED_OUT_OF_ORDER)).sum())
-    head.replay_report = [
-        f"segment {r.segment} offset {r.offset}: {r.reason}; {r.bytes_dropped} bytes dropped"
-        + (f", moved aside: {', '.join(r.moved_aside)}" if r.moved_aside else "")
-        for r in result.repairs]
-    if dropped:
-        head.replay_report.append(f"dropped {dropped} samples of series missing from the WAL")
-    for problem in head.replay_report:
-        log.warning("wal replay: %s", problem)
-    log.info("wal replay: %d series, %d samples", head.registry.n_series, samples)
+    return dropped, samples

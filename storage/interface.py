@@ -19,7 +19,7 @@ from .batch import WriteBatch
 from .matchers import Matcher
 from .series_set import SeriesSet
 
-__all__ = ["AppendResult", "Appendable", "IndexReader", "RejectReason", "Selectable"]
+__all__ = ["AppendResult", "Appendable", "IndexReader", "Queryable", "RejectReason", "Selectable"]
 
 
 class RejectReason:
@@ -103,3 +103,11 @@ class Selectable(Protocol):
     """
 
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet: ...
+
+
+class Queryable(Protocol):
+    """A store that hands out readers: ``querier(mint, maxt)`` returns an object that is
+    both an ``IndexReader`` and a ``Selectable`` over every part of the store that may
+    hold data in ``[mint, maxt]``, valid for one request."""
+
+    def querier(self, mint: int, maxt: int) -> IndexReader: ...

@@ -20,7 +20,8 @@ from . import _label_kernels as lk
 from .batch import WriteBatch
 from .interface import RejectReason
 
-__all__ = ["Canonical", "LabelLimits", "batch_from_keys", "canonicalise", "format_labels"]
+__all__ = ["NO_LIMITS", "Canonical", "LabelLimits", "batch_from_keys", "canonicalise",
+           "format_labels"]
 
 _MESSAGES = {
     lk.EMPTY_LABEL_SET: "series has no labels",
@@ -43,6 +44,10 @@ class LabelLimits:
     max_labels: int = 128
     max_name_length: int = 1024
     max_value_length: int = 4096
+
+
+NO_LIMITS = LabelLimits(max_labels=1 << 30, max_name_length=1 << 30, max_value_length=1 << 30)
+"""For label sets that were accepted once already (WAL replay, blocks): re-check shape only."""
 
 
 @dataclass(frozen=True)

@@ -43,6 +43,7 @@ __all__ = [
     "Repair",
     "Replay",
     "WALStats",
+    "fsync_dir",
 ]
 
 SEGMENT_MAGIC = b"PWAL"
@@ -125,6 +126,7 @@ class Replay:
     """
 
     directory: Path
+    after: int = 0  # segments numbered up to this one are skipped (a checkpoint holds them)
     repairs: list[Repair] = field(default_factory=list)
     records: int = 0
     bytes_read: int = 0
@@ -143,7 +145,7 @@ class Replay:
         return self._records()
 
     def _records(self) -> Iterator[tuple[int, memoryview]]:
-        segments = _list_segments(self.directory)
+        segments = [s for s in _list_segments(self.directory) if s > self.after]
         decompressor = zstandard.ZstdDecompressor()
         for i, seq in enumerate(segments):
             later = segments[i + 1:]
@@ -197,7 +199,7 @@ class Replay:
                 target = _aside_path(path)
                 os.rename(path, target)
                 moved.append(target.name)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise StorageError(f"wal repair of segment {seq} failed: {exc}") from exc
         self.repairs.append(Repair(seq, offset, dropped, reason, tuple(moved)))
@@ -254,7 +256,7 @@ class WAL:
         try:
             if not self.directory.is_dir():
                 self.directory.mkdir(parents=True, exist_ok=True)
-                _fsync_dir(self.directory.parent)
+                fsync_dir(self.directory.parent)
             for leftover in self.directory.glob("*" + _TMP_SUFFIX):
                 leftover.unlink()  # a segment whose creation never finished: a header at most
         except OSError as exc:
@@ -270,9 +272,10 @@ class WAL:
             self._flusher.start()
 
     @staticmethod
-    def replay(directory: str | os.PathLike[str]) -> Replay:
-        """Read every segment of ``directory`` in order, repairing damage; see ``Replay``."""
-        return Replay(Path(directory))
+    def replay(directory: str | os.PathLike[str], after: int = 0) -> Replay:
+        """Read the segments of ``directory`` numbered above ``after`` in order, repairing
+        damage; see ``Replay``."""
+        return Replay(Path(directory), after)
 
     def log(self, records: Sequence[tuple[int, bytes | bytearray | memoryview]]) -> int:
         """Append ``records`` as one contiguous write and return the position after them."""
@@ -350,7 +353,7 @@ class WAL:
             for seq in _list_segments(self.directory):
                 if seq < segment:
                     (self.directory / _segment_name(seq)).unlink()
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             raise StorageError(f"cannot delete wal segments below {segment}: {exc}") from exc
 
@@ -432,7 +435,7 @@ class WAL:
                 raise OSError("short write of segment header")
             _fsync(fd)
             os.rename(tmp, path)
-            _fsync_dir(self.directory)
+            fsync_dir(self.directory)
         except OSError as exc:
             if fd >= 0:
                 os.close(fd)
@@ -632,7 +635,7 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Make file creations, renames and deletions in ``directory`` durable."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -318,10 +318,10 @@ LabelKey = tuple[tuple[str, str], ...]
 
 @dataclass(frozen=True)
 class StoredData:
-    """Everything a data directory holds, read through a freshly opened head.
+    """Everything a data directory holds, read through a freshly opened store.
 
     Series ``refs`` with their ``labels``; samples as columns sorted by (ref, timestamp);
-    ``rows`` counts the rows the head keeps, so a sample stored twice shows as
+    ``rows`` counts the samples the store keeps, so a sample stored twice shows as
     ``rows > n_samples`` (reads return each (series, timestamp) once).
     """
 
@@ -347,23 +347,26 @@ class StoredData:
 
 
 def read_data_dir(data_dir: str | os.PathLike, options=None) -> StoredData:
-    """Open ``data_dir`` in-process (replaying its WAL) with ``storage.head.HeadOptions``
-    ``options`` (the defaults, as a server started without flags, when None), read every
-    sample, close it."""
-    from storage.head import Head
+    """Open ``data_dir`` in-process (its blocks, then its WAL replayed) with
+    ``storage.head.HeadOptions`` ``options`` (the defaults, as a server started without
+    flags, when None), read every sample, close it. ``rows`` counts the samples held,
+    so that a sample stored twice shows."""
+    from storage.db import DB, DBOptions
+    from storage.head import HeadOptions
     from storage.matchers import Matcher, MatchType
 
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-    head = Head.open(data_dir, options)
+    db = DB.open(data_dir, DBOptions(head=options or HeadOptions(), compaction_interval=0))
     try:
-        refs = np.asarray(head.select_series([Matcher(MatchType.RE, "__name__", ".+")], lo, hi))
-        labels = head.series_labels(refs)
-        got = head.read_samples(refs, lo, hi)
-        rows = head.n_samples
+        got = db.select([Matcher(MatchType.RE, "__name__", ".+")], lo, hi)
+        rows = db.head.n_samples + sum(b.meta.num_samples for b in db.blocks)
     finally:
-        head.close()
-    return StoredData(refs, labels, np.asarray(got.refs), np.asarray(got.timestamps),
-                      np.asarray(got.values, dtype=np.float64).view(np.uint64), rows)
+        db.close()
+    refs = np.arange(got.n_series)
+    labels = [got.labels(i) for i in refs]
+    sample_refs = np.repeat(refs, np.diff(got.starts))
+    return StoredData(refs, labels, sample_refs, got.timestamps,
+                      got.samples.view(np.uint64), rows)
 
 
 def metric_value(exposition: str, name: str, labels: Mapping[str, str] | None = None) -> float:

@@ -20,16 +20,20 @@ from promstore.api.params import (
     parse_time,
 )
 from storage.errors import BadDataError, StorageError, UnavailableError
-from storage.interface import IndexReader
+from storage.interface import Queryable
 from storage.matchers import Matcher, MatchType
 
 
 class FakeIndex:
-    """An ``IndexReader`` over a handful of series: label dicts and sample timestamps."""
+    """A ``Queryable`` store that is its own ``IndexReader``, over a handful of series:
+    label dicts and sample timestamps."""
 
     def __init__(self, series: list[tuple[dict[str, str], list[int]]]) -> None:
         self.series = series
         self.calls: list[tuple] = []
+
+    def querier(self, mint: int, maxt: int) -> FakeIndex:
+        return self
 
     def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
         self.calls.append(("select", tuple(str(m) for m in matchers), mint, maxt))
@@ -66,7 +70,7 @@ SERIES = [
     ({"__name__": "weird", "path": "a\nb", "job": "batch"}, [3000]),
 ]
 
-READER_KEY = web.AppKey("index_reader", IndexReader)
+READER_KEY = web.AppKey("store", Queryable)
 
 
 @pytest.fixture

@@ -1,10 +1,11 @@
 """The metadata endpoints of the Prometheus HTTP API: series, label names, label values.
 
 ``GET|POST /api/v1/series``, ``GET|POST /api/v1/labels`` and
-``GET|POST /api/v1/label/{name}/values``, answered from an ``IndexReader`` with
-Prometheus 2.42's semantics (plus the ``limit`` parameter of later versions). The
-server stores the reader under an ``aiohttp.web.AppKey`` and calls
-``add_routes(app, key)``; the handlers know nothing else about storage.
+``GET|POST /api/v1/label/{name}/values``, answered from a ``Queryable`` store's
+``IndexReader`` for the request's time range, with Prometheus 2.42's semantics (plus the
+``limit`` parameter of later versions). The server stores the store under an
+``aiohttp.web.AppKey`` and calls ``add_routes(app, key)``; the handlers know nothing
+else about storage.
 
 Index calls are synchronous and can be slow on large data, so each request does its
 index work, sorting and JSON encoding in one trip to the default executor.
@@ -23,7 +24,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from storage.errors import BadDataError
-from storage.interface import IndexReader
+from storage.interface import IndexReader, Queryable
 from storage.matchers import Matcher
 
 from .envelope import (
@@ -51,7 +52,7 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _TRUNCATED = "results truncated due to limit"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-Reader = TypeVar("Reader", bound=IndexReader)
+Reader = TypeVar("Reader", bound=Queryable)
 
 
 def routes(reader_key: web.AppKey[Reader], prefix: str = "/api/v1") -> list[web.RouteDef]:
@@ -109,12 +110,13 @@ class _MetadataApi:
     def __init__(self, reader_key: web.AppKey[Any]) -> None:
         self._key = reader_key
 
-    async def _run(self, request: web.Request, work: Callable[[IndexReader], bytes]) -> bytes:
-        reader = request.app.get(self._key)
-        if reader is None:  # the store is still opening (replaying its WAL)
+    async def _run(self, request: web.Request, work: Callable[[IndexReader], bytes],
+                   start: int, end: int) -> bytes:
+        store = request.app.get(self._key)
+        if store is None:  # the store is still opening (replaying its WAL)
             raise ApiError(ErrorType.UNAVAILABLE, "storage not ready")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, work, reader)
+        return await loop.run_in_executor(None, lambda: work(store.querier(start, end)))
 
     @staticmethod
     def _time_range(params: MultiDictProxy[str]) -> tuple[int, int]:
@@ -141,7 +143,7 @@ class _MetadataApi:
             series.sort(key=_series_key)
             return success_body(series, _truncate(series, limit))
 
-        return json_response(await self._run(request, work))
+        return json_response(await self._run(request, work, start, end))
 
     async def labels(self, request: web.Request) -> web.StreamResponse:
         params = await request_params(request)
@@ -153,7 +155,7 @@ class _MetadataApi:
             names = reader.label_names(_scope(reader, matcher_sets, start, end))
             return success_body(names, _truncate(names, limit))
 
-        return json_response(await self._run(request, work))
+        return json_response(await self._run(request, work, start, end))
 
     async def label_values(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
@@ -168,7 +170,7 @@ class _MetadataApi:
             values = reader.label_values(name, _scope(reader, matcher_sets, start, end))
             return success_body(values, _truncate(values, limit))
 
-        return json_response(await self._run(request, work))
+        return json_response(await self._run(request, work, start, end))
 
     @staticmethod
     def _optional_matchers(params: MultiDictProxy[str]) -> list[list[Matcher]]:

@@ -1,0 +1,316 @@
+"""DB: a data directory's blocks and head as one store.
+
+Layout of a data directory, as Prometheus lays out its own::
+
+    lock                      held while a process has the directory open
+    wal/                      the head's write-ahead log (and its checkpoint)
+    01JD…/                    one immutable block per directory (storage.block)
+    corrupted/01JD…/          blocks that failed to open, kept for inspection
+
+The DB appends to the head, reads through a ``Querier`` over head and blocks, and in a
+background thread writes the head's oldest block range to a block once the head spans
+one and a half ranges (as Prometheus does). Persisting a range is a sequence of steps
+each safe to interrupt with ``kill -9``:
+
+1. raise the head's minimum valid time to the range's end, so that no sample for the
+   range can arrive after it has been read;
+2. write the block (atomic: it appears complete or not at all) and start serving it;
+3. drop the range from the head's memory;
+4. write a WAL checkpoint of what the head still holds and delete the WAL segments it
+   replaces (``storage.checkpoint``).
+
+On start the newest block's end is the head's minimum valid time, so replaying a WAL
+whose range is already in a block skips those samples instead of duplicating them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, record
+from .batch import WriteBatch
+from .block import Block, BlockMeta, write_block
+from .errors import CorruptionError, StorageError
+from .head import Head, HeadOptions, lock_directory
+from .interface import AppendResult
+from .matchers import Matcher
+from .querier import Querier
+from .samples import SampleSet
+from .series_set import SeriesSet
+from .xor import ENCODING_XOR, decode_xor_many, encode_xor_many
+
+__all__ = ["DB", "DBOptions"]
+
+log = logging.getLogger(__name__)
+
+_BLOCK_NAME = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+_CREATING = ".tmp-for-creation"
+_MIN_TIME = np.iinfo(np.int64).min
+_MAX_TIME = np.iinfo(np.int64).max
+_SERIES_PER_RECORD = 50_000
+_SAMPLES_PER_RECORD = 1 << 20
+
+
+@dataclass(frozen=True)
+class DBOptions:
+    """Settings of the store: the head's, and how often to look for a range to persist
+    (0 turns the background thread off; ``compact_head`` still works)."""
+
+    head: HeadOptions = field(default_factory=HeadOptions)
+    compaction_interval: float = 60.0
+
+
+class DB:
+    """The store of one data directory. Build with ``DB.open``."""
+
+    def __init__(self, directory: Path, options: DBOptions, head: Head,
+                 blocks: list[Block], problems: list[str]) -> None:
+        self.directory = directory
+        self.options = options
+        self.head = head
+        self._blocks = blocks
+        self._blocks_lock = threading.Lock()
+        self._compact_lock = threading.Lock()
+        self.open_report = problems
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], options: DBOptions | None = None) -> DB:
+        """Open the blocks (moving corrupt ones aside), replay the WAL, start the
+        background persister."""
+        options = options or DBOptions()
+        path = Path(directory)
+        fd = lock_directory(path)
+        try:
+            blocks, problems = _open_blocks(path)
+            newest = max((b.meta.max_time for b in blocks), default=None)
+            head = Head.open(path, options.head, min_valid_time=newest, lock_fd=fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        db = cls(path, options, head, blocks, problems)
+        if options.compaction_interval > 0:
+            db._thread = threading.Thread(target=db._run, name="head-persister", daemon=True)
+            db._thread.start()
+        return db
+
+    def close(self) -> None:
+        """Stop the persister (letting a running persist finish), close the head and
+        the blocks."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.head.close()
+        with self._blocks_lock:
+            for block in self._blocks:
+                block.close()
+            self._blocks = []
+
+    # -- writing and reading ------------------------------------------------------------
+
+    def append(self, batch: WriteBatch) -> AppendResult:
+        """Store the valid samples of ``batch`` durably; see ``interface.Appendable``."""
+        result = self.head.append(batch)
+        if self.head.compactable():
+            self._wake.set()
+        return result
+
+    @property
+    def blocks(self) -> list[Block]:
+        with self._blocks_lock:
+            return list(self._blocks)
+
+    def querier(self, mint: int = _MIN_TIME, maxt: int = _MAX_TIME) -> Querier:
+        """A reader over the head and the blocks overlapping ``[mint, maxt]``."""
+        return Querier(self.head, self.blocks, mint, maxt)
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+        return self.querier(mint, maxt).select(matchers, mint, maxt)
+
+    # -- persisting the head ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.options.compaction_interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.compact_head()
+            except Exception:
+                log.exception("writing the head's oldest range to a block failed; "
+                              "will retry")
+
+    def compact_head(self) -> list[BlockMeta]:
+        """Persist the head's oldest block ranges while it spans more than one and a
+        half ranges; return the new blocks."""
+        made = []
+        with self._compact_lock:
+            while self.head.compactable() and not self._stop.is_set():
+                made.append(self.persist_oldest_range())
+        return made
+
+    def persist_oldest_range(self) -> BlockMeta:
+        """Write the head's oldest block range to a block, drop it from the head and
+        checkpoint the WAL (steps 1 to 4 of the module docstring)."""
+        head = self.head
+        span = head.options.block_range_ms
+        with head.lock:
+            mint = head.min_time
+            maxt = (mint // span + 1) * span
+            head.min_valid_time = max(head.min_valid_time, maxt)
+            parts = _range_parts(head, mint, maxt)
+        meta = write_block(self.directory, mint=mint, maxt=maxt, **parts)
+        block = Block.open(meta.path)
+        with self._blocks_lock:
+            self._blocks.append(block)
+            self._blocks.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+        head.truncate(maxt)
+        self._checkpoint()
+        log.info("wrote block %s [%d, %d): %d series, %d samples", meta.ulid, meta.min_time,
+                 meta.max_time, meta.num_series, meta.num_samples)
+        return meta
+
+    def _checkpoint(self) -> None:
+        head = self.head
+        wal_dir = head.directory / "wal"
+        with head.lock:
+            if head.wal is None:
+                return
+            last = head.wal.cut_segment() - 1
+            refs = np.arange(head.registry.n_series, dtype=np.int64)
+            keys = head.registry.keys(refs)
+            chunks = head.chunks.gather(refs, _MIN_TIME, _MAX_TIME)
+            late = head.out_of_order.read(refs, _MIN_TIME, _MAX_TIME)
+        checkpoint.write(wal_dir, last, _checkpoint_records(refs, keys, chunks, late))
+        head.wal.truncate_before(last + 1)
+        checkpoint.remove_leftovers(wal_dir)
+
+
+def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, np.ndarray]:
+    """The head's data in ``[mint, maxt)`` as ``write_block`` arguments. Chunks never
+    cross a block-range boundary, so the range's chunks are taken whole; series with
+    out-of-order samples in the range get their chunks rebuilt with those merged in.
+    Caller holds the head's lock."""
+    refs = np.arange(head.registry.n_series, dtype=np.int64)
+    chunks = head.chunks.gather(refs, mint, maxt - 1)
+    late = head.out_of_order.read(refs, mint, maxt - 1)
+    series = refs[chunks.pos]
+    blob, offsets = chunks.blob, chunks.offsets
+    cmin, cmax = chunks.mint, chunks.maxt
+    if len(late.refs):
+        series, cmin, cmax, blob, offsets = _merge_late(series, cmin, cmax, blob, offsets,
+                                                         late)
+    present, chunk_series = np.unique(series, return_inverse=True)
+    keys_blob, keys_offsets = head.registry.keys(present)
+    return {
+        "keys_blob": keys_blob, "keys_offsets": keys_offsets,
+        "chunk_series": chunk_series.astype(np.int64), "chunk_mint": cmin, "chunk_maxt": cmax,
+        "chunk_encoding": np.full(len(cmin), ENCODING_XOR, np.uint8),
+        "chunk_blob": blob, "chunk_offsets": offsets,
+    }
+
+
+def _merge_late(series: np.ndarray, cmin: np.ndarray, cmax: np.ndarray, blob: np.ndarray,
+                offsets: np.ndarray, late: SampleSet) -> tuple[np.ndarray, ...]:
+    """Re-encode the chunks of series that have out-of-order samples, merged in time
+    order (the in-order copy wins a shared timestamp), 120 samples a chunk."""
+    lengths = np.diff(offsets)
+    touched = np.isin(series, late.refs)
+    redo_blob, redo_offsets = _take_chunks(blob, offsets, lengths, np.flatnonzero(touched))
+    ts, vs, starts = decode_xor_many(redo_blob, redo_offsets)
+    r = np.concatenate([np.repeat(series[touched], np.diff(starts)), late.refs])
+    t = np.concatenate([ts, late.timestamps])
+    v = np.concatenate([vs, late.values])
+    order = np.lexsort((np.arange(len(t)), t, r))
+    r, t, v = r[order], t[order], v[order]
+    first = np.ones(len(t), bool)
+    first[1:] = (r[1:] != r[:-1]) | (t[1:] != t[:-1])
+    r, t, v = r[first], t[first], v[first]
+    # A chunk starts at each series' first sample and then every 120th.
+    new_series = np.ones(len(r), bool)
+    new_series[1:] = r[1:] != r[:-1]
+    run_start = np.maximum.accumulate(np.where(new_series, np.arange(len(r)), 0))
+    bounds = np.append(np.flatnonzero(new_series | ((np.arange(len(r)) - run_start) % 120 == 0)),
+                       len(r))
+    new_blob, new_offsets = encode_xor_many(t, v, bounds)
+    kept = np.flatnonzero(~touched)
+    kept_blob, kept_offsets = _take_chunks(blob, offsets, lengths, kept)
+    all_series = np.concatenate([series[kept], r[bounds[:-1]]])
+    all_min = np.concatenate([cmin[kept], t[bounds[:-1]]])
+    all_max = np.concatenate([cmax[kept], t[bounds[1:] - 1]])
+    joined = np.concatenate([kept_blob, new_blob])
+    joined_offsets = np.concatenate([kept_offsets[:-1], len(kept_blob) + new_offsets])
+    order = np.lexsort((all_min, all_series))
+    out_blob, out_offsets = _take_chunks(joined, joined_offsets, np.diff(joined_offsets), order)
+    return all_series[order], all_min[order], all_max[order], out_blob, out_offsets
+
+
+def _take_chunks(blob: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
+                 which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The chunks ``which`` of ``blob`` laid back to back, with their new offsets."""
+    n = lengths[which]
+    out_offsets = np.zeros(len(which) + 1, np.int64)
+    np.cumsum(n, out=out_offsets[1:])
+    return blob[np.repeat(offsets[which], n) + _ranges(n)], out_offsets
+
+
+def _ranges(lengths: np.ndarray) -> np.ndarray:
+    """``concatenate([arange(n) for n in lengths])`` without the loop."""
+    total = int(lengths.sum())
+    return np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+
+
+def _checkpoint_records(refs, keys, chunks, late) -> Iterator[tuple[int, bytes]]:  # type: ignore[no-untyped-def]
+    """SERIES records for every head series, then SAMPLES records for every sample the
+    head holds, in slices that keep each record moderate."""
+    blob, offsets = keys
+    for lo in range(0, len(refs), _SERIES_PER_RECORD):
+        hi = min(lo + _SERIES_PER_RECORD, len(refs))
+        yield record.SERIES, record.encode_series(refs[lo:hi], blob, offsets[lo:hi + 1])
+    ts, vs, starts = chunks.decode()
+    owner = np.repeat(refs[chunks.pos], np.diff(starts))
+    for r, t, v in ((owner, ts, vs), (late.refs, late.timestamps, late.values)):
+        for lo in range(0, len(r), _SAMPLES_PER_RECORD):
+            sl = slice(lo, lo + _SAMPLES_PER_RECORD)
+            yield record.SAMPLES, record.encode_samples(r[sl], t[sl], v[sl])
+
+
+def _open_blocks(directory: Path) -> tuple[list[Block], list[str]]:
+    """Open every complete block; delete unfinished ones (their data is still in the
+    WAL) and move corrupt ones to ``corrupted/``."""
+    blocks: list[Block] = []
+    problems: list[str] = []
+    for name in sorted(os.listdir(directory)):
+        path = directory / name
+        if name.endswith(_CREATING) and path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        if not _BLOCK_NAME.fullmatch(name) or not path.is_dir():
+            continue
+        try:
+            blocks.append(Block.open(path))
+        except (CorruptionError, StorageError, OSError) as exc:
+            aside = directory / "corrupted" / name
+            problems.append(f"block {name} cannot be read ({exc}); moved to {aside}")
+            log.error("%s", problems[-1])
+            try:
+                aside.parent.mkdir(exist_ok=True)
+                os.rename(path, aside)
+            except OSError as move_exc:
+                raise StorageError(f"cannot move corrupt block {path} aside: {move_exc}") \
+                    from move_exc
+    blocks.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+    return blocks, problems

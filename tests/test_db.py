@@ -1,0 +1,171 @@
+"""DB: head ranges persisted to blocks, WAL checkpointed, reads merged over both."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from storage.batch import WriteBatch
+from storage.db import DB, DBOptions
+from storage.head import HeadOptions
+from storage.matchers import Matcher, MatchType
+
+HOUR = 3_600_000
+T0 = 1_700_000_000_000 // (2 * HOUR) * (2 * HOUR)
+ALL = [Matcher(MatchType.RE, "__name__", ".+")]
+LO, HI = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+
+
+def _options(**head) -> DBOptions:
+    return DBOptions(head=HeadOptions(**head), compaction_interval=0)
+
+
+def _write(db: DB, n_series: int, steps: range, step_ms: int = 15_000) -> None:
+    for s in steps:
+        db.append(WriteBatch.from_series([
+            ({"__name__": "m", "i": str(i)}, [(T0 + s * step_ms, float(s * 10 + i))])
+            for i in range(n_series)]))
+
+
+def _dump(db: DB) -> dict[tuple, list[tuple[int, float]]]:
+    got = db.select(ALL, LO, HI)
+    out = {}
+    for i in range(got.n_series):
+        ts, vs = got.series_samples(i)
+        out[tuple(got.labels(i).items())] = list(zip(ts.tolist(), vs.tolist()))
+    return out
+
+
+def _expected(n_series: int, steps: range, step_ms: int = 15_000):
+    return {(("__name__", "m"), ("i", str(i))):
+            [(T0 + s * step_ms, float(s * 10 + i)) for s in steps] for i in range(n_series)}
+
+
+def test_head_range_becomes_a_block_and_the_wal_shrinks(tmp_path):
+    db = DB.open(tmp_path, _options())
+    _write(db, 5, range(0, 4 * 240))  # four hours at 15 s
+    segments_before = db.head.wal.segments()
+    made = db.compact_head()
+    assert [m.max_time - T0 for m in made] == [2 * HOUR]
+    assert made[0].num_series == 5 and made[0].num_samples == 5 * 480
+    assert made[0].num_chunks == 5 * 4
+    assert db.head.n_samples == 5 * 480 and db.head.min_time == T0 + 2 * HOUR
+    assert _dump(db) == _expected(5, range(0, 960))
+    assert (tmp_path / "wal" / f"checkpoint.{segments_before[-1]:08d}").is_dir()
+    assert min(db.head.wal.segments()) > segments_before[-1]
+    # Samples inside the persisted range are now out of bounds.
+    result = db.append(WriteBatch.from_series([({"__name__": "m", "i": "0"}, [(T0, 1.0)])]))
+    assert result.rejected == {"out_of_bounds": 1}
+    _write(db, 5, range(960, 1000))
+    db.close()
+
+    db = DB.open(tmp_path, _options())
+    try:
+        assert len(db.blocks) == 1
+        assert _dump(db) == _expected(5, range(0, 1000))
+        assert db.head.n_samples == 5 * 520  # nothing of the block replayed into the head
+    finally:
+        db.close()
+
+
+def test_reads_merge_block_and_head_and_label_apis_see_both(tmp_path):
+    db = DB.open(tmp_path, _options())
+    try:
+        _write(db, 3, range(0, 960))
+        db.compact_head()
+        db.append(WriteBatch.from_series([({"__name__": "late_only", "x": "y"},
+                                           [(T0 + 5 * HOUR, 1.0)])]))
+        q = db.querier(LO, HI)
+        assert q.label_names() == ["__name__", "i", "x"]
+        assert q.label_values("__name__") == ["late_only", "m"]
+        refs = q.select_series([Matcher(MatchType.EQ, "i", "1")], LO, HI)
+        assert q.series_labels(refs) == [{"__name__": "m", "i": "1"}]
+        # A time range inside the block only.
+        early = db.querier(T0, T0 + HOUR)
+        refs = early.select_series(ALL, T0, T0 + HOUR)
+        assert len(refs) == 3
+        got = db.select([Matcher(MatchType.EQ, "i", "2")], T0 + HOUR, T0 + 3 * HOUR)
+        ts, vs = got.series_samples(0)
+        assert ts[0] == T0 + HOUR and ts[-1] == T0 + 3 * HOUR and len(ts) == 481
+    finally:
+        db.close()
+
+
+def test_out_of_order_samples_reach_the_block(tmp_path):
+    db = DB.open(tmp_path, _options(out_of_order_window_ms=10 * HOUR))
+    try:
+        _write(db, 2, range(0, 960, 2))  # every other step in order ...
+        _write(db, 2, range(1, 960, 2))  # ... then the rest, late
+        assert db.head.out_of_order.n_samples == 2 * 479  # step 959 is newer than 958
+        db.compact_head()
+        assert _dump(db) == _expected(2, range(0, 960))
+        block = db.blocks[0]
+        assert block.meta.num_samples == 2 * 480
+    finally:
+        db.close()
+
+
+def test_corrupt_block_is_moved_aside_and_the_rest_served(tmp_path):
+    db = DB.open(tmp_path, _options())
+    _write(db, 2, range(0, 960))
+    db.compact_head()
+    db.close()
+    (block_dir,) = [p for p in tmp_path.iterdir() if len(p.name) == 26]
+    with open(block_dir / "index", "r+b") as f:  # a flipped bit in the table of contents
+        f.seek(-10, os.SEEK_END)
+        b = f.read(1)
+        f.seek(-10, os.SEEK_END)
+        f.write(bytes([b[0] ^ 0x01]))
+    db = DB.open(tmp_path, _options())
+    try:
+        assert db.blocks == []
+        assert (tmp_path / "corrupted" / block_dir.name).is_dir()
+        assert "cannot be read" in db.open_report[0]
+        assert _dump(db) == _expected(2, range(480, 960))
+    finally:
+        db.close()
+
+
+def test_unfinished_block_and_checkpoint_are_discarded(tmp_path):
+    db = DB.open(tmp_path, _options())
+    _write(db, 2, range(0, 960))
+    db.close()
+    (tmp_path / "01ARZ3NDEKTSV4RRFFQ69G5FAV.tmp-for-creation").mkdir()
+    (tmp_path / "wal" / "checkpoint.00000001.creating").mkdir()
+    db = DB.open(tmp_path, _options())
+    try:
+        assert not any(p.name.endswith((".tmp-for-creation", ".creating"))
+                       for p in [*tmp_path.iterdir(), *(tmp_path / "wal").iterdir()])
+        assert _dump(db) == _expected(2, range(0, 960))
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("stage", ["block_only", "checkpoint_no_truncate"])
+def test_interrupted_persist_loses_and_duplicates_nothing(tmp_path, stage):
+    """The states a crash can leave between the steps of persisting a range."""
+    src = tmp_path / "src"
+    db = DB.open(src, _options())
+    _write(db, 3, range(0, 960))
+    wal_copy = tmp_path / "wal_before"
+    shutil.copytree(src / "wal", wal_copy)
+    db.compact_head()
+    db.close()
+    if stage == "block_only":
+        # Crash right after the block was written: the WAL is still the old one.
+        shutil.rmtree(src / "wal")
+        shutil.copytree(wal_copy, src / "wal")
+    else:
+        # Crash after the checkpoint, before old segments were deleted.
+        for name in os.listdir(wal_copy):
+            if not (src / "wal" / name).exists():
+                shutil.copy(wal_copy / name, src / "wal" / name)
+    db = DB.open(src, _options())
+    try:
+        assert _dump(db) == _expected(3, range(0, 960))
+        assert db.head.n_samples == 3 * 480
+    finally:
+        db.close()
