@@ -498,8 +498,9 @@ def read_postings(buf, limit, offsets):
 def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt):
     """Labels and chunk metas of the series ``ids`` (entries at ``entry_off[id]``),
     checking each entry's CRC32-C. Chunk metas are kept when they overlap
-    ``[mint, maxt]``. Returns ``(lab_start, lab_name, lab_value, chk_pos, chk_mint,
-    chk_maxt, chk_ref, status, position)`` where series i's labels are
+    ``[mint, maxt]`` (none when ``mint > maxt``). Returns ``(lab_start, lab_name,
+    lab_value, chk_pos, chk_mint, chk_maxt, chk_ref, status, position)`` where series
+    i's labels are
     ``lab_start[i]:lab_start[i+1]`` and ``chk_pos`` is the position in ``ids``."""
     n = len(ids)
     lab_start = np.zeros(n + 1, dtype=np.int64)
@@ -575,7 +576,7 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt):
                 t_min = t_max + a
                 ref = ref + _unzigzag(x)
             t_max = t_min + d
-            if t_max >= mint and t_min <= maxt:
+            if t_max >= mint and t_min <= maxt and mint <= maxt:
                 chk_pos[nc] = i
                 chk_mint[nc] = t_min
                 chk_maxt[nc] = t_max
