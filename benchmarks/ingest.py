@@ -30,7 +30,15 @@ from benchmarks import loadgen
 from benchmarks.peers import TARGETS, Target, machine_info, running
 from benchmarks.workloads import WORKLOADS, Workload, make_workload
 
-__all__ = ["PRESETS", "Preset", "bench_target", "main", "visible_series"]
+__all__ = [
+    "PRESETS",
+    "Preset",
+    "bench_target",
+    "exit_on_sigterm",
+    "main",
+    "select_targets",
+    "visible_series",
+]
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 _WARMUP_FIRST_HOST = 1 << 23  # warm-up hosts are 10.128.0.0 and up: no series shared with the load
@@ -318,7 +326,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def _select(spec: str) -> list[Target]:
+def select_targets(spec: str) -> list[Target]:
+    """Targets named in a comma-separated ``spec``, or every installed one when it is empty."""
     if not spec:
         chosen = [t for t in TARGETS.values() if t.available()]
         for t in TARGETS.values():
@@ -335,17 +344,18 @@ def _select(spec: str) -> list[Target]:
     return chosen
 
 
-def _terminate(signum: int, frame: object) -> NoReturn:
-    # Turn SIGTERM into an exception so every started server is stopped on the way out.
+def exit_on_sigterm(signum: int, frame: object) -> NoReturn:
+    """A SIGTERM handler that exits through ``SystemExit``, so that every started server
+    is stopped on the way out."""
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns 1 when a target failed or rejected requests."""
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
     args = _parse_args(argv)
     preset = PRESETS[args.preset]
-    targets = _select(args.targets)
+    targets = select_targets(args.targets)
     if not targets:
         print("no target to benchmark")
         return 1
