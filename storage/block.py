@@ -31,7 +31,7 @@ import numpy as np
 from . import _block_kernels as k
 from ._registry_kernels import gather_ranges
 from .block_chunks import MAX_SEGMENT_SIZE, ChunkSegments, write_segments
-from .block_index import ChunkMetas, IndexFile, SeriesLayout, write_index
+from .block_index import ChunkMetas, DecodedSeries, IndexFile, SeriesLayout, write_index
 from .errors import CorruptionError
 from .matchers import Matcher
 from .postings import select
@@ -214,6 +214,7 @@ def write_block(
     big-endian uint16 sample count (as every Prometheus chunk encoding does). Chunks of
     a series come sorted by time and do not overlap; series without chunks are left out.
     Every chunk lies in ``[mint, maxt)``. ``sources`` defaults to the new block's own id.
+    Chunk segments are cut at ``segment_size`` bytes (Prometheus's 512 MiB by default).
 
     The block is complete and fsynced when this returns; on any error nothing is left
     under its final name. ``ValueError`` for inputs that break these rules.
@@ -366,7 +367,7 @@ class Block:
         decoded = self._index.decode(ids, mint, maxt)
         return ids[np.unique(decoded.chunk_series)]
 
-    def _labels(self, ids: Any) -> Any:
+    def _labels(self, ids: np.ndarray) -> DecodedSeries:
         # An empty time range: labels only, no chunk metas.
         return self._index.decode(np.asarray(ids, dtype=np.int64), 0, -1)
 
