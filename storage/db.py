@@ -41,6 +41,7 @@ from .batch import WriteBatch
 from .block import Block, BlockMeta, write_block
 from .errors import CorruptionError, StorageError
 from .head import Head, HeadOptions, lock_directory
+from .head_chunks import ChunkBatch
 from .interface import AppendResult
 from .matchers import Matcher
 from .querier import Querier
@@ -58,6 +59,7 @@ _MIN_TIME = np.iinfo(np.int64).min
 _MAX_TIME = np.iinfo(np.int64).max
 _SERIES_PER_RECORD = 50_000
 _SAMPLES_PER_RECORD = 1 << 20
+_CHUNKS_PER_RECORD = 50_000
 
 
 @dataclass(frozen=True)
@@ -273,19 +275,23 @@ def _ranges(lengths: np.ndarray) -> np.ndarray:
     return np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
-def _checkpoint_records(refs, keys, chunks, late) -> Iterator[tuple[int, bytes]]:  # type: ignore[no-untyped-def]
-    """SERIES records for every head series, then SAMPLES records for every sample the
-    head holds, in slices that keep each record moderate."""
+def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],
+                        chunks: ChunkBatch, late: SampleSet) -> Iterator[tuple[int, bytes]]:
+    """SERIES records for every head series, then the head's chunks as CHUNKS records
+    and its out-of-order samples as SAMPLES records, in slices that keep records
+    moderate."""
     blob, offsets = keys
     for lo in range(0, len(refs), _SERIES_PER_RECORD):
         hi = min(lo + _SERIES_PER_RECORD, len(refs))
         yield record.SERIES, record.encode_series(refs[lo:hi], blob, offsets[lo:hi + 1])
-    ts, vs, starts = chunks.decode()
-    owner = np.repeat(refs[chunks.pos], np.diff(starts))
-    for r, t, v in ((owner, ts, vs), (late.refs, late.timestamps, late.values)):
-        for lo in range(0, len(r), _SAMPLES_PER_RECORD):
-            sl = slice(lo, lo + _SAMPLES_PER_RECORD)
-            yield record.SAMPLES, record.encode_samples(r[sl], t[sl], v[sl])
+    for lo in range(0, chunks.n_chunks, _CHUNKS_PER_RECORD):
+        hi = min(lo + _CHUNKS_PER_RECORD, chunks.n_chunks)
+        yield record.CHUNKS, record.encode_chunks(refs[chunks.pos[lo:hi]], chunks.blob,
+                                                  chunks.offsets[lo:hi + 1])
+    for lo in range(0, len(late.refs), _SAMPLES_PER_RECORD):
+        sl = slice(lo, lo + _SAMPLES_PER_RECORD)
+        yield record.SAMPLES, record.encode_samples(late.refs[sl], late.timestamps[sl],
+                                                    late.values[sl])
 
 
 def _open_blocks(directory: Path) -> tuple[list[Block], list[str]]:

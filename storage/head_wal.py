@@ -18,6 +18,7 @@ from . import _append_kernels as ak
 from . import checkpoint, record
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .wal import WAL, Replay
+from .xor import decode_xor_many
 
 if TYPE_CHECKING:
     from .head import Head
@@ -91,8 +92,13 @@ def _apply(head: Head, result: Replay, refmap: _RefMap) -> tuple[int, int]:
             refs, _ = head.registry.resolve(canon)
             head.state.reserve(head.registry.n_series)
             refmap.set(wal_refs, refs)
-        elif rtype == record.SAMPLES:
-            wal_refs, timestamps, values = record.decode_samples(payload)
+        elif rtype in (record.SAMPLES, record.CHUNKS):
+            if rtype == record.SAMPLES:
+                wal_refs, timestamps, values = record.decode_samples(payload)
+            else:
+                chunk_refs, blob, offsets = record.decode_chunks(payload)
+                timestamps, values, starts = decode_xor_many(blob, offsets)
+                wal_refs = np.repeat(chunk_refs, np.diff(starts))
             refs = refmap.get(wal_refs)
             outcome = np.empty(len(refs), dtype=np.uint8)
             head.max_time = ak.check_samples(

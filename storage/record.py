@@ -24,11 +24,14 @@ import numpy as np
 from storage.errors import CorruptionError
 
 __all__ = [
+    "CHUNKS",
     "COLUMNS_V1",
     "SAMPLES",
     "SERIES",
+    "decode_chunks",
     "decode_samples",
     "decode_series",
+    "encode_chunks",
     "encode_samples",
     "encode_series",
 ]
@@ -37,6 +40,7 @@ __all__ = [
 # 4 exemplars, 5 metadata and 6 histogram samples are reserved for those records.
 SERIES = 1
 SAMPLES = 2
+CHUNKS = 7  # whole XOR chunks: how a checkpoint carries the head's samples compactly
 
 COLUMNS_V1 = 1  # payload encoding: the column layout described in the module docstring
 
@@ -124,6 +128,40 @@ def decode_samples(payload: bytes | bytearray | memoryview,
     timestamps = _unpack_ints(payload, _HEADER.size + 8 * n, n)
     values = np.frombuffer(payload, _F64, count=n, offset=_HEADER.size + 16 * n).copy()
     return refs, timestamps, values
+
+
+def encode_chunks(refs: np.ndarray, blob: np.ndarray, offsets: np.ndarray) -> bytes:
+    """Payload of a CHUNKS record: XOR chunk ``i`` (without its encoding byte) is
+    ``blob[offsets[i]:offsets[i+1]]`` and belongs to series ``refs[i]``.
+
+    Layout: header, refs as packed ints, chunk lengths as packed ints, the chunk bytes.
+    """
+    refs = _column(refs, _I64, "refs")
+    offsets = _column(offsets, _I64, "offsets")
+    n = _count(len(refs))
+    if len(offsets) != n + 1:
+        raise ValueError(f"chunks record: {n} refs but {len(offsets)} offsets")
+    data = np.asarray(blob, np.uint8)[offsets[0]:offsets[-1]]
+    return b"".join((_HEADER.pack(COLUMNS_V1, _RESERVED, n), _pack_ints(refs),
+                     _pack_ints(np.diff(offsets)), data.tobytes()))
+
+
+def decode_chunks(payload: bytes | bytearray | memoryview,
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of ``encode_chunks``: ``(refs int64[n], blob uint8, offsets int64[n+1])``;
+    ``blob`` is a read-only view into the payload."""
+    n, size = _read_header(payload, "chunks")
+    fixed = _HEADER.size + 16 * n
+    if size < fixed:
+        raise CorruptionError(f"chunks record: {size} bytes do not hold {n} chunk headers")
+    refs = _unpack_ints(payload, _HEADER.size, n)
+    lengths = _unpack_ints(payload, _HEADER.size + 8 * n, n)
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    if np.any(lengths < 0) or offsets[-1] != size - fixed:
+        raise CorruptionError(f"chunks record: chunk lengths do not add up to the "
+                              f"{size - fixed} bytes that follow them")
+    return refs, np.frombuffer(payload, np.uint8, offset=fixed), offsets
 
 
 def _column(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:

@@ -13,13 +13,17 @@ from hypothesis.extra import numpy as hnp
 
 from storage.errors import CorruptionError
 from storage.record import (
+    CHUNKS,
     SAMPLES,
     SERIES,
+    decode_chunks,
     decode_samples,
     decode_series,
+    encode_chunks,
     encode_samples,
     encode_series,
 )
+from storage.xor import decode_xor_many, encode_xor_many
 
 STALE_NAN = 0x7FF0000000000002
 PROMETHEUS_NAN = 0x7FF8000000000001
@@ -28,7 +32,7 @@ uint64_bits = st.integers(0, 2**64 - 1)
 
 
 def test_record_types_are_distinct_wal_types() -> None:
-    assert (SERIES, SAMPLES) == (1, 2)
+    assert (SERIES, SAMPLES, CHUNKS) == (1, 2, 7)
 
 
 @settings(max_examples=200, deadline=None)
@@ -127,7 +131,9 @@ def test_encoders_refuse_inconsistent_columns(call) -> None:
 def test_every_truncation_is_a_corruption_error() -> None:
     samples = encode_samples(np.arange(4), np.arange(4), np.ones(4))
     series = encode_series(np.arange(3), b"abcdef", np.array([0, 1, 3, 6]))
-    for payload, decode in ((samples, decode_samples), (series, decode_series)):
+    chunks = encode_chunks(np.array([5, 9]), np.arange(7, dtype=np.uint8), np.array([0, 3, 7]))
+    for payload, decode in ((samples, decode_samples), (series, decode_series),
+                            (chunks, decode_chunks)):
         for size in range(len(payload)):
             with pytest.raises(CorruptionError):
                 decode(payload[:size])
@@ -141,7 +147,7 @@ def test_every_truncation_is_a_corruption_error() -> None:
     b"\x01\x00\x00\x00\xff\xff\xff\xff",     # count far beyond the payload
 ])
 def test_bad_headers_are_corruption_errors(header: bytes) -> None:
-    for decode in (decode_samples, decode_series):
+    for decode in (decode_samples, decode_series, decode_chunks):
         with pytest.raises(CorruptionError):
             decode(header + bytes(64))
 
@@ -156,6 +162,24 @@ def test_key_lengths_beyond_the_payload_are_a_corruption_error() -> None:
 @settings(max_examples=300, deadline=None)
 @given(payload=st.binary(max_size=200))
 def test_arbitrary_bytes_decode_or_raise_corruption_error(payload: bytes) -> None:
-    for decode in (decode_samples, decode_series):
+    for decode in (decode_samples, decode_series, decode_chunks):
         with contextlib.suppress(CorruptionError):
             decode(payload)
+
+
+@settings(max_examples=150, deadline=None)
+@given(sizes=st.lists(st.integers(0, 130), max_size=12), seed=st.integers(0, 2**32),
+       lead=st.integers(0, 5))
+def test_chunks_round_trip(sizes: list[int], seed: int, lead: int) -> None:
+    rng = np.random.default_rng(seed)
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    ts = np.cumsum(rng.integers(1, 60_000, int(starts[-1])))
+    vs = rng.integers(0, 2**64, int(starts[-1]), dtype=np.uint64).view(np.float64)
+    blob, offsets = encode_xor_many(ts, vs, starts)
+    blob = np.concatenate([np.zeros(lead, np.uint8), blob])  # offsets need not start at 0
+    refs = rng.integers(0, 2**31, len(sizes))
+    got_refs, got_blob, got_offsets = decode_chunks(encode_chunks(refs, blob, offsets + lead))
+    assert np.array_equal(got_refs, refs)
+    got_ts, got_vs, got_starts = decode_xor_many(got_blob, got_offsets)
+    assert np.array_equal(got_starts, starts) and np.array_equal(got_ts, ts)
+    assert np.array_equal(got_vs.view(np.uint64), vs.view(np.uint64))
