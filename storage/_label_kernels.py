@@ -88,7 +88,7 @@ def _is_name_char(c: np.uint8, first: bool, allow_colon: bool) -> bool:
         return True
     if allow_colon and c == 0x3A:
         return True
-    return (not first) and c >= 0x30 and c <= 0x39
+    return (not first) and bool(c >= 0x30 and c <= 0x39)
 
 
 @njit(cache=True, nogil=True)

@@ -361,7 +361,7 @@ class Block:
         have a chunk overlapping ``[mint, maxt]`` (inclusive)."""
         if mint > maxt or maxt < self.meta.min_time or mint >= self.meta.max_time:
             return np.empty(0, dtype=np.int64)
-        ids = select(self._index, matchers)  # type: ignore[arg-type]  # duck-typed reader
+        ids = select(self._index, matchers)
         if mint <= self.meta.min_time and maxt >= self.meta.max_time - 1:
             return ids  # every series has a chunk, and every chunk is inside the block
         decoded = self._index.decode(ids, mint, maxt)

@@ -33,6 +33,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +202,7 @@ class DB:
         checkpoint.remove_leftovers(wal_dir)
 
 
-def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, np.ndarray]:
+def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
     """The head's data in ``[mint, maxt)`` as ``write_block`` arguments. Chunks never
     cross a block-range boundary, so the range's chunks are taken whole; series with
     out-of-order samples in the range get their chunks rebuilt with those merged in.

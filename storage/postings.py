@@ -15,6 +15,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -22,9 +23,28 @@ from . import _registry_kernels as k
 from .matchers import Matcher, MatchType
 from .series import RegistryView
 
-__all__ = ["Postings", "PostingsReader", "select"]
+__all__ = ["LabelIndex", "Postings", "PostingsReader", "select"]
 
 _NO_REFS = np.empty(0, dtype=np.int64)
+
+
+class _Pairs(Protocol):
+    """Label pairs by id: what matchers are evaluated against."""
+
+    def pair_id(self, name: str, value: str) -> int: ...
+    def pairs_with_name(self, name: str) -> np.ndarray: ...
+    def pair_values(self) -> np.ndarray: ...
+    def symbols(self, ids: np.ndarray) -> list[str]: ...
+
+
+class LabelIndex(Protocol):
+    """What ``select`` needs of an index: the head's ``PostingsReader`` and a block's
+    index file both provide it."""
+
+    @property
+    def view(self) -> _Pairs: ...
+    def refs_for_pairs(self, pairs: np.ndarray) -> np.ndarray: ...
+    def all_refs(self) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -98,7 +118,7 @@ class PostingsReader:
         return np.arange(self.view.n_series, dtype=np.int64)
 
 
-def _pairs_matching(reader: PostingsReader, m: Matcher, want_match: bool) -> np.ndarray:
+def _pairs_matching(reader: LabelIndex, m: Matcher, want_match: bool) -> np.ndarray:
     """Pair ids of label ``m.name`` whose value satisfies ``m`` (or fails it, if not
     ``want_match``), looking values up where the pattern is a finite set of literals."""
     v = reader.view
@@ -116,7 +136,7 @@ def _pairs_matching(reader: PostingsReader, m: Matcher, want_match: bool) -> np.
     return pairs[mask if want_match else ~mask]
 
 
-def select(reader: PostingsReader, matchers: Sequence[Matcher]) -> np.ndarray:
+def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
     """Sorted refs of the series that satisfy every matcher."""
     result: np.ndarray | None = None
     exclude: list[np.ndarray] = []
