@@ -33,8 +33,19 @@ def _parser() -> argparse.ArgumentParser:
                        help="accept samples this much older than the newest (default 0)")
     serve.add_argument("--block-range",
                        help="time range of a block written from the head (2h)")
+    serve.add_argument("--retention-time",
+                       help="delete blocks older than this, counted from the newest sample "
+                            "(15d; 0 keeps everything)")
+    serve.add_argument("--retention-size",
+                       help="delete the oldest blocks while blocks and WAL exceed this (off)")
     serve.add_argument("--max-series", type=int, help="limit on series in the head")
     serve.add_argument("--max-request-bytes", help="limit on a compressed request body")
+    serve.add_argument("--remote-read-sample-limit", type=int,
+                       help="samples one remote-read request may return (5e7; 0 = no limit)")
+    serve.add_argument("--remote-read-concurrent-limit", type=int,
+                       help="remote-read requests served at once; more wait (10)")
+    serve.add_argument("--remote-read-max-bytes-in-frame",
+                       help="size a streamed remote-read frame aims at (1MiB)")
     serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser

@@ -45,6 +45,10 @@ class Config:
     out_of_order_window: float = 0.0  # seconds
     # The head writes its oldest range of this length to a block once it spans 1.5 of them.
     block_range: float = 7200.0  # seconds
+    # Blocks whose samples are all older than this (counted back from the newest sample)
+    # are deleted; 0 keeps everything. retention_size (bytes, 0 = off) bounds blocks + WAL.
+    retention_time: float = 15 * 86400.0
+    retention_size: int = 0
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000
@@ -56,6 +60,9 @@ class Config:
     max_series: int = 50_000_000
     workers: int = 8
     max_in_flight_writes: int = 64
+    remote_read_sample_limit: int = 50_000_000  # per read request; 0 = no limit
+    remote_read_concurrent_limit: int = 10
+    remote_read_max_bytes_in_frame: int = 1 << 20
     log_level: str = "info"
 
     @property
@@ -104,9 +111,12 @@ def parse_size(text: str | int) -> int:
 
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
-        if name in ("wal_fsync_interval", "out_of_order_window", "block_range"):
+        if name in ("wal_fsync_interval", "out_of_order_window", "block_range",
+                    "retention_time"):
             return parse_duration(value)
-        if name in ("wal_segment_size", "max_request_bytes", "max_decoded_bytes"):
+        if name in ("wal_segment_size", "max_request_bytes", "max_decoded_bytes",
+                    "remote_read_max_bytes_in_frame",
+                    "retention_size"):
             return parse_size(value)
         if kind in (int, "int"):
             return int(value)
@@ -173,9 +183,12 @@ def _validate(config: Config) -> None:
     for name in ("max_request_bytes", "max_decoded_bytes", "max_samples_per_request",
                  "max_series_per_request", "max_labels_per_request",
                  "max_labels_per_series", "max_label_name_length", "max_label_value_length",
-                 "workers", "max_series", "max_in_flight_writes"):
+                 "workers", "max_series", "max_in_flight_writes",
+                 "remote_read_concurrent_limit", "remote_read_max_bytes_in_frame"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    if config.remote_read_sample_limit < 0:
+        raise ConfigError("remote_read_sample_limit must not be negative (0 = no limit)")
     if config.wal_fsync_interval <= 0:
         raise ConfigError("wal_fsync_interval must be positive")
     if config.block_range < 60 or config.block_range % 60:

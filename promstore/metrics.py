@@ -8,6 +8,7 @@ time, so storage never imports prometheus_client.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -22,13 +23,18 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 
 
 class _StorageCollector(Collector):
-    """Reads head and WAL state when scraped."""
+    """Reads head, WAL, block and compaction state when scraped."""
 
-    def __init__(self, head_getter: Callable[[], object | None]) -> None:
-        self._head = head_getter
+    def __init__(self, store_getter: Callable[[], Any], maintainer_getter: Callable[[], Any]
+                 ) -> None:
+        self._store = store_getter
+        self._maintainer = maintainer_getter
 
     def collect(self) -> Iterable[Metric]:
-        head = self._head()
+        store = self._store()
+        yield from self._blocks(store)
+        yield from self._compaction(self._maintainer())
+        head = store.head if store is not None else None
         info = GaugeMetricFamily("promstore_build_info", "Build information.",
                                  labels=["version"])
         info.add_metric([__version__], 1)
@@ -60,10 +66,46 @@ class _StorageCollector(Collector):
                                 value=len(head.replay_report))
 
 
+    @staticmethod
+    def _blocks(store: Any) -> Iterable[Metric]:
+        if store is None:
+            return
+        blocks = GaugeMetricFamily("promstore_blocks", "Blocks on disk, by compaction level.",
+                                   labels=["level"])
+        levels: dict[int, int] = {}
+        for b in store.blocks:
+            levels[b.meta.level] = levels.get(b.meta.level, 0) + 1
+        for level, n in sorted(levels.items()):
+            blocks.add_metric([str(level)], n)
+        yield blocks
+        yield GaugeMetricFamily("promstore_blocks_corrupt_moved_aside",
+                                "Blocks found corrupt at start and moved to corrupted/.",
+                                value=len(store.open_report))
+
+    @staticmethod
+    def _compaction(maintainer: Any) -> Iterable[Metric]:
+        if maintainer is None:
+            return
+        st = maintainer.stats
+        for name, doc, value in (
+            ("compactions", "Block compactions completed.", st.compactions),
+            ("compactions_failed", "Block maintenance runs that failed.",
+             st.compactions_failed),
+            ("compaction_duration_seconds", "Time spent compacting blocks.",
+             st.compaction_seconds),
+            ("compaction_bytes_before", "Bytes of the blocks compactions read.", st.bytes_before),
+            ("compaction_bytes_after", "Bytes of the blocks compactions wrote.", st.bytes_after),
+            ("retention_blocks_deleted", "Blocks deleted by retention.",
+             st.blocks_deleted_by_retention),
+        ):
+            yield CounterMetricFamily(f"promstore_{name}", doc, value=value)
+
+
 class ServerMetrics:
     """Counters and histograms the HTTP layer updates, plus storage and process gauges."""
 
-    def __init__(self, head_getter: Callable[[], object | None]) -> None:
+    def __init__(self, store_getter: Callable[[], Any],
+                 maintainer_getter: Callable[[], Any] = lambda: None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.samples_ingested = Counter(
@@ -85,4 +127,4 @@ class ServerMetrics:
             "promstore_remote_write_errors", "Remote-write requests that failed, by reason.",
             ["reason"], registry=r)
         ProcessCollector(registry=r)
-        r.register(_StorageCollector(head_getter))
+        r.register(_StorageCollector(store_getter, maintainer_getter))

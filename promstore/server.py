@@ -16,13 +16,15 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from compaction.maintainer import Maintainer, MaintainerOptions
 from storage.db import DB, DBOptions
 from storage.head import HeadOptions
 from storage.labels import LabelLimits
 
-from .api import metadata
+from .api import metadata, query
 from .config import Config
 from .metrics import ServerMetrics
+from .remote.read_handler import ReadHandler, ReadLimits
 from .remote.wire import WireLimits
 from .remote.write_handler import WriteHandler, WriteLimits
 from .warmup import warm_up
@@ -33,6 +35,7 @@ log = logging.getLogger(__name__)
 
 STORE_KEY = web.AppKey("store", DB)
 _METRICS_KEY = web.AppKey("metrics", ServerMetrics)
+_MAINTAINER_KEY = web.AppKey("maintainer", Maintainer)
 _SHUTTING_DOWN = web.AppKey("shutting_down", dict)
 
 # Seconds in-flight requests get to finish after SIGTERM. Short, because aiohttp drops
@@ -58,7 +61,7 @@ def head_options(config: Config) -> HeadOptions:
 def build_app(config: Config) -> web.Application:
     """The application for ``config``; storage opens when the app starts."""
     app = web.Application(client_max_size=config.max_request_bytes)
-    metrics = ServerMetrics(lambda: app[STORE_KEY].head if STORE_KEY in app else None)
+    metrics = ServerMetrics(lambda: app.get(STORE_KEY), lambda: app.get(_MAINTAINER_KEY))
     app[_METRICS_KEY] = metrics
     app[_SHUTTING_DOWN] = {"flag": False}
     executor = ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="ingest")
@@ -78,10 +81,16 @@ def build_app(config: Config) -> web.Application:
         await loop.run_in_executor(executor, warm_up)
         options = DBOptions(head=head_options(config))
         store = await loop.run_in_executor(executor, DB.open, data_dir, options)
+        maintainer = Maintainer(store, MaintainerOptions(
+            retention_ms=int(config.retention_time * 1000),
+            retention_bytes=config.retention_size))
+        maintainer.start()
         app[STORE_KEY] = store
+        app[_MAINTAINER_KEY] = maintainer
         log.info("storage ready: %d blocks, %d series in the head", len(store.blocks),
                  store.head.n_series)
         yield
+        await loop.run_in_executor(None, maintainer.stop)
         await loop.run_in_executor(None, store.close)
         executor.shutdown(wait=True)
         log.info("storage closed")
@@ -93,7 +102,10 @@ def build_app(config: Config) -> web.Application:
     app.on_shutdown.append(on_shutdown)
     app.router.add_post("/api/v1/write", WriteHandler(lambda: app[STORE_KEY], limits,
                                                       executor, metrics))
+    app.router.add_post("/api/v1/read", ReadHandler(lambda: app[STORE_KEY],
+                                                    ReadLimits.from_config(config), metrics))
     metadata.add_routes(app, STORE_KEY)
+    query.add_routes(app, STORE_KEY)
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_get("/metrics", _metrics)

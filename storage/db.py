@@ -40,6 +40,7 @@ import numpy as np
 from . import checkpoint, record
 from .batch import WriteBatch
 from .block import Block, BlockMeta, write_block
+from .chunk_merge import rebuild_chunks
 from .errors import CorruptionError, StorageError
 from .head import Head, HeadOptions, lock_directory
 from .head_chunks import ChunkBatch
@@ -48,7 +49,8 @@ from .matchers import Matcher
 from .querier import Querier
 from .samples import SampleSet
 from .series_set import SeriesSet
-from .xor import ENCODING_XOR, decode_xor_many, encode_xor_many
+from .wal import fsync_dir
+from .xor import ENCODING_XOR
 
 __all__ = ["DB", "DBOptions"]
 
@@ -135,6 +137,21 @@ class DB:
         with self._blocks_lock:
             return list(self._blocks)
 
+    def replace_blocks(self, new: BlockMeta | None, old: Sequence[Block]) -> None:
+        """Serve the (durable) block ``new`` instead of the blocks ``old``, then delete
+        those. Queries already reading an old block finish on it: its files are unlinked
+        but stay mapped until the last reader lets go."""
+        block = Block.open(new.path) if new is not None else None
+        gone = {b.meta.ulid for b in old}
+        with self._blocks_lock:
+            kept = [b for b in self._blocks if b.meta.ulid not in gone]
+            if block is not None:
+                kept.append(block)
+            kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+            self._blocks = kept
+        for b in old:
+            _remove_block_dir(b.meta.path)
+
     def querier(self, mint: int = _MIN_TIME, maxt: int = _MAX_TIME) -> Querier:
         """A reader over the head and the blocks overlapping ``[mint, maxt]``."""
         return Querier(self.head, self.blocks, mint, maxt)
@@ -214,8 +231,8 @@ def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
     blob, offsets = chunks.blob, chunks.offsets
     cmin, cmax = chunks.mint, chunks.maxt
     if len(late.refs):
-        series, cmin, cmax, blob, offsets = _merge_late(series, cmin, cmax, blob, offsets,
-                                                         late)
+        series, cmin, cmax, blob, offsets = rebuild_chunks(
+            series, cmin, cmax, blob, offsets, np.isin(series, late.refs), late)
     present, chunk_series = np.unique(series, return_inverse=True)
     keys_blob, keys_offsets = head.registry.keys(present)
     return {
@@ -224,56 +241,6 @@ def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
         "chunk_encoding": np.full(len(cmin), ENCODING_XOR, np.uint8),
         "chunk_blob": blob, "chunk_offsets": offsets,
     }
-
-
-def _merge_late(series: np.ndarray, cmin: np.ndarray, cmax: np.ndarray, blob: np.ndarray,
-                offsets: np.ndarray, late: SampleSet) -> tuple[np.ndarray, ...]:
-    """Re-encode the chunks of series that have out-of-order samples, merged in time
-    order (the in-order copy wins a shared timestamp), 120 samples a chunk."""
-    lengths = np.diff(offsets)
-    touched = np.isin(series, late.refs)
-    redo_blob, redo_offsets = _take_chunks(blob, offsets, lengths, np.flatnonzero(touched))
-    ts, vs, starts = decode_xor_many(redo_blob, redo_offsets)
-    r = np.concatenate([np.repeat(series[touched], np.diff(starts)), late.refs])
-    t = np.concatenate([ts, late.timestamps])
-    v = np.concatenate([vs, late.values])
-    order = np.lexsort((np.arange(len(t)), t, r))
-    r, t, v = r[order], t[order], v[order]
-    first = np.ones(len(t), bool)
-    first[1:] = (r[1:] != r[:-1]) | (t[1:] != t[:-1])
-    r, t, v = r[first], t[first], v[first]
-    # A chunk starts at each series' first sample and then every 120th.
-    new_series = np.ones(len(r), bool)
-    new_series[1:] = r[1:] != r[:-1]
-    run_start = np.maximum.accumulate(np.where(new_series, np.arange(len(r)), 0))
-    bounds = np.append(np.flatnonzero(new_series | ((np.arange(len(r)) - run_start) % 120 == 0)),
-                       len(r))
-    new_blob, new_offsets = encode_xor_many(t, v, bounds)
-    kept = np.flatnonzero(~touched)
-    kept_blob, kept_offsets = _take_chunks(blob, offsets, lengths, kept)
-    all_series = np.concatenate([series[kept], r[bounds[:-1]]])
-    all_min = np.concatenate([cmin[kept], t[bounds[:-1]]])
-    all_max = np.concatenate([cmax[kept], t[bounds[1:] - 1]])
-    joined = np.concatenate([kept_blob, new_blob])
-    joined_offsets = np.concatenate([kept_offsets[:-1], len(kept_blob) + new_offsets])
-    order = np.lexsort((all_min, all_series))
-    out_blob, out_offsets = _take_chunks(joined, joined_offsets, np.diff(joined_offsets), order)
-    return all_series[order], all_min[order], all_max[order], out_blob, out_offsets
-
-
-def _take_chunks(blob: np.ndarray, offsets: np.ndarray, lengths: np.ndarray,
-                 which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The chunks ``which`` of ``blob`` laid back to back, with their new offsets."""
-    n = lengths[which]
-    out_offsets = np.zeros(len(which) + 1, np.int64)
-    np.cumsum(n, out=out_offsets[1:])
-    return blob[np.repeat(offsets[which], n) + _ranges(n)], out_offsets
-
-
-def _ranges(lengths: np.ndarray) -> np.ndarray:
-    """``concatenate([arange(n) for n in lengths])`` without the loop."""
-    total = int(lengths.sum())
-    return np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
 
 
 def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],
@@ -295,9 +262,39 @@ def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],
                                                     late.values[sl])
 
 
+def _remove_block_dir(path: Path) -> None:
+    """Delete a block directory so that no half of it is ever read as a block: first
+    rename it to an unfinished block's name, then delete that."""
+    doomed = path.with_name(path.name + ".deleting" + _CREATING)
+    try:
+        os.rename(path, doomed)
+        fsync_dir(path.parent)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _drop_compacted(blocks: list[Block]) -> list[Block]:
+    """Blocks left over from a compaction that finished writing its result: every
+    source of such a block is also a source of a later-level block, which replaces it."""
+    kept = []
+    for b in blocks:
+        mine = set(b.meta.sources) or {b.meta.ulid}
+        covered = any(o is not b and o.meta.level > b.meta.level
+                      and mine <= set(o.meta.sources) for o in blocks)
+        if covered:
+            log.info("block %s was compacted into a later block; deleting it", b.meta.ulid)
+            b.close()
+            _remove_block_dir(b.meta.path)
+        else:
+            kept.append(b)
+    return kept
+
+
 def _open_blocks(directory: Path) -> tuple[list[Block], list[str]]:
     """Open every complete block; delete unfinished ones (their data is still in the
-    WAL) and move corrupt ones to ``corrupted/``."""
+    WAL or in the blocks they were compacted from) and those already compacted into
+    another, and move corrupt ones to ``corrupted/``."""
     blocks: list[Block] = []
     problems: list[str] = []
     for name in sorted(os.listdir(directory)):
@@ -319,5 +316,6 @@ def _open_blocks(directory: Path) -> tuple[list[Block], list[str]]:
             except OSError as move_exc:
                 raise StorageError(f"cannot move corrupt block {path} aside: {move_exc}") \
                     from move_exc
+    blocks = _drop_compacted(blocks)
     blocks.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
     return blocks, problems

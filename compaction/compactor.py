@@ -1,0 +1,75 @@
+"""Merging blocks into one.
+
+Series are matched across the source blocks by their label sets. A series' chunks are
+carried over byte for byte when the sources do not overlap for it (the usual case:
+neighbouring time ranges); where they overlap, its samples are merged, the first copy
+of a timestamp kept (sources in time order), and re-encoded. The result is written as a
+new block whose level is one above its highest source and whose sources are theirs
+together; deleting the sources is the caller's job, once the new block is durable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from storage.block import Block, BlockMeta, write_block
+from storage.chunk_merge import rebuild_chunks, take_chunks
+from storage.labels import NO_LIMITS, batch_from_keys, canonicalise
+from storage.series import SeriesRegistry
+from storage.xor import ENCODING_XOR
+
+__all__ = ["compact"]
+
+_ALL = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
+
+
+def compact(parent: Path, blocks: Sequence[Block]) -> BlockMeta:
+    """Write one block holding every sample of ``blocks`` under ``parent``."""
+    ordered = sorted(blocks, key=lambda b: (b.meta.min_time, b.meta.ulid))
+    registry = SeriesRegistry()
+    series, cmin, cmax, enc, blobs, lengths = [], [], [], [], [], []
+    for block in ordered:
+        ids = np.arange(block.n_series, dtype=np.int64)
+        if len(ids) == 0:
+            continue
+        canon = canonicalise(batch_from_keys(*block.series_keys(ids)), NO_LIMITS)
+        merged_ids, _ = registry.resolve(canon)
+        chunks = block.chunks(ids, *_ALL)
+        series.append(merged_ids[chunks.series])
+        cmin.append(chunks.mint)
+        cmax.append(chunks.maxt)
+        enc.append(chunks.encoding)
+        blobs.append(chunks.blob)
+        lengths.append(np.diff(chunks.offsets))
+    meta_args: dict[str, Any] = {
+        "mint": min(b.meta.min_time for b in ordered),
+        "maxt": max(b.meta.max_time for b in ordered),
+        "level": max(b.meta.level for b in ordered) + 1,
+        "sources": sorted({s for b in ordered for s in (b.meta.sources or (b.meta.ulid,))}),
+    }
+    s = np.concatenate(series or [np.empty(0, np.int64)])
+    lo = np.concatenate(cmin or [np.empty(0, np.int64)])
+    hi = np.concatenate(cmax or [np.empty(0, np.int64)])
+    if np.any(np.concatenate(enc or [np.empty(0, np.uint8)]) != ENCODING_XOR):
+        raise NotImplementedError("only XOR chunks can be compacted yet")
+    blob = np.concatenate(blobs or [np.empty(0, np.uint8)])
+    offsets = np.zeros(len(s) + 1, np.int64)
+    np.cumsum(np.concatenate(lengths or [np.empty(0, np.int64)]), out=offsets[1:])
+    order = np.lexsort((lo, s))  # stable: sources in time order for equal starts
+    s, lo, hi = s[order], lo[order], hi[order]
+    blob, offsets = take_chunks(blob, offsets, order)
+    # Sorted by start, a series' chunks overlap somewhere iff two neighbours do.
+    overlap = np.zeros(len(s), bool)
+    overlap[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
+    if overlap.any():
+        s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, overlap)
+    present, chunk_series = np.unique(s, return_inverse=True)
+    keys_blob, keys_offsets = registry.keys(present)
+    return write_block(parent, keys_blob=keys_blob, keys_offsets=keys_offsets,
+                       chunk_series=chunk_series.astype(np.int64), chunk_mint=lo, chunk_maxt=hi,
+                       chunk_encoding=np.full(len(lo), ENCODING_XOR, np.uint8),
+                       chunk_blob=blob, chunk_offsets=offsets, **meta_args)

@@ -1,0 +1,170 @@
+"""Compaction: the leveled planner, merging blocks, retention, and crash leftovers."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from compaction.compactor import compact
+from compaction.maintainer import Maintainer, MaintainerOptions
+from compaction.planner import BlockSpan, plan, ranges
+from compaction.retention import expired
+from storage.batch import WriteBatch
+from storage.block import Block, BlockMeta
+from storage.db import DB, DBOptions
+from storage.matchers import Matcher, MatchType
+from storage.xor import decode_xor_many
+
+HOUR = 3_600_000
+T0 = 1_700_000_000_000 // (54 * HOUR) * (54 * HOUR)
+RANGES = ranges(2 * HOUR, 3, 54 * HOUR)
+ALL = [Matcher(MatchType.RE, "__name__", ".+")]
+LO, HI = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+
+
+def span(name: str, lo_h: float, hi_h: float) -> BlockSpan:
+    return BlockSpan(name, T0 + int(lo_h * HOUR), T0 + int(hi_h * HOUR))
+
+
+def test_ranges_grow_by_three_up_to_the_maximum():
+    assert [r // HOUR for r in RANGES] == [2, 6, 18, 54]
+
+
+def test_plan_merges_three_two_hour_blocks_once_a_newer_block_exists():
+    blocks = [span("a", 0, 2), span("b", 2, 4), span("c", 4, 6)]
+    assert plan(blocks, RANGES) == []  # c is the newest: left alone
+    blocks.append(span("d", 6, 8))
+    assert [b.ulid for b in plan(blocks, RANGES)] == ["a", "b", "c"]
+
+
+def test_plan_takes_an_incomplete_window_only_when_it_is_in_the_past():
+    blocks = [span("a", 0, 2), span("b", 2, 4), span("d", 6, 8)]
+    assert plan(blocks, RANGES) == []  # d is the newest; b is not before a newer candidate
+    blocks.append(span("e", 8, 10))
+    assert [b.ulid for b in plan(blocks, RANGES)] == ["a", "b"]
+
+
+def test_plan_merges_overlapping_blocks_first():
+    blocks = [span("a", 0, 6), span("x", 7, 8), span("y", 7.5, 9), span("z", 12, 14)]
+    assert [b.ulid for b in plan(blocks, RANGES)] == ["x", "y"]
+
+
+def test_plan_climbs_levels():
+    blocks = [span("a", 0, 6), span("b", 6, 12), span("c", 12, 18), span("d", 18, 20)]
+    assert [b.ulid for b in plan(blocks, RANGES)] == ["a", "b", "c"]
+
+
+def _meta(name: str, lo_h: float, hi_h: float) -> BlockMeta:
+    s = span(name, lo_h, hi_h)
+    return BlockMeta(s.ulid, s.min_time, s.max_time, 0, 0, 0, 1, (s.ulid,), None)  # type: ignore[arg-type]
+
+
+def test_retention_by_time_and_size():
+    metas = [_meta("a", 0, 2), _meta("b", 2, 4), _meta("c", 4, 6)]
+    assert [m.ulid for m in expired(metas, T0 + 7 * HOUR, 4 * HOUR, 0, [0, 0, 0])] == ["a"]
+    assert [m.ulid for m in expired(metas, T0 + 7 * HOUR, 0, 150, [100, 100, 100], 10)] == \
+        ["a", "b"]
+    assert expired(metas, T0 + 7 * HOUR, 0, 0, [1, 1, 1]) == []
+
+
+def _db(path, **kw) -> DB:
+    return DB.open(path, DBOptions(compaction_interval=0, **kw))
+
+
+def _write(db: DB, steps: range, n_series: int = 4, value_base: float = 0.0) -> None:
+    for s in steps:
+        db.append(WriteBatch.from_series([
+            ({"__name__": "m", "i": str(i)}, [(T0 + s * 60_000, value_base + s + i / 10)])
+            for i in range(n_series)]))
+
+
+def _dump(db: DB) -> dict:
+    got = db.select(ALL, LO, HI)
+    return {tuple(got.labels(i).items()): (got.series_samples(i)[0].tolist(),
+                                           got.series_samples(i)[1].tolist())
+            for i in range(got.n_series)}
+
+
+def test_compacting_neighbours_carries_chunks_over(tmp_path):
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 9 * 60))  # nine hours a minute apart: blocks of 2 h are cut
+        db.compact_head()
+        before = _dump(db)
+        sources = db.blocks[:3]
+        assert [b.meta.max_time - T0 for b in sources] == [2 * HOUR, 4 * HOUR, 6 * HOUR]
+        meta = compact(tmp_path, sources)
+        assert meta.level == 2 and meta.min_time == T0 and meta.max_time == T0 + 6 * HOUR
+        assert set(meta.sources) == {b.meta.ulid for b in sources}
+        assert meta.num_chunks == sum(b.meta.num_chunks for b in sources)
+        assert meta.num_samples == sum(b.meta.num_samples for b in sources)
+        db.replace_blocks(meta, sources)
+        assert not any(b.meta.path.exists() for b in sources)
+        assert _dump(db) == before
+    finally:
+        db.close()
+
+
+def test_overlapping_blocks_merge_and_keep_one_copy(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    for path, steps, base in ((a, range(0, 100), 0.0), (b, range(50, 120), 1000.0)):
+        db = _db(path)
+        _write(db, steps, value_base=base)
+        _write(db, range(300, 400), value_base=base)  # push the head past 1.5 ranges
+        db.compact_head()
+        db.close()
+    blocks = [Block.open(min(p for p in path.iterdir() if len(p.name) == 26))
+              for path in (a, b)]  # the first two hours of each
+    meta = compact(tmp_path, blocks)
+    merged = Block.open(meta.path)
+    try:
+        assert merged.meta.num_samples == 4 * 120
+        chunks = merged.chunks(merged.select_series(ALL, LO, HI), LO, HI)
+        ts, vs, starts = decode_xor_many(chunks.blob, chunks.offsets)
+        first = chunks.series == 0
+        t0 = np.concatenate([ts[starts[c]:starts[c + 1]] for c in np.flatnonzero(first)])
+        v0 = np.concatenate([vs[starts[c]:starts[c + 1]] for c in np.flatnonzero(first)])
+        assert np.array_equal(t0, T0 + np.arange(120) * 60_000)
+        # Where both had a sample, the first block's copy (value_base 0) won.
+        assert v0[75] == 75.0 and v0[110] == 1110.0
+    finally:
+        merged.close()
+        for blk in blocks:
+            blk.close()
+
+
+def test_maintainer_compacts_levels_and_applies_retention(tmp_path):
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 30 * 60, 5))  # 30 hours, every 5 minutes
+        db.compact_head()
+        n_blocks = len(db.blocks)
+        before = _dump(db)
+        m = Maintainer(db, MaintainerOptions(retention_ms=0, interval=0))
+        assert m.run_once() >= 1
+        assert len(db.blocks) < n_blocks
+        assert max(b.meta.level for b in db.blocks) >= 2
+        assert _dump(db) == before
+        m = Maintainer(db, MaintainerOptions(retention_ms=10 * HOUR, interval=0))
+        m.run_once()
+        newest = db.head.max_time
+        assert all(newest - b.meta.max_time <= 10 * HOUR for b in db.blocks)
+        assert m.stats.blocks_deleted_by_retention >= 1
+    finally:
+        db.close()
+
+
+def test_sources_left_by_a_crash_after_compaction_are_deleted_on_open(tmp_path):
+    db = _db(tmp_path)
+    _write(db, range(0, 9 * 60))
+    db.compact_head()
+    before = _dump(db)
+    sources = db.blocks[:3]
+    compact(tmp_path, sources)  # the process dies before the sources are deleted
+    db.close()
+    db = _db(tmp_path)
+    try:
+        assert not any(b.meta.path.exists() for b in sources)
+        assert _dump(db) == before
+        assert sum(b.meta.num_samples for b in db.blocks) + db.head.n_samples == 4 * 9 * 60
+    finally:
+        db.close()
