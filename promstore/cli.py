@@ -7,7 +7,7 @@ import logging
 import sys
 
 from . import __version__
-from .config import ConfigError, load_config
+from .config import Config, ConfigError, load_config
 
 __all__ = ["main"]
 
@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
                        help="size a streamed remote-read frame aims at (1MiB)")
     serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    compact = sub.add_parser(
+        "compact", help="compact the blocks of a data directory and apply retention",
+        description="Open a data directory (no server may be running on it), write the "
+                    "head's completed ranges to blocks, compact blocks and apply retention, "
+                    "then exit.")
+    compact.add_argument("--config", help="YAML or TOML config file")
+    compact.add_argument("--data-dir", help="data directory (default ./data)")
+    compact.add_argument("--retention-time", help="as for serve (15d)")
+    compact.add_argument("--retention-size", help="as for serve (off)")
+    compact.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
 
@@ -65,6 +75,43 @@ def main(argv: list[str] | None = None) -> int:
         from .server import serve
 
         serve(config)
+    elif args.command == "compact":
+        flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+        try:
+            config = load_config(flags, config_file=args.config)
+        except ConfigError as exc:
+            print(f"promstore: {exc}", file=sys.stderr)
+            return 2
+        logging.basicConfig(level=config.log_level.upper(),
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        return _compact(config)
+    return 0
+
+
+def _compact(config: Config) -> int:
+    from compaction.maintainer import Maintainer, MaintainerOptions
+    from storage.db import DB, DBOptions
+    from storage.errors import StorageError
+
+    from .server import head_options
+
+    try:
+        db = DB.open(config.data_dir, DBOptions(head=head_options(config),
+                                                compaction_interval=0))
+    except StorageError as exc:
+        print(f"promstore: {exc}", file=sys.stderr)
+        return 1
+    try:
+        persisted = db.compact_head()
+        maintainer = Maintainer(db, MaintainerOptions(
+            retention_ms=int(config.retention_time * 1000),
+            retention_bytes=config.retention_size))
+        merged = maintainer.run_once()
+        print(f"promstore: {len(persisted)} blocks written from the head, {merged} by "
+              f"compaction, {maintainer.stats.blocks_deleted_by_retention} deleted by "
+              f"retention; {len(db.blocks)} blocks now")
+    finally:
+        db.close()
     return 0
 
 

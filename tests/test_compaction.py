@@ -168,3 +168,24 @@ def test_sources_left_by_a_crash_after_compaction_are_deleted_on_open(tmp_path):
         assert sum(b.meta.num_samples for b in db.blocks) + db.head.n_samples == 4 * 9 * 60
     finally:
         db.close()
+
+
+def test_compact_command(tmp_path):
+    import subprocess
+    import sys
+
+    db = _db(tmp_path)
+    _write(db, range(0, 30 * 60, 5))
+    before = _dump(db)
+    db.close()
+    out = subprocess.run([sys.executable, "-m", "promstore", "compact", "--data-dir",
+                          str(tmp_path), "--retention-time", "0"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "blocks written from the head" in out.stdout
+    db = _db(tmp_path)
+    try:
+        assert max(b.meta.level for b in db.blocks) >= 2
+        assert _dump(db) == before
+    finally:
+        db.close()
