@@ -30,7 +30,7 @@ from . import _append_kernels as ak
 from .batch import WriteBatch
 from .errors import StorageError
 from .head_append import append
-from .head_chunks import HeadChunks
+from .head_chunks import ChunkBatch, HeadChunks
 from .head_wal import replay
 from .interface import AppendResult
 from .labels import LabelLimits
@@ -228,6 +228,15 @@ class Head:
             first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
             owner, ts, vs = owner[first], ts[first], vs[first]
         return SampleSet(owner, ts, vs)
+
+    def read_chunks(self, refs: np.ndarray, mint: int, maxt: int
+                    ) -> tuple[ChunkBatch, SampleSet]:
+        """Copies of the chunks of ``refs`` (sorted unique) overlapping ``[mint, maxt]``,
+        and the out-of-order samples of ``refs`` in that range (not in any chunk)."""
+        refs = np.asarray(refs, dtype=np.int64)
+        with self.lock:
+            return (self.chunks.gather(refs, mint, maxt),
+                    self.out_of_order.read(refs, mint, maxt))
 
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``."""

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .chunk_merge import rebuild_chunks, take_chunks
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
+from .samples import SampleSet
 from .series import SeriesRegistry
-from .series_set import SeriesSet, from_registry
+from .series_set import ChunkSeriesSet, SeriesSet, from_registry, label_table
 from .xor import ENCODING_XOR, decode_xor_many
 
 if TYPE_CHECKING:
@@ -136,3 +138,60 @@ class Querier:
         present = np.unique(owner)
         starts = np.searchsorted(owner, np.append(present, np.iinfo(np.int64).max))
         return from_registry(self._registry.snapshot(), present, starts, ts, vs)
+
+    def select_chunks(self, matchers: Sequence[Matcher], mint: int, maxt: int
+                      ) -> ChunkSeriesSet:
+        """Series matching ``matchers`` with their chunks overlapping ``[mint, maxt]``,
+        as stored: chunks pass through byte for byte, except for series whose chunks
+        from different parts overlap or that hold out-of-order samples in the head,
+        which are merged and re-encoded."""
+        series, cmin, cmax, blobs, lengths = [], [], [], [], []
+        for block in self._blocks:
+            ids = block.select_series(matchers, mint, maxt)
+            if len(ids) == 0:
+                continue
+            qids = self._intern(*block.series_keys(ids))
+            chunks = block.chunks(ids, mint, maxt)
+            if np.any(chunks.encoding != ENCODING_XOR):
+                bad = int(chunks.encoding[chunks.encoding != ENCODING_XOR][0])
+                raise NotImplementedError(f"chunk encoding {bad} is not readable yet")
+            for out, part in zip((series, cmin, cmax, blobs, lengths),
+                                 (qids[chunks.series], chunks.mint, chunks.maxt, chunks.blob,
+                                  np.diff(chunks.offsets))):
+                out.append(part)
+        refs, qids = self._head_parts(matchers, mint, maxt)
+        late = SampleSet(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
+        if len(refs):
+            batch, late = self._head.read_chunks(refs, mint, maxt)
+            for out, part in zip((series, cmin, cmax, blobs, lengths),
+                                 (qids[batch.pos], batch.mint, batch.maxt, batch.blob,
+                                  np.diff(batch.offsets))):
+                out.append(part)
+            late = SampleSet(qids[np.searchsorted(refs, late.refs)], late.timestamps,
+                             late.values)
+        if not series:
+            return ChunkSeriesSet([], [], np.empty((0, 0), np.int32), np.zeros(1, np.int64),
+                                  _NO_IDS, _NO_IDS, np.empty(0, np.uint8), np.zeros(1, np.int64))
+        s, lo, hi = np.concatenate(series), np.concatenate(cmin), np.concatenate(cmax)
+        blob = np.concatenate(blobs)
+        offsets = np.zeros(len(s) + 1, np.int64)
+        np.cumsum(np.concatenate(lengths), out=offsets[1:])
+        order = np.lexsort((lo, s))
+        s, lo, hi = s[order], lo[order], hi[order]
+        blob, offsets = take_chunks(blob, offsets, order)
+        redo = np.zeros(len(s), bool)
+        redo[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
+        redo |= np.isin(s, late.refs)
+        if redo.any() or len(late.refs):
+            s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo, late)
+        present, chunk_series = np.unique(s, return_inverse=True)
+        names, values, ids, order = label_table(self._registry.snapshot(), present)
+        per_series = np.bincount(chunk_series, minlength=len(present))[order]
+        rank = np.empty(len(present), np.int64)
+        rank[order] = np.arange(len(present))
+        by_label = np.lexsort((lo, rank[chunk_series]))
+        blob, offsets = take_chunks(blob, offsets, by_label)
+        starts = np.zeros(len(present) + 1, np.int64)
+        np.cumsum(per_series, out=starts[1:])
+        return ChunkSeriesSet(names, values, ids, starts, lo[by_label], hi[by_label], blob,
+                              offsets)

@@ -22,27 +22,20 @@ from . import _registry_kernels as rk
 if TYPE_CHECKING:
     from .series import RegistryView
 
-__all__ = ["SeriesSet", "from_registry", "label_sort_key"]
+__all__ = ["ChunkSeriesSet", "SeriesSet", "from_registry", "label_sort_key", "label_table"]
 
 
 @dataclass(frozen=True)
-class SeriesSet:
-    """Series with their labels and samples, sorted by labels."""
+class _Labelled:
+    """The label table shared by sample and chunk results."""
 
     names: list[str]  # sorted distinct label names
     values: list[str]  # distinct label values; label_ids index into it
     label_ids: np.ndarray  # int32 [n_series, len(names)], -1 = label absent
-    starts: np.ndarray  # int64 [n_series + 1]
-    timestamps: np.ndarray  # int64
-    samples: np.ndarray  # float64
 
     @property
     def n_series(self) -> int:
-        return len(self.starts) - 1
-
-    @property
-    def n_samples(self) -> int:
-        return int(self.starts[-1])
+        return len(self.label_ids)
 
     def labels(self, i: int) -> dict[str, str]:
         """Label set of series ``i`` in name order (for output, not for hot loops)."""
@@ -56,6 +49,19 @@ class SeriesSet:
         except ValueError:
             return np.full(self.n_series, -1, dtype=np.int32)
         return self.label_ids[:, j]
+
+
+@dataclass(frozen=True)
+class SeriesSet(_Labelled):
+    """Series with their labels and samples, sorted by labels."""
+
+    starts: np.ndarray  # int64 [n_series + 1]
+    timestamps: np.ndarray  # int64
+    samples: np.ndarray  # float64
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.starts[-1])
 
     def series_samples(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         lo, hi = int(self.starts[i]), int(self.starts[i + 1])
@@ -94,17 +100,29 @@ def label_sort_key(labels: dict[str, str]) -> tuple[tuple[bytes, bytes], ...]:
     return tuple((n.encode(), v.encode()) for n, v in sorted(labels.items()))
 
 
-def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
-                  timestamps: np.ndarray, samples: np.ndarray) -> SeriesSet:
-    """The set of series ``refs`` of ``view`` (any order) whose samples are
-    ``timestamps[starts[i]:starts[i+1]]`` for ``refs[i]``, sorted into label order.
+@dataclass(frozen=True)
+class ChunkSeriesSet(_Labelled):
+    """Series with their labels and their stored chunks, sorted by labels: series ``i``
+    owns chunks ``chunk_starts[i]:chunk_starts[i+1]`` (in time order, not overlapping),
+    chunk ``c`` covering ``[mint[c], maxt[c]]`` with bytes
+    ``blob[offsets[c]:offsets[c+1]]`` (XOR, without the encoding byte). Chunks are whole:
+    they may hold samples outside the range asked for."""
+
+    chunk_starts: np.ndarray  # int64 [n_series + 1]
+    mint: np.ndarray  # int64
+    maxt: np.ndarray  # int64
+    blob: np.ndarray  # uint8
+    offsets: np.ndarray  # int64 [n_chunks + 1]
+
+
+def label_table(view: RegistryView, refs: np.ndarray
+                ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
+    """``(names, values, label_ids, order)`` for the series ``refs`` of ``view``:
+    ``order`` sorts ``refs`` into label order and ``label_ids`` is already in it.
 
     Strings are decoded once per distinct symbol; everything per series or per label is
     array work.
     """
-    refs = np.asarray(refs, np.int64)
-    if len(refs) == 0:
-        return SeriesSet.empty()
     counts = view.lab_start[refs + 1] - view.lab_start[refs]
     pair_keys = view.pair_key[rk.gather_ranges(view.lab_start, view.lab_pair, refs)]
     name_sym = pair_keys >> 32
@@ -120,11 +138,22 @@ def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
     order = np.lexsort(key.T[::-1]) if width else np.arange(len(refs))
     ids = np.full((len(refs), len(names)), -1, np.int32)
     ids[owner, name_rank] = value_rank
+    return names, values, ids[order], order
+
+
+def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
+                  timestamps: np.ndarray, samples: np.ndarray) -> SeriesSet:
+    """The set of series ``refs`` of ``view`` (any order) whose samples are
+    ``timestamps[starts[i]:starts[i+1]]`` for ``refs[i]``, sorted into label order."""
+    refs = np.asarray(refs, np.int64)
+    if len(refs) == 0:
+        return SeriesSet.empty()
+    names, values, ids, order = label_table(view, refs)
     lengths = np.diff(starts)[order]
     new_starts = np.zeros(len(refs) + 1, np.int64)
     np.cumsum(lengths, out=new_starts[1:])
     take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) + np.arange(new_starts[-1])
-    return SeriesSet(names, values, ids[order], new_starts, timestamps[take], samples[take])
+    return SeriesSet(names, values, ids, new_starts, timestamps[take], samples[take])
 
 
 def _ranked(view: RegistryView, syms: np.ndarray) -> tuple[list[str], np.ndarray]:

@@ -169,3 +169,39 @@ def test_interrupted_persist_loses_and_duplicates_nothing(tmp_path, stage):
         assert db.head.n_samples == 3 * 480
     finally:
         db.close()
+
+
+def _chunk_samples(cs, i):
+    from storage.xor import decode_xor_many
+    lo, hi = cs.chunk_starts[i], cs.chunk_starts[i + 1]
+    ts, vs, _ = decode_xor_many(cs.blob[cs.offsets[lo]:cs.offsets[hi]],
+                                cs.offsets[lo:hi + 1] - cs.offsets[lo])
+    return list(zip(ts.tolist(), vs.tolist()))
+
+
+def test_select_chunks_pass_stored_chunks_and_merge_overlaps(tmp_path):
+    db = DB.open(tmp_path, _options(out_of_order_window_ms=10 * HOUR))
+    try:
+        _write(db, 3, range(0, 960))
+        db.compact_head()
+        q = db.querier(LO, HI)
+        cs = q.select_chunks(ALL, LO, HI)
+        assert cs.n_series == 3 and [cs.labels(i)["i"] for i in range(3)] == ["0", "1", "2"]
+        expected = _expected(3, range(0, 960))
+        for i in range(3):
+            assert _chunk_samples(cs, i) == expected[tuple(cs.labels(i).items())]
+        # Block chunks come through as stored.
+        block = db.blocks[0]
+        stored = block.chunks(np.arange(3), LO, HI)
+        first = cs.blob[cs.offsets[0]:cs.offsets[1]]
+        assert first.tobytes() == stored.blob[stored.offsets[0]:stored.offsets[1]].tobytes()
+        # A late sample in the head: that series' chunks are rebuilt with it merged in.
+        late = WriteBatch.from_series([({"__name__": "m", "i": "1"},
+                                        [(T0 + 3 * HOUR + 7_500, -1.0)])])
+        assert db.append(late).accepted == 1
+        cs = db.querier(LO, HI).select_chunks([Matcher(MatchType.EQ, "i", "1")], LO, HI)
+        got = _chunk_samples(cs, 0)
+        assert (T0 + 3 * HOUR + 7_500, -1.0) in got and len(got) == 961
+        assert [t for t, _ in got] == sorted(t for t, _ in got)
+    finally:
+        db.close()
