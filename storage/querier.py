@@ -145,7 +145,8 @@ class Querier:
         as stored: chunks pass through byte for byte, except for series whose chunks
         from different parts overlap or that hold out-of-order samples in the head,
         which are merged and re-encoded."""
-        series, cmin, cmax, blobs, lengths = [], [], [], [], []
+        parts: tuple[list[np.ndarray], ...] = ([], [], [], [], [])
+        series, cmin, cmax, blobs, lengths = parts
         for block in self._blocks:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids) == 0:
@@ -155,17 +156,15 @@ class Querier:
             if np.any(chunks.encoding != ENCODING_XOR):
                 bad = int(chunks.encoding[chunks.encoding != ENCODING_XOR][0])
                 raise NotImplementedError(f"chunk encoding {bad} is not readable yet")
-            for out, part in zip((series, cmin, cmax, blobs, lengths),
-                                 (qids[chunks.series], chunks.mint, chunks.maxt, chunks.blob,
-                                  np.diff(chunks.offsets))):
+            for out, part in zip(parts, (qids[chunks.series], chunks.mint, chunks.maxt,
+                                         chunks.blob, np.diff(chunks.offsets))):
                 out.append(part)
         refs, qids = self._head_parts(matchers, mint, maxt)
         late = SampleSet(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
         if len(refs):
             batch, late = self._head.read_chunks(refs, mint, maxt)
-            for out, part in zip((series, cmin, cmax, blobs, lengths),
-                                 (qids[batch.pos], batch.mint, batch.maxt, batch.blob,
-                                  np.diff(batch.offsets))):
+            for out, part in zip(parts, (qids[batch.pos], batch.mint, batch.maxt, batch.blob,
+                                         np.diff(batch.offsets))):
                 out.append(part)
             late = SampleSet(qids[np.searchsorted(refs, late.refs)], late.timestamps,
                              late.values)
