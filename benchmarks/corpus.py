@@ -9,9 +9,10 @@ the seeded ``node`` workload of ``benchmarks.workloads``. Either is saved as a c
 ``.npz`` (:meth:`Capture.save`).
 
 A :class:`StretchedCorpus` replays a capture at a 15 s interval for as many scrapes as
-wanted, optionally for a fleet of hosts: counters keep increasing by the increments
-they were seen to make, other series walk back and forth through the values they were
-seen to take, so each keeps its jitter, its resolution and its special values. It has
+wanted, optionally for a fleet of hosts: counters keep increasing by increments drawn
+from those they were seen to make, other series wander at random back and forth through
+the values they were seen to take, so each keeps its jitter, its resolution and its
+special values. It has
 the interface ``benchmarks.loadgen.build_plan`` expects of a workload, so the load
 generator sends it like any other.
 
@@ -37,6 +38,7 @@ from benchmarks.peers import PROMETHEUS, Target, running
 from benchmarks.workloads import make_workload
 from promstore.remote.pb import remote_pb2, types_pb2
 from promstore.remote.read_stream import decode_responses
+from storage.errors import BadDataError, CorruptionError
 from storage.xor import decode_xor_many
 
 __all__ = [
@@ -266,7 +268,8 @@ def capture_real(duration_s: float = 60.0, interval_s: float = 1.0, *,
     """Scrape a local node_exporter (and the scraping Prometheus itself) for ``duration_s``
     every ``interval_s``, then read every sample back with remote read.
 
-    Raises ``RuntimeError`` when a binary is missing or a server does not come up.
+    Raises ``RuntimeError`` when a binary is missing, a server does not come up or its
+    answer cannot be read.
     """
     for target in (NODE_EXPORTER, PROMETHEUS):
         if not target.available():
@@ -281,7 +284,10 @@ def capture_real(duration_s: float = 60.0, interval_s: float = 1.0, *,
                                read_request(began - 60_000, ended, streamed=True))
     source = f"{NODE_EXPORTER.version()}, Prometheus {PROMETHEUS.version()}, " \
              f"scraped every {interval_s:g} s for {duration_s:g} s"
-    return _capture_from_stream(body, source)
+    try:
+        return _capture_from_stream(body, source)
+    except (BadDataError, CorruptionError, ValueError) as exc:
+        raise RuntimeError(f"the scraping Prometheus's remote-read answer: {exc}") from exc
 
 
 def _capture_from_stream(body: bytes, source: str) -> Capture:
@@ -437,22 +443,21 @@ class StretchedCorpus:
         cap = self.capture
         lab = cap.labels
         if self.n_hosts == 1:
-            rows = Segments(lab.source, lab.starts + cap.instance_start,
-                            cap.instance_end - cap.instance_start)
-            return rows, np.arange(cap.n_series, dtype=np.int64)
+            captured = Segments(lab.source, lab.starts + cap.instance_start,
+                                cap.instance_end - cap.instance_start)
+            return captured, np.arange(cap.n_series, dtype=np.int64)
         # Few distinct instances (one per scraped target): a Python pass over series is
         # set-up, not the measured path.
         entries = [lab.source[s + a: s + b].tobytes() for s, a, b in
                    zip(lab.starts, cap.instance_start, cap.instance_end)]
         distinct = sorted(set(entries))
         index = {e: k for k, e in enumerate(distinct)}
-        rows = []
+        renamed: list[bytes] = []
         for entry in distinct:
             port = _label_value(entry).rpartition(":")[2] or "9100"
-            rows += [encode_label(_INSTANCE, f"10.{h >> 16 & 255}.{h >> 8 & 255}.{h & 255}:{port}")
-                     for h in range(self.n_hosts)]
-        table = _rows(rows)
-        return table, np.array([index[e] for e in entries], np.int64) * self.n_hosts
+            renamed += [encode_label(_INSTANCE, f"{_host_address(h)}:{port}")
+                        for h in range(self.n_hosts)]
+        return _rows(renamed), np.array([index[e] for e in entries], np.int64) * self.n_hosts
 
     # -- what loadgen.build_plan uses of a workload
 
@@ -571,6 +576,10 @@ def _rows(rows: list[bytes]) -> Segments:
     lengths = np.array([len(r) for r in rows], np.int64)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
     return Segments(np.frombuffer(b"".join(rows) or b"\0", np.uint8), starts, lengths)
+
+
+def _host_address(host: int) -> str:
+    return f"10.{host >> 16 & 255}.{host >> 8 & 255}.{host & 255}"
 
 
 def _label_value(entry: bytes) -> str:
