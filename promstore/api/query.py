@@ -1,0 +1,355 @@
+"""The query endpoints of the Prometheus HTTP API and its status pages.
+
+``/api/v1/query``, ``/api/v1/query_range``, ``/api/v1/format_query``,
+``/api/v1/query_exemplars`` (always empty: exemplars are not stored) and
+``/api/v1/status/{buildinfo,runtimeinfo,flags,tsdb}``, GET and form POST, answering as
+Prometheus 2.42 does: same parameters, same checks in the same order, same JSON shapes
+and ``errorType`` values. The server keeps the store (a ``Selectable``, and for the
+TSDB status page something with a ``head``) under an ``aiohttp.web.AppKey`` and calls
+``add_routes(app, key)``.
+
+Queries run on a small thread pool of their own, so that a slow query neither blocks
+the event loop nor the write path; a client that goes away cancels its query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import promql_parser
+from aiohttp import web
+from multidict import MultiDictProxy
+
+import promstore
+from promstore.promql import (
+    Engine,
+    EngineOptions,
+    ParseError,
+    QueryCanceledError,
+    QueryTimeoutError,
+)
+from promstore.promql.encoding import encode_data
+from promstore.promql.engine import MAX_STEPS, check_range_type
+from promstore.promql.parser import MatrixSelector, Node, Subquery, VectorSelector, parse
+from storage.errors import BadDataError, StorageError
+from storage.matchers import Matcher, MatchType
+
+from .envelope import (
+    ApiError,
+    ErrorType,
+    api_error_from,
+    error_response,
+    json_response,
+    success_body,
+    success_response,
+)
+from .params import (
+    MAX_TIME_MS,
+    MIN_TIME_MS,
+    invalid_param,
+    parse_duration,
+    parse_time,
+    parse_time_param,
+    request_params,
+)
+
+__all__ = ["QueryApiOptions", "add_routes"]
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+PROMETHEUS_VERSION = "2.42.0"  # the API level answered, which clients use to pick features
+_TOP = 10  # entries per list of the TSDB status page, as Prometheus shows
+_MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
+
+
+@dataclass(frozen=True)
+class QueryApiOptions:
+    """Engine limits plus the pool that runs queries (``--query.max-concurrency``)."""
+
+    engine: EngineOptions = field(default_factory=EngineOptions)
+    max_concurrent_queries: int = 4
+    data_dir: str = ""
+    retention: str = ""
+
+
+def add_routes(app: web.Application, store_key: web.AppKey[Any],
+               options: QueryApiOptions | None = None, prefix: str = "/api/v1") -> None:
+    """Register the query and status endpoints on ``app``."""
+    api = _QueryApi(store_key, options or QueryApiOptions())
+    for path, handler in (
+        ("/query", api.query),
+        ("/query_range", api.query_range),
+        ("/format_query", api.format_query),
+        ("/query_exemplars", api.query_exemplars),
+        ("/status/buildinfo", api.buildinfo),
+        ("/status/runtimeinfo", api.runtimeinfo),
+        ("/status/flags", api.flags),
+        ("/status/tsdb", api.tsdb),
+    ):
+        for method in ("GET", "POST"):
+            app.router.add_route(method, prefix + path, _envelope_errors(handler))
+    app.on_cleanup.append(api.close)
+
+
+def _envelope_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException:
+            raise
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            return error_response(_api_error(exc))
+
+    return wrapped
+
+
+def _api_error(exc: BaseException) -> ApiError:
+    """Prometheus's error type for what stopped a query."""
+    if isinstance(exc, QueryTimeoutError):
+        return ApiError(ErrorType.TIMEOUT, str(exc))
+    if isinstance(exc, QueryCanceledError):
+        return ApiError(ErrorType.CANCELED, str(exc))
+    if isinstance(exc, StorageError):
+        return ApiError(ErrorType.INTERNAL, str(exc))
+    return api_error_from(exc)
+
+
+def _query_param(params: MultiDictProxy[str]) -> Node:
+    try:
+        return parse(params.get("query", ""))
+    except ParseError as exc:
+        raise invalid_param("query", str(exc)) from None
+
+
+def _timeout_param(params: MultiDictProxy[str]) -> float | None:
+    text = params.get("timeout", "")
+    if not text:
+        return None
+    try:
+        return parse_duration(text) / 1e9
+    except BadDataError as exc:
+        raise invalid_param("timeout", str(exc)) from None
+
+
+def _time(params: MultiDictProxy[str], name: str) -> int:
+    try:
+        return parse_time(params.get(name, ""))
+    except BadDataError as exc:
+        raise invalid_param(name, str(exc)) from None
+
+
+class _QueryApi:
+    def __init__(self, store_key: web.AppKey[Any], options: QueryApiOptions) -> None:
+        self._key = store_key
+        self._options = options
+        self._pool = ThreadPoolExecutor(max_workers=options.max_concurrent_queries,
+                                        thread_name_prefix="query")
+        self._started = datetime.now(UTC)
+
+    async def close(self, app: web.Application) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _store(self, request: web.Request) -> Any:
+        store = request.app.get(self._key)
+        if store is None:  # still opening (replaying its WAL)
+            raise ApiError(ErrorType.UNAVAILABLE, "storage not ready")
+        return store
+
+    async def _run(self, work: Callable[[threading.Event], str]) -> web.Response:
+        """Run ``work`` on the query pool; tell it to stop if the client goes away."""
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        try:
+            data = await loop.run_in_executor(self._pool, work, cancel)
+        except asyncio.CancelledError:
+            cancel.set()
+            raise
+        return json_response(f'{{"status":"success","data":{data}}}'.encode())
+
+    # -- queries ---------------------------------------------------------------------------
+
+    async def query(self, request: web.Request) -> web.StreamResponse:
+        params = await request_params(request)
+        t = parse_time_param(params, "time", int(time.time() * 1000))
+        timeout = _timeout_param(params)
+        node = _query_param(params)
+        engine = Engine(self._store(request), self._options.engine)
+
+        def work(cancel: threading.Event) -> str:
+            return encode_data(engine.instant_query(node, t, timeout, cancel))
+
+        return await self._run(work)
+
+    async def query_range(self, request: web.Request) -> web.StreamResponse:
+        params = await request_params(request)
+        start, end = _time(params, "start"), _time(params, "end")
+        if end < start:
+            raise invalid_param("end", "end timestamp must not be before start time")
+        try:
+            step_ns = parse_duration(params.get("step", ""))
+        except BadDataError as exc:
+            raise invalid_param("step", str(exc)) from None
+        step = step_ns // 1_000_000
+        if step <= 0:
+            raise invalid_param("step", "zero or negative query resolution step widths are not "
+                                        "accepted. Try a positive integer")
+        if (end - start) * 1_000_000 // step_ns > MAX_STEPS:
+            raise ApiError(ErrorType.BAD_DATA, "exceeded maximum resolution of 11,000 points "
+                                               "per timeseries. Try decreasing the query "
+                                               "resolution (?step=XX)")
+        timeout = _timeout_param(params)
+        node = _query_param(params)
+        try:
+            check_range_type(node)
+        except ParseError as exc:
+            raise invalid_param("query", str(exc)) from None
+        engine = Engine(self._store(request), self._options.engine)
+
+        def work(cancel: threading.Event) -> str:
+            return encode_data(engine.range_query(node, start, end, step, timeout, cancel))
+
+        return await self._run(work)
+
+    async def format_query(self, request: web.Request) -> web.StreamResponse:
+        params = await request_params(request)
+        _query_param(params)  # refuses what we refuse, with our messages
+        return success_response(promql_parser.parse(params.get("query", "")).prettify())
+
+    async def query_exemplars(self, request: web.Request) -> web.StreamResponse:
+        params = await request_params(request)
+        start = parse_time_param(params, "start", MIN_TIME_MS)
+        end = parse_time_param(params, "end", MAX_TIME_MS)
+        if end < start:
+            raise invalid_param("end", "end timestamp must not be before start timestamp")
+        try:
+            node = parse(params.get("query", ""))
+        except ParseError as exc:
+            raise ApiError(ErrorType.BAD_DATA, str(exc)) from None
+        return success_response([] if _has_selector(node) else None)
+
+    # -- status ----------------------------------------------------------------------------
+
+    async def buildinfo(self, request: web.Request) -> web.StreamResponse:
+        return success_response({
+            "version": PROMETHEUS_VERSION,
+            "revision": f"promstore-{promstore.__version__}",
+            "branch": "",
+            "buildUser": "",
+            "buildDate": "",
+            "goVersion": "",
+        })
+
+    async def runtimeinfo(self, request: web.Request) -> web.StreamResponse:
+        return success_response({
+            "startTime": self._started.isoformat().replace("+00:00", "Z"),
+            "CWD": os.getcwd(),
+            "reloadConfigSuccess": True,
+            "lastConfigTime": self._started.isoformat().replace("+00:00", "Z"),
+            "corruptionCount": 0,
+            "goroutineCount": threading.active_count(),
+            "GOMAXPROCS": os.cpu_count() or 1,
+            "GOGC": "",
+            "GODEBUG": "",
+            "storageRetention": self._options.retention,
+        })
+
+    async def flags(self, request: web.Request) -> web.StreamResponse:
+        eng = self._options.engine
+        return success_response({
+            "query.lookback-delta": _duration_text(eng.lookback_delta_ms),
+            "query.max-concurrency": str(self._options.max_concurrent_queries),
+            "query.max-samples": str(eng.max_samples),
+            "query.timeout": _duration_text(int(eng.timeout_s * 1000)),
+            "storage.tsdb.path": self._options.data_dir,
+            "storage.tsdb.retention.time": self._options.retention,
+            "web.enable-remote-write-receiver": "true",
+        })
+
+    async def tsdb(self, request: web.Request) -> web.StreamResponse:
+        head = getattr(self._store(request), "head", None)
+        if head is None:
+            raise ApiError(ErrorType.UNAVAILABLE, "head statistics are not available")
+        loop = asyncio.get_running_loop()
+        body = await loop.run_in_executor(self._pool, _tsdb_status, head)
+        return json_response(body)
+
+
+def _has_selector(node: object) -> bool:
+    if isinstance(node, VectorSelector | MatrixSelector):
+        return True
+    if isinstance(node, Subquery):
+        return _has_selector(node.expr)
+    children = [getattr(node, a) for a in ("expr", "lhs", "rhs", "param")
+                if getattr(node, a, None) is not None]
+    children += list(getattr(node, "args", ()))
+    return any(_has_selector(c) for c in children)
+
+
+def _duration_text(ms: int) -> str:
+    """A duration as Prometheus prints its flags (``5m``, ``2m``, ``1h30m``)."""
+    if ms == 0:
+        return "0s"
+    out = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000),
+                       ("ms", 1)):
+        n, ms = divmod(ms, size)
+        if n:
+            out.append(f"{n}{unit}")
+    return "".join(out)
+
+
+def _top(counts: dict[str, int]) -> list[dict[str, Any]]:
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP]
+    return [{"name": name, "value": value} for name, value in ranked]
+
+
+def _tsdb_status(head: Any) -> bytes:
+    """The TSDB status page from the head's index: counts per metric name, per label
+    name and per label pair (one index look-up per pair; past ``_MAX_PAIRS`` pairs only
+    the metric names are counted, and ``numLabelPairs`` still counts all)."""
+    everything = (MIN_TIME_MS, MAX_TIME_MS)
+    names = head.label_names()
+    values = {name: head.label_values(name) for name in names}
+    n_pairs = sum(len(v) for v in values.values())
+    counted = values if n_pairs <= _MAX_PAIRS else {"__name__": values.get("__name__", [])}
+    pair_counts: dict[str, int] = {}
+    for name, vals in counted.items():
+        for v in vals:
+            refs = head.select_series([Matcher(MatchType.EQ, name, v)], *everything)
+            pair_counts[f"{name}={v}"] = len(refs)
+    metric_counts = {p.split("=", 1)[1]: n for p, n in pair_counts.items()
+                     if p.startswith("__name__=")}
+    n_series = int(head.n_series)
+    min_time = int(getattr(head, "min_time", 0))
+    max_time = int(getattr(head, "max_time", 0))
+    if n_series == 0 or min_time > max_time:
+        min_time = max_time = 0
+    status = {
+        "headStats": {
+            "numSeries": n_series,
+            "numLabelPairs": n_pairs,
+            "chunkCount": int(getattr(head, "n_chunks", 0)),
+            "minTime": min_time,
+            "maxTime": max_time,
+        },
+        "seriesCountByMetricName": _top(metric_counts),
+        "labelValueCountByLabelName": _top({n: len(v) for n, v in values.items()}),
+        "memoryInBytesByLabelName": _top({n: int(np.sum([len(x.encode()) for x in v]))
+                                          for n, v in values.items()}),
+        "seriesCountByLabelValuePair": _top(pair_counts),
+    }
+    return success_body(status)
+

@@ -1,0 +1,60 @@
+"""Query results as the JSON ``data`` object of Prometheus's HTTP API.
+
+``{"resultType":"vector","result":[{"metric":{…},"value":[t,"v"]},…]}``, ``matrix`` with
+``"values":[[t,"v"],…]``, ``scalar`` and ``string`` as ``[t,"v"]``. Sample timestamps
+are written as Prometheus writes them (seconds with three decimals, not round-tripped
+through a float), values as Go prints them. The text is assembled directly, since a
+generic JSON encoder would print both differently.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .engine import QueryResult
+from .formatting import format_timestamps, format_values, go_float
+from .values import Matrix, Scalar, String, Vector
+
+__all__ = ["encode_data"]
+
+
+def _json(obj: object) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+
+
+def _series(metric: str, times: list[str], values: list[str]) -> str:
+    points = ",".join(f'[{t},"{v}"]' for t, v in zip(times, values))
+    return f'{{"metric":{metric},"values":[{points}]}}'
+
+
+def encode_data(result: QueryResult) -> str:
+    """The ``data`` member of a successful query answer."""
+    value, grid = result.value, result.grid
+    if isinstance(value, Scalar | String):
+        # Prometheus encodes these two with Go's encoding/json: the time as a float64
+        # number of seconds, a scalar's value in positional notation.
+        t = _json(float(grid.times[0]) / 1000).removesuffix(".0")
+        text = _json(go_float(value.values[0]) if isinstance(value, Scalar) else value.value)
+        return f'{{"resultType":"{result.kind}","result":[{t},{text}]}}'
+    metrics = [_json(d) for d in value.labels.to_dicts(result.pool)]
+    parts: list[str] = []
+    if isinstance(value, Vector) and result.kind == "vector":
+        t = format_timestamps(grid.times[:1])[0]
+        texts = format_values(value.values[:, 0])
+        parts = [f'{{"metric":{m},"value":[{t},"{v}"]}}' for m, v in zip(metrics, texts)]
+        return f'{{"resultType":"vector","result":[{",".join(parts)}]}}'
+    if isinstance(value, Vector):
+        grid_times = format_timestamps(grid.times)
+        for i, m in enumerate(metrics):
+            steps = np.flatnonzero(value.present[i])
+            ts = [grid_times[s] for s in steps.tolist()]
+            parts.append(_series(m, ts, format_values(value.values[i, steps])))
+    else:
+        assert isinstance(value, Matrix)
+        for i, m in enumerate(metrics):
+            lo, hi = int(value.starts[i]), int(value.starts[i + 1])
+            ts = format_timestamps(value.times[lo:hi])
+            parts.append(_series(m, ts, format_values(value.values[lo:hi])))
+    return f'{{"resultType":"matrix","result":[{",".join(parts)}]}}'

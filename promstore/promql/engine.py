@@ -1,0 +1,267 @@
+"""The PromQL engine: instant and range queries over a ``Selectable`` store.
+
+``Engine.instant_query`` and ``Engine.range_query`` parse the text and evaluate the tree
+on a grid of steps (one step for an instant query). Every node is evaluated for all
+steps at once, so the work per node is a few numpy operations or one kernel call, not a
+Python loop per step or per series.
+
+Semantics are Prometheus 2.42's: a range query's steps are ``start, start + step, …``
+up to ``end``; an instant selector shows the newest sample within the lookback delta
+(5 minutes by default) unless that sample is a stale marker; ``offset`` and ``@``
+(``start()``/``end()`` being the query's) move the time a selector looks at; subqueries
+evaluate on steps aligned to multiples of their step.
+
+A query has a deadline, a cancel flag and a maximum number of samples; running past any
+of them stops it at the next node with ``QueryTimeoutError``, ``QueryCanceledError`` or
+``TooManySamplesError``. Engines are thread-safe: each query has its own evaluator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from storage.interface import Selectable
+
+from .aggregations import eval_aggregate
+from .binary import eval_binary
+from .errors import (
+    EvaluationError,
+    ParseError,
+    QueryCanceledError,
+    QueryTimeoutError,
+    TooManySamplesError,
+)
+from .functions import FUNCTIONS
+from .labels import METRIC_NAME, Labels, StringPool
+from .parser import (
+    Aggregate,
+    At,
+    Binary,
+    Call,
+    MatrixSelector,
+    Node,
+    NumberLiteral,
+    StringLiteral,
+    Subquery,
+    Unary,
+    ValueType,
+    VectorSelector,
+    parse,
+)
+from .selectors import range_source, select_instant, window_matrix
+from .values import Grid, Scalar, String, Value, Vector, merge_same_labels
+
+__all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "check_range_type"]
+
+# Prometheus's API refuses range queries of more points than this per series; subqueries
+# get the same bound, so that no grid can exhaust memory on its own.
+MAX_STEPS = 11_000
+
+_DOCUMENTED = {ValueType.SCALAR: "scalar", ValueType.VECTOR: "instant vector",
+               ValueType.MATRIX: "range vector", ValueType.STRING: "string"}
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """Limits and defaults of query evaluation (Prometheus's flags in brackets)."""
+
+    lookback_delta_ms: int = 5 * 60_000  # --query.lookback-delta
+    timeout_s: float = 120.0  # --query.timeout
+    max_samples: int = 50_000_000  # --query.max-samples
+    default_subquery_step_ms: int = 60_000  # the global evaluation_interval
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """The value of a query and what is needed to print it.
+
+    ``kind`` is how to show it: ``vector``, ``scalar``, ``string`` or ``matrix`` for an
+    instant query (a ``Matrix`` value there is a range selector's samples), ``matrix``
+    for every range query.
+    """
+
+    value: Value
+    grid: Grid
+    pool: StringPool
+    kind: Literal["vector", "scalar", "string", "matrix"]
+
+
+class Evaluator:
+    """The state of one query's evaluation: store, string pool, limits, query range."""
+
+    def __init__(self, store: Selectable, options: EngineOptions, start: int, end: int,
+                 deadline: float, cancel: threading.Event | None) -> None:
+        self.store = store
+        self.options = options
+        self.pool = StringPool()
+        self.start = start
+        self.end = end
+        self._deadline = deadline
+        self._cancel = cancel
+        self._subqueries: list[Subquery] = []  # those being evaluated, outermost first
+
+    # -- limits ---------------------------------------------------------------------------
+
+    def check(self) -> None:
+        """Stop the query if it was canceled or ran out of time."""
+        if self._cancel is not None and self._cancel.is_set():
+            raise QueryCanceledError()
+        if time.monotonic() > self._deadline:
+            raise QueryTimeoutError()
+
+    def count_samples(self, n: int) -> None:
+        if n > self.options.max_samples:
+            raise TooManySamplesError()
+
+    def check_steps(self, n: int) -> None:
+        if n > MAX_STEPS:
+            raise EvaluationError(f"a subquery would evaluate {n} steps; at most {MAX_STEPS} "
+                                  "are allowed (use a larger subquery step)")
+
+    # -- time ------------------------------------------------------------------------------
+
+    def ref_times(self, grid: Grid, offset: int, at: At) -> np.ndarray:
+        """The time a selector looks at in each step: the step's time (or the ``@``
+        time) minus the offset."""
+        if at is None:
+            return grid.times - offset
+        pinned = self.start if at == "start" else self.end if at == "end" else at
+        return np.full(grid.n, pinned - offset, dtype=np.int64)
+
+    @contextlib.contextmanager
+    def inside(self, node: Subquery) -> Iterator[None]:
+        """Evaluate within subquery ``node`` (for ``load_range``)."""
+        self._subqueries.append(node)
+        try:
+            yield
+        finally:
+            self._subqueries.pop()
+
+    def load_range(self, node: VectorSelector, range_ms: int) -> tuple[int, int]:
+        """The time range Prometheus loads for a selector before evaluating, from the
+        query's range, the enclosing subqueries' offsets and ranges (counted from the
+        innermost one with ``@``), the selector's ``@``, offset and range (or lookback).
+
+        Evaluation normally stays inside it; where Prometheus's does not (arguments
+        with ``@`` of functions that are not step-invariant), it sees no samples outside
+        it, and neither does ours.
+        """
+        start, end = self.start, self.end
+        offset = span = 0
+        for sq in self._subqueries:
+            if sq.at is not None:
+                pinned = int(self.ref_times(Grid.instant(0), 0, sq.at)[0])
+                start = end = pinned
+                offset, span = sq.offset, sq.range
+            else:
+                offset += sq.offset
+                span += sq.range
+        if node.at is not None:
+            start = end = int(self.ref_times(Grid.instant(0), 0, node.at)[0])
+        else:
+            start, end = start - offset - span, end - offset
+        start -= range_ms or self.options.lookback_delta_ms
+        return start - node.offset, end - node.offset
+
+    # -- evaluation ------------------------------------------------------------------------
+
+    def eval(self, node: Node, grid: Grid) -> Value:
+        """The value of ``node`` at every step of ``grid``."""
+        self.check()
+        if isinstance(node, NumberLiteral):
+            return Scalar(np.full(grid.n, node.value))
+        if isinstance(node, StringLiteral):
+            return String(node.value)
+        if isinstance(node, VectorSelector):
+            vec, _ = select_instant(self, node, grid)
+            self.count_samples(vec.n_points)
+            return vec
+        if isinstance(node, MatrixSelector | Subquery):
+            return window_matrix(range_source(self, node, grid))
+        if isinstance(node, Call):
+            return FUNCTIONS[node.name](self, node, grid)
+        if isinstance(node, Aggregate):
+            return eval_aggregate(self, node, grid)
+        if isinstance(node, Binary):
+            return eval_binary(self, node, grid)
+        if isinstance(node, Unary):
+            return self._negate(node, grid)
+        raise EvaluationError(f"unsupported expression {type(node).__name__}")
+
+    def eval_scalar(self, node: Node, grid: Grid) -> np.ndarray:
+        value = self.eval(node, grid)
+        assert isinstance(value, Scalar)
+        return value.values
+
+    def _negate(self, node: Unary, grid: Grid) -> Value:
+        value = self.eval(node.expr, grid)
+        if isinstance(value, Scalar):
+            return Scalar(-value.values)
+        assert isinstance(value, Vector)
+        vec = Vector(value.labels.drop((METRIC_NAME,)), -value.values, value.present)
+        return merge_same_labels(vec, whole_range=True)
+
+
+class Engine:
+    """Runs PromQL queries against ``store``."""
+
+    def __init__(self, store: Selectable, options: EngineOptions | None = None) -> None:
+        self.store = store
+        self.options = options or EngineOptions()
+
+    def _evaluator(self, start: int, end: int, timeout_s: float | None,
+                   cancel: threading.Event | None) -> Evaluator:
+        limit = self.options.timeout_s if timeout_s is None else \
+            min(timeout_s, self.options.timeout_s)
+        return Evaluator(self.store, self.options, start, end, time.monotonic() + limit, cancel)
+
+    def instant_query(self, query: str | Node, t: int, timeout_s: float | None = None,
+                      cancel: threading.Event | None = None) -> QueryResult:
+        """Evaluate ``query`` at ``t`` (ms); ``ParseError`` for invalid text."""
+        node = parse(query) if isinstance(query, str) else query
+        ev = self._evaluator(t, t, timeout_s, cancel)
+        grid = Grid.instant(t)
+        value = ev.eval(node, grid)
+        kind: Literal["vector", "scalar", "string", "matrix"]
+        if isinstance(value, Vector):
+            kind = "vector"
+        elif isinstance(value, Scalar):
+            kind = "scalar"
+        elif isinstance(value, String):
+            kind = "string"
+        else:
+            kind = "matrix"
+        return QueryResult(value, grid, ev.pool, kind)
+
+    def range_query(self, query: str | Node, start: int, end: int, step: int,
+                    timeout_s: float | None = None,
+                    cancel: threading.Event | None = None) -> QueryResult:
+        """Evaluate ``query`` at ``start, start + step, …, ≤ end`` (ms)."""
+        node = parse(query) if isinstance(query, str) else query
+        check_range_type(node)
+        if step <= 0:
+            raise ParseError("zero or negative query resolution step widths are not accepted")
+        ev = self._evaluator(start, end, timeout_s, cancel)
+        grid = Grid.between(start, end, step)
+        value = ev.eval(node, grid)
+        if isinstance(value, Scalar):
+            value = Vector(Labels.empty(1), value.values[None, :],
+                           np.ones((1, grid.n), dtype=bool))
+        assert isinstance(value, Vector)
+        order = value.labels.sort_order(ev.pool)
+        return QueryResult(value.take(order), grid, ev.pool, "matrix")
+
+
+def check_range_type(node: Node) -> None:
+    """Refuse what a range query cannot return, with Prometheus's message."""
+    if node.type not in (ValueType.SCALAR, ValueType.VECTOR):
+        raise ParseError(f'invalid expression type "{_DOCUMENTED[node.type]}" for range '
+                         "query, must be Scalar or instant Vector")
+
