@@ -210,3 +210,20 @@ def test_range_query_output_is_sorted_by_labels() -> None:
     result = Engine(_store(12)).range_query("m * 1", 0, 60_000, 15_000)
     dicts = result.value.labels.to_dicts(result.pool)
     assert [d["i"] for d in dicts] == sorted(str(i) for i in range(12))
+
+
+@pytest.mark.parametrize("query", [
+    "m", "rate(m[1m])", "sum by (i) (m)", "label_replace(m, \"i\", \"x\", \"i\", \"1\")",
+    "max_over_time(m[2m:20s])", "m @ 300", "predict_linear(m[2m] @ 300, 60)",
+    "m > 20 or vector(1)", "timestamp(m)",
+])
+def test_slices_of_a_range_query_add_up_to_the_whole(query: str) -> None:
+    store = _store(5)
+    store.add({"__name__": "m", "i": "late"}, list(range(400_000, 600_000, 15_000)),
+              [1.0] * 14)
+    whole = Engine(store).range_query(query, 0, 600_000, 10_000)
+    sliced = Engine(store, EngineOptions(max_cells=7)).range_query(query, 0, 600_000, 10_000)
+    assert whole.value.labels.to_dicts(whole.pool) == sliced.value.labels.to_dicts(sliced.pool)
+    assert np.array_equal(whole.value.present, sliced.value.present)
+    assert np.array_equal(whole.value.values[whole.value.present],
+                          sliced.value.values[sliced.value.present])

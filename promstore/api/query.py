@@ -37,6 +37,7 @@ from promstore.promql import (
     ParseError,
     QueryCanceledError,
     QueryTimeoutError,
+    warmup,
 )
 from promstore.promql.encoding import encode_data
 from promstore.promql.engine import MAX_STEPS, check_range_type
@@ -98,6 +99,7 @@ def add_routes(app: web.Application, store_key: web.AppKey[Any],
     ):
         for method in ("GET", "POST"):
             app.router.add_route(method, prefix + path, _envelope_errors(handler))
+    app.on_startup.append(api.warm_up)
     app.on_cleanup.append(api.close)
 
 
@@ -158,6 +160,10 @@ class _QueryApi:
         self._pool = ThreadPoolExecutor(max_workers=options.max_concurrent_queries,
                                         thread_name_prefix="query")
         self._started = datetime.now(UTC)
+
+    async def warm_up(self, app: web.Application) -> None:
+        """Load the engine's kernels in the background while the store opens."""
+        asyncio.get_running_loop().run_in_executor(self._pool, warmup.warm_up)
 
     async def close(self, app: web.Application) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -24,9 +24,7 @@ def _json(obj: object) -> str:
     return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
 
 
-def _series(metric: str, times: list[str], values: list[str]) -> str:
-    points = ",".join(f'[{t},"{v}"]' for t, v in zip(times, values))
-    return f'{{"metric":{metric},"values":[{points}]}}'
+_JOIN = '"],'  # closes a point and separates it from the next
 
 
 def encode_data(result: QueryResult) -> str:
@@ -39,22 +37,24 @@ def encode_data(result: QueryResult) -> str:
         text = _json(go_float(value.values[0]) if isinstance(value, Scalar) else value.value)
         return f'{{"resultType":"{result.kind}","result":[{t},{text}]}}'
     metrics = [_json(d) for d in value.labels.to_dicts(result.pool)]
-    parts: list[str] = []
     if isinstance(value, Vector) and result.kind == "vector":
         t = format_timestamps(grid.times[:1])[0]
         texts = format_values(value.values[:, 0])
         parts = [f'{{"metric":{m},"value":[{t},"{v}"]}}' for m, v in zip(metrics, texts)]
         return f'{{"resultType":"vector","result":[{",".join(parts)}]}}'
     if isinstance(value, Vector):
-        grid_times = format_timestamps(grid.times)
-        for i, m in enumerate(metrics):
-            steps = np.flatnonzero(value.present[i])
-            ts = [grid_times[s] for s in steps.tolist()]
-            parts.append(_series(m, ts, format_values(value.values[i, steps])))
+        rows, steps = np.nonzero(value.present)
+        prefixes = [f'[{t},"' for t in format_timestamps(grid.times)]
+        opened = map(prefixes.__getitem__, steps.tolist())
+        counts = value.present.sum(axis=1)
+        texts = format_values(value.values[rows, steps])
     else:
         assert isinstance(value, Matrix)
-        for i, m in enumerate(metrics):
-            lo, hi = int(value.starts[i]), int(value.starts[i + 1])
-            ts = format_timestamps(value.times[lo:hi])
-            parts.append(_series(m, ts, format_values(value.values[lo:hi])))
+        opened = (f'[{t},"' for t in format_timestamps(value.times))
+        counts = np.diff(value.starts)
+        texts = format_values(value.values)
+    points = list(map(str.__add__, opened, texts))
+    ends = np.cumsum(counts).tolist()
+    parts = [f'{{"metric":{m},"values":[{_JOIN.join(points[a:b])}"]]}}'
+             for m, a, b in zip(metrics, [0, *ends[:-1]], ends)]
     return f'{{"resultType":"matrix","result":[{",".join(parts)}]}}'

@@ -39,7 +39,7 @@ from .errors import (
     TooManySamplesError,
 )
 from .functions import FUNCTIONS
-from .labels import METRIC_NAME, Labels, StringPool
+from .labels import METRIC_NAME, Labels, StringPool, group_rows
 from .parser import (
     Aggregate,
     At,
@@ -76,6 +76,9 @@ class EngineOptions:
     timeout_s: float = 120.0  # --query.timeout
     max_samples: int = 50_000_000  # --query.max-samples
     default_subquery_step_ms: int = 60_000  # the global evaluation_interval
+    # A range query is evaluated in slices of steps holding about this many
+    # (series by step) cells in any intermediate value, to bound memory (~9 bytes a cell).
+    max_cells: int = 8_000_000
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class Evaluator:
         self._deadline = deadline
         self._cancel = cancel
         self._subqueries: list[Subquery] = []  # those being evaluated, outermost first
+        # Where Prometheus's evaluator for the current grid would start: the query start,
+        # or within subqueries the start of their grid (a range query's slices do not
+        # move it).
+        self._origins = [start]
+        self.peak_cells = 0  # the largest value held so far, in series-steps (or samples)
 
     # -- limits ---------------------------------------------------------------------------
 
@@ -117,6 +125,8 @@ class Evaluator:
             raise QueryTimeoutError()
 
     def count_samples(self, n: int) -> None:
+        """Account for ``n`` samples loaded or produced at once."""
+        self.peak_cells = max(self.peak_cells, n)
         if n > self.options.max_samples:
             raise TooManySamplesError()
 
@@ -135,14 +145,23 @@ class Evaluator:
         pinned = self.start if at == "start" else self.end if at == "end" else at
         return np.full(grid.n, pinned - offset, dtype=np.int64)
 
+    @property
+    def origin(self) -> int:
+        return self._origins[-1]
+
     @contextlib.contextmanager
-    def inside(self, node: Subquery) -> Iterator[None]:
-        """Evaluate within subquery ``node`` (for ``load_range``)."""
+    def inside(self, node: Subquery, step: int) -> Iterator[None]:
+        """Evaluate within subquery ``node`` (for ``load_range`` and ``origin``)."""
+        ref = int(self.ref_times(Grid.instant(self.origin), node.offset, node.at)[0])
+        first = ref - node.range
+        origin = (abs(first) // step) * step * (1 if first >= 0 else -1)  # Go truncates
         self._subqueries.append(node)
+        self._origins.append(origin + step if origin < first else origin)
         try:
             yield
         finally:
             self._subqueries.pop()
+            self._origins.pop()
 
     def load_range(self, node: VectorSelector, range_ms: int) -> tuple[int, int]:
         """The time range Prometheus loads for a selector before evaluating, from the
@@ -174,6 +193,12 @@ class Evaluator:
 
     def eval(self, node: Node, grid: Grid) -> Value:
         """The value of ``node`` at every step of ``grid``."""
+        value = self._eval(node, grid)
+        if isinstance(value, Vector):
+            self.peak_cells = max(self.peak_cells, value.values.size)
+        return value
+
+    def _eval(self, node: Node, grid: Grid) -> Value:
         self.check()
         if isinstance(node, NumberLiteral):
             return Scalar(np.full(grid.n, node.value))
@@ -250,13 +275,48 @@ class Engine:
             raise ParseError("zero or negative query resolution step widths are not accepted")
         ev = self._evaluator(start, end, timeout_s, cancel)
         grid = Grid.between(start, end, step)
-        value = ev.eval(node, grid)
-        if isinstance(value, Scalar):
-            value = Vector(Labels.empty(1), value.values[None, :],
-                           np.ones((1, grid.n), dtype=bool))
-        assert isinstance(value, Vector)
+        parts: list[Vector] = []
+        done, size = 0, min(_FIRST_SLICE, self.options.max_cells)
+        while done < grid.n:
+            # Steps are independent, so slices of the grid evaluate separately; the first
+            # slice measures how many cells a step takes, which sizes the next ones.
+            piece = Grid(grid.start + done * step, step, min(size, grid.n - done))
+            ev.peak_cells = 0
+            value = ev.eval(node, piece)
+            if isinstance(value, Scalar):
+                value = Vector(Labels.empty(1), value.values[None, :],
+                               np.ones((1, piece.n), dtype=bool))
+            assert isinstance(value, Vector)
+            parts.append(value)
+            done += piece.n
+            per_step = max(ev.peak_cells / piece.n, 1.0)
+            size = max(1, int(self.options.max_cells / per_step))
+        value = _join_slices(parts, grid)
+        ev.count_samples(value.n_points)
         order = value.labels.sort_order(ev.pool)
         return QueryResult(value.take(order), grid, ev.pool, "matrix")
+
+
+_FIRST_SLICE = 128  # steps evaluated before the size of a step is known
+
+
+def _join_slices(parts: list[Vector], grid: Grid) -> Vector:
+    """One vector over ``grid`` from vectors over consecutive slices of it, a series
+    being one row wherever it appears."""
+    if len(parts) == 1:
+        return parts[0]
+    labels = Labels.concat([p.labels for p in parts])
+    rows, first = group_rows(labels.ids)
+    values = np.zeros((len(first), grid.n))
+    present = np.zeros((len(first), grid.n), dtype=bool)
+    row = col = 0
+    for part in parts:
+        at = rows[row:row + part.n]
+        values[at, col:col + part.values.shape[1]] = part.values
+        present[at, col:col + part.values.shape[1]] = part.present
+        row += part.n
+        col += part.values.shape[1]
+    return Vector(labels.take(first).compact(), values, present)
 
 
 def check_range_type(node: Node) -> None:

@@ -47,28 +47,47 @@ def go_float_v(v: float) -> str:
 
 
 def format_values(values: np.ndarray) -> list[str]:
-    """Sample values as Prometheus's API writes them; the common case stays in C-level
-    passes."""
-    out = list(map(repr, values.tolist()))
-    for k, r in enumerate(out):
-        if r.endswith(".0"):
-            out[k] = r[:-2]
-        elif "n" in r:  # nan, inf
-            out[k] = _SPECIAL[r]
-        elif "e" in r and 1e-6 <= abs(values[k]) < 1e21:
-            out[k] = go_float(values[k])  # Python's repr switches to exponents earlier
-    return out
+    """Sample values as Prometheus's API writes them.
+
+    Integral values (the common case for counters) print as integers and other values
+    in the ranges where Python's ``repr`` is already positional print with ``repr``,
+    each group in one C-level pass; only the rest (exponents, NaN, ±Inf, -0) goes value
+    by value.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    out = np.empty(len(values), dtype=object)
+    with np.errstate(invalid="ignore"):
+        mag = np.abs(values)
+        integral = (values == np.trunc(values)) & (mag < 1e15) & \
+            ~((values == 0) & np.signbit(values))
+        plain = ~integral & (mag >= 1e-4) & (mag < 1e16)
+    other = ~(integral | plain)
+    out[integral] = list(map(str, values[integral].astype(np.int64).tolist()))
+    out[plain] = list(map(repr, values[plain].tolist()))
+    out[other] = [_json_value(v) for v in values[other].tolist()]
+    return out.tolist()
+
+
+def _json_value(v: float) -> str:
+    r = repr(v)
+    special = _SPECIAL.get(r)
+    if special is not None:
+        return special
+    if v == 0 or 1e-6 <= abs(v) < 1e21:
+        return go_float(v)
+    return r  # Go's exponent form, which Python's repr shares
+
+
+_FRACTIONS = [""] + [f".{k:03d}" for k in range(1, 1000)]
 
 
 def format_timestamps(ms: np.ndarray) -> list[str]:
     """Unix seconds of millisecond timestamps, as Prometheus's JSON writer prints them:
     the whole seconds, then ``.`` and three digits unless the milliseconds are zero."""
     ms = np.asarray(ms, dtype=np.int64)
-    neg = ms < 0
-    mag = np.abs(ms)
-    whole, frac = np.divmod(mag, 1000)
-    out = []
-    for w, f, n in zip(whole.tolist(), frac.tolist(), neg.tolist()):
-        s = f"{w}.{f:03d}" if f else str(w)
-        out.append("-" + s if n else s)
+    whole, frac = np.divmod(np.abs(ms), 1000)
+    out = list(map(str.__add__, map(str, whole.tolist()), map(_FRACTIONS.__getitem__,
+                                                              frac.tolist())))
+    for k in np.flatnonzero(ms < 0).tolist():
+        out[k] = "-" + out[k]
     return out

@@ -115,11 +115,11 @@ def range_source(ev: Evaluator, node: MatrixSelector | Subquery, grid: Grid,
 
     ``drifting`` reproduces how Prometheus 2.42 evaluates an argument with ``@`` of a
     function that is not step-invariant (``predict_linear(x[5m] @ t, …)``): the window
-    moves on with the steps, from the ``@`` time at the grid's first step (seeing only
+    moves on with the steps, from the ``@`` time at the evaluation's start (seeing only
     the samples loaded for the ``@`` window).
     """
     at = node.at if isinstance(node, Subquery) else node.selector.at
-    drift = grid.times - grid.start if drifting and at is not None else None
+    drift = grid.times - ev.origin if drifting and at is not None else None
     if isinstance(node, Subquery):
         return _subquery(ev, node, grid, drift)
     sel = node.selector
@@ -150,7 +150,7 @@ def _subquery(ev: Evaluator, node: Subquery, grid: Grid,
         return RangeSource(empty, refs, node.range)
     inner = Grid.between(start, hi, step)
     ev.check_steps(inner.n)
-    with ev.inside(node):
+    with ev.inside(node, step):
         value = ev.eval(node.expr, inner)
     assert isinstance(value, Vector)
     return RangeSource(Matrix.from_vector(value, inner.times), refs, node.range)
