@@ -360,9 +360,6 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
         time.sleep(args.settle)
         rss_after = server.rss_bytes()
         disk = disk_usage(data_dir, block_dirs)
-        if target is VICTORIAMETRICS:
-            # Every file of VictoriaMetrics is long-term storage: it keeps no WAL or head.
-            disk["block_bytes"], disk["block_samples"] = disk["total_bytes"], None
         promql = _measure("promql", lambda: promql_select(server, mint, maxt, args.query_repeat))
         raw = _measure("raw read", lambda: raw_read(server, mint, maxt, args.query_repeat))
         # Reading blocks in this process takes milliseconds: more runs steady the median.
@@ -373,7 +370,8 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
     accepted = load.samples_accepted
     active = load.series_created or n_series
     if target is VICTORIAMETRICS:
-        disk["block_samples"] = accepted
+        # Every file of VictoriaMetrics is long-term storage: it keeps no WAL or head.
+        disk["block_bytes"], disk["block_samples"] = disk["total_bytes"], accepted
     return {
         "target": target.name,
         "version": target.version(),
@@ -521,7 +519,8 @@ def main(argv: list[str] | None = None) -> int:
                               concurrency=args.concurrency, end_ms=end_ms)
     facts = dataset.describe()
     print(f"preset:  {label} ({preset.note}{'; overridden' if overridden else ''})")
-    print(f"data:    {facts.get('source', facts['workload'])}")
+    source = facts.get("source", f"synthetic {facts['workload']} workload, seed {args.seed}")
+    print(f"data:    {source}")
     print(f"         {dataset.n_series:,} series on {facts['hosts']} hosts, {rounds} scrapes "
           f"every {dataset.interval_ms / 1000:g} s ({hours:g} h) = {plan.samples:,} samples, "
           f"{plan.encoded_bytes / 2**20:,.1f} MiB snappy in {plan.requests:,} requests, "
