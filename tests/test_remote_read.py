@@ -27,23 +27,33 @@ from promstore.metrics import ServerMetrics
 from promstore.remote import _read_kernels
 from promstore.remote.pb import remote_pb2, types_pb2
 from promstore.remote.read_handler import (
-    CHUNK_SAMPLES,
     SAMPLES,
     STREAMED_XOR_CHUNKS,
+    LabelTable,
     ReadHandler,
     ReadLimits,
+    chunk_sample_count,
     decode_read_request,
     encode_frames,
     encode_read_response,
     frame_batches,
-    query_chunks,
 )
 from promstore.remote.read_stream import CONTENT_TYPE, decode_responses, encode_frame
+from promstore.remote.wire import WireLimits, decode_write_request
+from storage.db import DB, DBOptions
 from storage.errors import BadDataError, LimitExceededError, TooLargeError
+from storage.head import HeadOptions
 from storage.matchers import MatchType
-from storage.series_set import SeriesSet, label_sort_key
-from storage.xor import ENCODING_XOR, decode_xor
-from tests.helpers import PROM_NAN_BITS, STALE_NAN_BITS, f64, free_port, http_request
+from storage.series_set import ChunkSeriesSet, SeriesSet, label_sort_key
+from storage.xor import decode_xor, encode_xor_many
+from tests.helpers import (
+    PROM_NAN_BITS,
+    STALE_NAN_BITS,
+    encode_write_request,
+    f64,
+    free_port,
+    http_request,
+)
 from tests.test_prometheus_e2e import prometheus_binary
 
 # -- data ------------------------------------------------------------------------------------
@@ -110,35 +120,32 @@ def test_samples_response_keeps_value_bits() -> None:
 # -- chunks and frames ---------------------------------------------------------------------
 
 
-@settings(max_examples=100, deadline=None)
-@given(st.lists(_series, max_size=6))
-def test_query_chunks_cut_every_120_samples_and_decode_back(raw) -> None:
-    ss = series_set(raw)
-    chunks = query_chunks(ss)
-    assert chunks.n_samples == ss.n_samples
-    for i in range(ss.n_series):
-        ts, vs = ss.series_samples(i)
-        lo, hi = chunks.chunk_starts[i], chunks.chunk_starts[i + 1]
-        assert hi - lo == -(-len(ts) // CHUNK_SAMPLES)
-        decoded = [decode_xor(chunks.blob[chunks.offsets[c]:chunks.offsets[c + 1]])
-                   for c in range(lo, hi)]
-        assert all(len(t) <= CHUNK_SAMPLES for t, _ in decoded)
-        assert [int(t[0]) for t, _ in decoded] == chunks.mint[lo:hi].tolist()
-        assert [int(t[-1]) for t, _ in decoded] == chunks.maxt[lo:hi].tolist()
-        got_ts = np.concatenate([t for t, _ in decoded] or [np.empty(0, np.int64)])
-        got_vs = np.concatenate([v for _, v in decoded] or [np.empty(0)])
-        assert got_ts.tolist() == ts.tolist()
-        assert got_vs.view(np.uint64).tolist() == vs.view(np.uint64).tolist()
-    assert set(chunks.encoding.tolist()) <= {ENCODING_XOR}
+def chunk_set(ss: SeriesSet, per_chunk: int) -> ChunkSeriesSet:
+    """``ss`` with every series' samples cut into XOR chunks of ``per_chunk`` samples."""
+    per_series = -(-np.diff(ss.starts) // per_chunk)
+    chunk_starts = np.zeros(ss.n_series + 1, np.int64)
+    np.cumsum(per_series, out=chunk_starts[1:])
+    within = np.arange(chunk_starts[-1]) - np.repeat(chunk_starts[:-1], per_series)
+    firsts = np.repeat(ss.starts[:-1], per_series) + per_chunk * within
+    bounds = np.append(firsts, ss.n_samples).astype(np.int64)
+    blob, offsets = encode_xor_many(ss.timestamps, ss.samples, bounds)
+    return ChunkSeriesSet(ss.names, ss.values, ss.label_ids, chunk_starts,
+                          ss.timestamps[bounds[:-1]], ss.timestamps[bounds[1:] - 1], blob,
+                          offsets)
 
 
-def reference_frames(ss: SeriesSet, query_index: int, max_bytes: int) -> bytes:
+def frames(chunks: ChunkSeriesSet, query_index: int, max_bytes: int, lo: int = 0,
+           hi: int | None = None) -> bytes:
+    labels = LabelTable.of(chunks.names, chunks.values, chunks.label_ids)
+    return bytes(encode_frames(chunks, labels, query_index, max_bytes, lo, hi))
+
+
+def reference_frames(chunks: ChunkSeriesSet, query_index: int, max_bytes: int) -> bytes:
     """Frames cut as Prometheus cuts them: one series per frame, a frame closed once
     its chunks reach ``max_bytes`` less the size of the labels."""
-    chunks = query_chunks(ss)
     out = b""
-    for i in range(ss.n_series):
-        labels = proto_labels(ss, i)
+    for i in range(chunks.n_series):
+        labels = proto_labels(chunks, i)
         budget = max_bytes - sum(label.ByteSize() for label in labels)
         left, pending = budget, []
         mine = range(chunks.chunk_starts[i], chunks.chunk_starts[i + 1])
@@ -160,24 +167,26 @@ def reference_frames(ss: SeriesSet, query_index: int, max_bytes: int) -> bytes:
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(_series, max_size=5), st.integers(0, 2**40), st.integers(1, 3000))
-def test_frames_are_byte_for_byte_the_reference(raw, query_index, max_bytes) -> None:
-    ss = series_set(raw)
-    got = encode_frames(query_chunks(ss), query_index, max_bytes)
-    assert bytes(got) == reference_frames(ss, query_index, max_bytes)
+@given(st.lists(_series, max_size=5), st.integers(1, 200), st.integers(0, 2**40),
+       st.integers(1, 3000))
+def test_frames_are_byte_for_byte_the_reference(raw, per_chunk, query_index, max_bytes
+                                                ) -> None:
+    chunks = chunk_set(series_set(raw), per_chunk)
+    assert frames(chunks, query_index, max_bytes) == \
+        reference_frames(chunks, query_index, max_bytes)
+    assert chunk_sample_count(chunks) == sum(len(samples) for _, samples in raw)
 
 
 @settings(max_examples=50, deadline=None)
 @given(st.lists(_series, max_size=8), st.integers(1, 5000))
 def test_frame_batches_cover_the_series_once(raw, batch_bytes) -> None:
-    chunks = query_chunks(series_set(raw))
+    chunks = chunk_set(series_set(raw), 120)
     bounds = frame_batches(chunks, batch_bytes)
     assert bounds[0] == 0 and bounds[-1] == chunks.n_series
     assert np.all(np.diff(bounds) > 0) or chunks.n_series == 0
-    whole = bytes(encode_frames(chunks, 1, 500))
-    pieces = b"".join(bytes(encode_frames(chunks, 1, 500, int(lo), int(hi)))
+    pieces = b"".join(frames(chunks, 1, 500, int(lo), int(hi))
                       for lo, hi in itertools.pairwise(bounds))
-    assert pieces == whole
+    assert pieces == frames(chunks, 1, 500)
 
 
 @settings(max_examples=150, deadline=None)
@@ -250,8 +259,9 @@ def test_wrong_encoding_is_named() -> None:
 NOW = 1_700_000_000_000
 
 
-def write_data(server) -> Expected:
-    """Three series of the ``rr`` metric (150 samples each, at 15 s) and one other."""
+def sample_data() -> tuple[list, Expected]:
+    """Three series of the ``rr`` metric (150 samples each, at 15 s) and one other, as
+    a remote-write payload and as expected back."""
     rng = np.random.default_rng(7)
     written: Expected = {}
     payload = []
@@ -266,6 +276,11 @@ def write_data(server) -> Expected:
         payload.append((labels, samples))
         written[tuple(sorted(labels.items()))] = [(t, struct.unpack("<Q", struct.pack(
             "<d", v))[0]) for t, v in samples]
+    return payload, written
+
+
+def write_data(server) -> Expected:
+    payload, written = sample_data()
     assert server.write(payload).status == 204
     return written
 
@@ -292,6 +307,8 @@ def read_samples(server, *queries) -> list[Expected]:
 
 
 def read_streamed(server, *queries) -> list[Expected]:
+    """The streamed answer to ``queries``, checked for framing and order, with the
+    chunks' samples trimmed to each query's range as clients do (chunks come whole)."""
     resp = post_read(server, read_body(*queries, accepted=(STREAMED_XOR_CHUNKS, SAMPLES)))
     assert resp.status == 200, resp.text
     assert resp.headers["content-type"] == CONTENT_TYPE
@@ -300,17 +317,19 @@ def read_streamed(server, *queries) -> list[Expected]:
     for frame in decode_responses(resp.body):
         assert len(frame.chunked_series) == 1
         series = frame.chunked_series[0]
-        k = key(series.labels)
-        if not order[frame.query_index] or order[frame.query_index][-1] != k:
-            assert k not in out[frame.query_index], "a series came back in two runs"
-            order[frame.query_index].append(k)
+        q, k = frame.query_index, key(series.labels)
+        if not order[q] or order[q][-1] != k:
+            assert k not in out[q], "a series came back in two runs"
+            order[q].append(k)
+        lo, hi, _ = queries[q]
         for chunk in series.chunks:
             assert chunk.type == types_pb2.Chunk.XOR
+            assert chunk.min_time_ms <= hi and chunk.max_time_ms >= lo
             ts, vs = decode_xor(chunk.data)
-            assert len(ts) <= CHUNK_SAMPLES
             assert (int(ts[0]), int(ts[-1])) == (chunk.min_time_ms, chunk.max_time_ms)
-            out[frame.query_index].setdefault(k, []).extend(
-                zip(ts.tolist(), vs.view(np.uint64).tolist()))
+            out[q].setdefault(k, []).extend(
+                (t, v) for t, v in zip(ts.tolist(), vs.view(np.uint64).tolist())
+                if lo <= t <= hi)
     for keys in order:
         assert keys == sorted(keys, key=lambda k: label_sort_key(dict(k)))
     return out
@@ -338,14 +357,34 @@ def test_both_response_types_return_exactly_what_was_written(start_server) -> No
     assert read_streamed(server, (NOW, NOW + 10**9, [])) == [{}]
 
 
+def test_reads_span_blocks_and_head(start_server, tmp_path) -> None:
+    # Cut the data into one-minute blocks before the server starts, so that no read
+    # races the head moving its old ranges to blocks.
+    payload, written = sample_data()
+    options = DBOptions(head=HeadOptions(block_range_ms=60_000), compaction_interval=0)
+    db = DB.open(tmp_path / "data", options)
+    try:
+        db.append(decode_write_request(encode_write_request(payload), WireLimits()))
+        assert len(db.compact_head()) > 30
+    finally:
+        db.close()
+    server = start_server()
+    everything = (NOW - 1, NOW + 10**9, [(2, "__name__", ".+")])
+    middle = (NOW + 600_000, NOW + 1_200_000, [(0, "__name__", "rr")])
+    expected = [written, in_range(written, NOW + 600_000, NOW + 1_200_000,
+                                  lambda ls: ls["__name__"] == "rr")]
+    assert read_samples(server, everything, middle) == expected
+    assert read_streamed(server, everything, middle) == expected
+
+
 def test_small_frames_split_series_and_repeat_labels(start_server) -> None:
     server = start_server(None, "--remote-read-max-bytes-in-frame", "100")
     written = write_data(server)
     query = (NOW, NOW + 10**9, [(0, "job", "a")])
     resp = post_read(server, read_body(query, accepted=(STREAMED_XOR_CHUNKS,)))
-    frames = list(decode_responses(resp.body))
-    assert all(len(f.chunked_series[0].chunks) == 1 for f in frames)
-    assert len(frames) == 2 + 1  # two chunks of 150 samples, one of 10
+    labels = [key(f.chunked_series[0].labels) for f in decode_responses(resp.body)
+              if len(f.chunked_series[0].chunks) == 1]
+    assert len(labels) > len(set(labels)) == 2  # every frame one chunk, a series split
     assert read_streamed(server, query) == [in_range(written, NOW, NOW + 10**9,
                                                      lambda ls: ls["job"] == "a")]
 
@@ -411,6 +450,9 @@ class FakeStore:
         if fail:
             raise RuntimeError("disk on fire")
         return self.series
+
+    def select_chunks(self, matchers, mint: int, maxt: int) -> ChunkSeriesSet:
+        return chunk_set(self.select(matchers, mint, maxt), 120)
 
 
 async def post_in_process(store: FakeStore, limits: ReadLimits, bodies: list[bytes]) -> list:

@@ -39,6 +39,7 @@ _KEY_SAMPLE_TIMESTAMP = 0x10  # Sample.timestamp, int64
 _KEY_CHUNK_MIN = 0x08  # Chunk.min_time_ms
 _KEY_CHUNK_MAX = 0x10  # Chunk.max_time_ms
 _KEY_CHUNK_TYPE = 0x18  # Chunk.type
+_CHUNK_XOR = 1  # Chunk.Encoding.XOR, the only chunk type sent
 _KEY_CHUNK_DATA = 0x22  # Chunk.data
 _KEY_QUERY_INDEX = 0x10  # ChunkedReadResponse.query_index
 
@@ -219,25 +220,23 @@ def crc32c(data, start, end, table):  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _chunk_len(mint, maxt, encoding, data_len):  # type: ignore[no-untyped-def]
-    """Bytes of a ``Chunk`` message (without its key)."""
-    n = 0
+def _chunk_len(mint, maxt, data_len):  # type: ignore[no-untyped-def]
+    """Bytes of an XOR ``Chunk`` message (without its key)."""
+    n = 2  # the type
     if mint != 0:
         n += 1 + _uvarint_len(mint)
     if maxt != 0:
         n += 1 + _uvarint_len(maxt)
-    if encoding != 0:
-        n += 1 + _uvarint_len(encoding)
     return n + _string_field_len(data_len)
 
 
 @njit(cache=True, nogil=True)
 def encode_frames(label_ids, name_blob, name_offsets, value_blob,  # type: ignore[no-untyped-def]
-                  value_offsets, lo, hi, chunk_starts, mint, maxt, encoding, blob, offsets,
+                  value_offsets, lo, hi, chunk_starts, mint, maxt, blob, offsets,
                   query_index, max_frame_bytes, table):
     """Frames of series ``lo:hi`` of a streamed response, back to back (uint8).
 
-    Series ``i`` owns chunks ``chunk_starts[i]:chunk_starts[i+1]`` (``blob`` bytes
+    Series ``i`` owns XOR chunks ``chunk_starts[i]:chunk_starts[i+1]`` (``blob`` bytes
     ``offsets[c]:offsets[c+1]``). Every frame holds one ``ChunkedSeries``: a series'
     labels and as many of its chunks, in order, as fit in ``max_frame_bytes`` less the
     labels' size, always at least one; a series with more chunks continues in further
@@ -260,7 +259,7 @@ def encode_frames(label_ids, name_blob, name_offsets, value_blob,  # type: ignor
         for c in range(chunk_starts[i], chunk_starts[i + 1]):
             if size == labels_fields:
                 frame_chunk[n_frames] = c
-            chunk = _chunk_len(mint[c], maxt[c], encoding[c], offsets[c + 1] - offsets[c])
+            chunk = _chunk_len(mint[c], maxt[c], offsets[c + 1] - offsets[c])
             size += 1 + _uvarint_len(chunk) + chunk
             left -= chunk
             if left > 0 and c + 1 < chunk_starts[i + 1]:
@@ -289,7 +288,7 @@ def encode_frames(label_ids, name_blob, name_offsets, value_blob,  # type: ignor
                           value_offsets)
         for c in range(frame_chunk[f], frame_chunk[f + 1]):
             out[pos] = _KEY_2_LEN
-            pos = _put_uvarint(out, pos + 1, _chunk_len(mint[c], maxt[c], encoding[c],
+            pos = _put_uvarint(out, pos + 1, _chunk_len(mint[c], maxt[c],
                                                         offsets[c + 1] - offsets[c]))
             if mint[c] != 0:
                 out[pos] = _KEY_CHUNK_MIN
@@ -297,9 +296,9 @@ def encode_frames(label_ids, name_blob, name_offsets, value_blob,  # type: ignor
             if maxt[c] != 0:
                 out[pos] = _KEY_CHUNK_MAX
                 pos = _put_uvarint(out, pos + 1, maxt[c])
-            if encoding[c] != 0:
-                out[pos] = _KEY_CHUNK_TYPE
-                pos = _put_uvarint(out, pos + 1, encoding[c])
+            out[pos] = _KEY_CHUNK_TYPE
+            out[pos + 1] = _CHUNK_XOR
+            pos += 2
             pos = _put_string(out, pos, _KEY_CHUNK_DATA, blob, offsets[c], offsets[c + 1])
         if query_index != 0:
             out[pos] = _KEY_QUERY_INDEX

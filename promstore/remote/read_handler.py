@@ -7,23 +7,26 @@ own client sends it):
 
 - ``SAMPLES``: one snappy-compressed ``ReadResponse`` holding a ``QueryResult`` per
   query, built whole (the snappy block format needs the total length up front).
-- ``STREAMED_XOR_CHUNKS``: each query's series in label order, their samples cut into
-  XOR chunks of at most 120 samples, sent as frames (``read_stream``) of one series
-  each and about ``max_bytes_in_frame`` bytes, written to the connection batch by batch.
+- ``STREAMED_XOR_CHUNKS``: each query's series in label order with their XOR chunks as
+  the store holds them (``Querier.select_chunks``: whole chunks, which may reach past
+  the query's range, as Prometheus sends them), as frames (``read_stream``) of one
+  series each and about ``max_bytes_in_frame`` bytes, written to the connection batch
+  by batch.
 
 Protobuf bytes of both responses are written by numba kernels from the columnar
-``SeriesSet`` (``_read_kernels``); no Python object is made per series or sample.
-Storage calls and encoding run in the default executor.
+``SeriesSet``/``ChunkSeriesSet`` (``_read_kernels``); no Python object is made per
+series, chunk or sample. Storage calls and encoding run in the default executor.
 
 As in Prometheus: the body is decoded as snappy whatever its headers say, requests
 beyond ``concurrency`` wait for a slot, a query without matchers selects nothing, and
 more samples than ``sample_limit`` give a 400. Unlike Prometheus: read hints are
-ignored (every sample in the query's range is returned, which is what hints allow
-to skip), the sample limit counts every query of a request and applies to streamed
-responses too (a query's result is in memory before it is streamed), and bad matchers
-get a 400 rather than a 500. Once a streamed response has started, a failure can no
-longer change its status: the connection is closed mid-stream so that the client
-sees an incomplete response rather than a short one.
+ignored (every sample in the query's range is returned, which is what hints allow to
+skip); the sample limit counts every query of a request and applies to streamed
+responses too, counting the samples of the chunks sent (a query's chunks are in memory
+before they are streamed); bad matchers get a 400 rather than a 500. Once a streamed
+response has started, a failure can no longer change its status: the connection is
+closed mid-stream so that the client sees an incomplete response rather than a short
+one.
 """
 
 from __future__ import annotations
@@ -43,9 +46,9 @@ from google.protobuf.message import DecodeError
 
 from storage.errors import BadDataError, LimitExceededError, PromstoreError, TooLargeError
 from storage.matchers import Matcher, MatchType
-from storage.series_set import SeriesSet
-from storage.xor import ENCODING_XOR, encode_xor_many
+from storage.series_set import ChunkSeriesSet, SeriesSet
 
+from ..config import Config
 from ..http_errors import status_for
 from ..metrics import ServerMetrics
 from . import _read_kernels as _k
@@ -56,19 +59,18 @@ if TYPE_CHECKING:
     from storage.db import DB
 
 __all__ = [
-    "CHUNK_SAMPLES",
     "SAMPLES",
     "STREAMED_XOR_CHUNKS",
     "LabelTable",
     "ReadHandler",
     "ReadLimits",
     "ReadQuery",
-    "SeriesChunks",
+    "chunk_sample_count",
+    "compress_response",
     "decode_read_request",
     "encode_frames",
     "encode_read_response",
     "frame_batches",
-    "query_chunks",
 ]
 
 log = logging.getLogger(__name__)
@@ -76,14 +78,13 @@ log = logging.getLogger(__name__)
 SAMPLES = remote_pb2.ReadRequest.SAMPLES
 STREAMED_XOR_CHUNKS = remote_pb2.ReadRequest.STREAMED_XOR_CHUNKS
 _SUPPORTED = (SAMPLES, STREAMED_XOR_CHUNKS)
-_TYPE_NAMES = {SAMPLES: "SAMPLES", STREAMED_XOR_CHUNKS: "STREAMED_XOR_CHUNKS"}
-
-CHUNK_SAMPLES = 120
-"""Samples per XOR chunk when a query's samples are cut into chunks (Prometheus's aim)."""
 
 _SNAPPY_MAX_INPUT = 0xFFFF_FFFF  # the block format's length header is a uint32
 _BATCH_BYTES = 4 << 20  # streamed frames encoded and written per executor call
 _SERIES_SLACK_BYTES = 64  # per-series guess of label and framing bytes when batching
+_NO_CHUNKS = ChunkSeriesSet([], [], np.empty((0, 0), np.int32), np.zeros(1, np.int64),
+                            np.empty(0, np.int64), np.empty(0, np.int64),
+                            np.empty(0, np.uint8), np.zeros(1, np.int64))
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ class ReadLimits:
     max_queries: int = 1000
 
     @classmethod
-    def from_config(cls, config: Any) -> ReadLimits:
+    def from_config(cls, config: Config) -> ReadLimits:
         """The limits a ``promstore.config.Config`` sets."""
         return cls(sample_limit=config.remote_read_sample_limit,
                    max_bytes_in_frame=config.remote_read_max_bytes_in_frame,
@@ -229,51 +230,15 @@ def compress_response(raw: np.ndarray | bytes) -> bytes:
 # -- STREAMED_XOR_CHUNKS ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SeriesChunks:
-    """A query's result as chunks: series ``i`` (labels row ``i``) owns chunks
-    ``chunk_starts[i]:chunk_starts[i+1]``, chunk ``c`` spanning ``[mint[c], maxt[c]]``
-    with its ``encoding`` byte and bytes ``blob[offsets[c]:offsets[c+1]]``."""
-
-    labels: LabelTable
-    chunk_starts: np.ndarray
-    mint: np.ndarray
-    maxt: np.ndarray
-    encoding: np.ndarray
-    blob: np.ndarray
-    offsets: np.ndarray
-    n_samples: int
-
-    @property
-    def n_series(self) -> int:
-        return len(self.chunk_starts) - 1
+def chunk_sample_count(chunks: ChunkSeriesSet) -> int:
+    """Samples in the chunks of ``chunks``, read from the chunks' 2-byte headers."""
+    heads = chunks.offsets[:-1]
+    if len(heads) == 0:
+        return 0
+    return int(((chunks.blob[heads].astype(np.int64) << 8) | chunks.blob[heads + 1]).sum())
 
 
-def query_chunks(series: SeriesSet) -> SeriesChunks:
-    """A query's ``SeriesSet`` as XOR chunks of at most ``CHUNK_SAMPLES`` samples each,
-    encoded in one call.
-
-    This is the one place a query result becomes chunks: a store that can hand over
-    its stored chunks would build ``SeriesChunks`` from them here instead.
-    """
-    per_series = (np.diff(series.starts) + CHUNK_SAMPLES - 1) // CHUNK_SAMPLES
-    chunk_starts = np.zeros(series.n_series + 1, np.int64)
-    np.cumsum(per_series, out=chunk_starts[1:])
-    n_chunks = int(chunk_starts[-1])
-    within = np.arange(n_chunks) - np.repeat(chunk_starts[:-1], per_series)
-    firsts = np.repeat(series.starts[:-1], per_series) + CHUNK_SAMPLES * within
-    bounds = np.append(firsts, series.n_samples).astype(np.int64)
-    blob, offsets = encode_xor_many(series.timestamps, series.samples, bounds)
-    return SeriesChunks(
-        labels=LabelTable.of(series.names, series.values, series.label_ids),
-        chunk_starts=chunk_starts,
-        mint=series.timestamps[bounds[:-1]],
-        maxt=series.timestamps[bounds[1:] - 1],
-        encoding=np.full(n_chunks, ENCODING_XOR, np.uint8),
-        blob=blob, offsets=offsets, n_samples=series.n_samples)
-
-
-def frame_batches(chunks: SeriesChunks, batch_bytes: int = _BATCH_BYTES) -> np.ndarray:
+def frame_batches(chunks: ChunkSeriesSet, batch_bytes: int = _BATCH_BYTES) -> np.ndarray:
     """Series boundaries ``b`` cutting the result into runs ``b[k]:b[k+1]`` of about
     ``batch_bytes`` of frames each (a single larger series is a run of its own)."""
     n = chunks.n_series
@@ -285,14 +250,15 @@ def frame_batches(chunks: SeriesChunks, batch_bytes: int = _BATCH_BYTES) -> np.n
     return np.unique(np.concatenate([[0], np.minimum(cuts, n), [n]])).astype(np.int64)
 
 
-def encode_frames(chunks: SeriesChunks, query_index: int, max_bytes_in_frame: int,
-                  lo: int = 0, hi: int | None = None) -> np.ndarray:
+def encode_frames(chunks: ChunkSeriesSet, labels: LabelTable, query_index: int,
+                  max_bytes_in_frame: int, lo: int = 0, hi: int | None = None) -> np.ndarray:
     """The frames (``read_stream`` framing, ``ChunkedReadResponse`` messages) of series
-    ``lo:hi`` of ``chunks``, back to back; see ``_read_kernels.encode_frames``."""
+    ``lo:hi`` of ``chunks``, whose label sets are ``labels``, back to back; see
+    ``_read_kernels.encode_frames``."""
     hi = chunks.n_series if hi is None else hi
-    return _k.encode_frames(*chunks.labels.kernel_args(), lo, hi, chunks.chunk_starts,
-                            chunks.mint, chunks.maxt, chunks.encoding, chunks.blob,
-                            chunks.offsets, query_index, max_bytes_in_frame, _k.CRC32C_TABLE)
+    return _k.encode_frames(*labels.kernel_args(), lo, hi, chunks.chunk_starts, chunks.mint,
+                            chunks.maxt, chunks.blob, chunks.offsets, query_index,
+                            max_bytes_in_frame, _k.CRC32C_TABLE)
 
 
 # -- handler ------------------------------------------------------------------------------------
@@ -364,10 +330,16 @@ class ReadHandler:
         querier = self._store().querier(query.mint, query.maxt)
         return querier.select(query.matchers, query.mint, query.maxt)
 
-    def _take(self, taken: int, series: SeriesSet, index: int) -> int:
-        """Samples of the request so far, with query ``index``'s ``series`` added;
+    def _select_chunks(self, query: ReadQuery) -> ChunkSeriesSet:
+        if not query.matchers or query.mint > query.maxt:
+            return _NO_CHUNKS
+        querier = self._store().querier(query.mint, query.maxt)
+        return querier.select_chunks(query.matchers, query.mint, query.maxt)
+
+    def _take(self, taken: int, n_samples: int, index: int) -> int:
+        """Samples of the request so far, with query ``index``'s ``n_samples`` added;
         raises ``LimitExceededError`` beyond the sample limit."""
-        total = taken + series.n_samples
+        total = taken + n_samples
         limit = self._limits.sample_limit
         if limit and total > limit:
             raise LimitExceededError(
@@ -379,14 +351,15 @@ class ReadHandler:
         results, taken = [], 0
         for i, query in enumerate(queries):
             series = self._select(query)
-            taken = self._take(taken, series, i)
+            taken = self._take(taken, series.n_samples, i)
             results.append(series)
         return compress_response(encode_read_response(results))
 
-    def _chunks(self, query: ReadQuery, index: int, taken: int) -> tuple[SeriesChunks, int]:
-        series = self._select(query)
-        taken = self._take(taken, series, index)
-        return query_chunks(series), taken
+    def _chunks(self, query: ReadQuery, index: int, taken: int
+                ) -> tuple[ChunkSeriesSet, LabelTable, int]:
+        chunks = self._select_chunks(query)
+        taken = self._take(taken, chunk_sample_count(chunks), index)
+        return chunks, LabelTable.of(chunks.names, chunks.values, chunks.label_ids), taken
 
     async def _stream(self, request: web.Request, queries: Sequence[ReadQuery]
                       ) -> web.StreamResponse:
@@ -395,13 +368,14 @@ class ReadHandler:
         taken = 0
         for i, query in enumerate(queries):
             try:
-                chunks, taken = await loop.run_in_executor(None, self._chunks, query, i, taken)
+                chunks, labels, taken = await loop.run_in_executor(None, self._chunks, query,
+                                                                   i, taken)
                 if not response.prepared:
                     await response.prepare(request)
                 for lo, hi in itertools.pairwise(frame_batches(chunks)):
                     data = await loop.run_in_executor(
-                        None, encode_frames, chunks, i, self._limits.max_bytes_in_frame,
-                        int(lo), int(hi))
+                        None, encode_frames, chunks, labels, i,
+                        self._limits.max_bytes_in_frame, int(lo), int(hi))
                     await response.write(data.data)
             except Exception as exc:
                 if not response.prepared:
