@@ -158,6 +158,8 @@ async def test_format_query_and_exemplars() -> None:
         assert body == {"status": "success", "data": []}
         status, body = await _get(client, "/api/v1/query_exemplars", query="up[")
         assert (status, body["errorType"]) == (400, "bad_data")
+        resp = await client.get("/api/v1/query_exemplars", params={"query": "1 + 1"})
+        assert resp.status == 204
     finally:
         await client.close()
 

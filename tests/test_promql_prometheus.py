@@ -544,3 +544,47 @@ def test_range_query_parameter_errors(servers) -> None:
         want = _get(prom, "/api/v1/query_range", params)
         got = _get(ours, "/api/v1/query_range", params)
         _assert_same(str(params), want, got, False)
+
+
+@pytest.mark.parametrize("expr", [
+    "http_requests_total * on(instance) up", "up + on(job) up",
+    "http_requests_total + ignoring(code) http_requests_total",
+    "up * on(instance) group_left sum by (instance, job) (http_requests_total)",
+    '{__name__=~"collide_.*"} * 2', "rate({__name__=~\"collide_.*\"}[5m])",
+    "holt_winters(node_temperature[10m], 1.5, 0.5)", 'label_replace(up, "x", "z", "i", "(")',
+    'label_replace(up, "bad-name", "z", "instance", ".*")', "topk(1e30, up)",
+])
+def test_execution_errors_have_prometheus_messages(servers, expr: str) -> None:
+    prom, ours = servers
+    params = {"query": expr, "time": _seconds(INSTANT_TIMES[1])}
+    (ws, want), (gs, got) = _get(prom, "/api/v1/query", params), _get(ours, "/api/v1/query", params)
+    assert (gs, got) == (ws, want)
+
+
+def test_other_endpoints(servers) -> None:
+    prom, ours = servers
+    for path, params in (
+        ("/api/v1/format_query", {"query": "sum(rate(x[5m]))by(job) / on(job) group_left y"}),
+        ("/api/v1/query_exemplars", {"query": "up"}),
+        ("/api/v1/series", {"match[]": "up"}),
+        ("/api/v1/labels", {}),
+        ("/api/v1/label/job/values", {}),
+        ("/api/v1/label/__name__/values", {"match[]": '{job="api"}'}),
+    ):
+        assert _get(ours, path, params) == _get(prom, path, params), path
+    resp = http_request(ours, "GET", "/api/v1/query_exemplars?query=1")
+    assert resp.status == http_request(prom, "GET", "/api/v1/query_exemplars?query=1").status
+    _, want = _get(prom, "/api/v1/status/tsdb", {})
+    _, got = _get(ours, "/api/v1/status/tsdb", {})
+    assert got["data"]["headStats"]["numSeries"] == want["data"]["headStats"]["numSeries"]
+    for key in ("seriesCountByMetricName", "labelValueCountByLabelName"):
+        # Equal counts at the cut of the top ten may be ranked in any order.
+        w, g = want["data"][key], got["data"][key]
+        assert [e["value"] for e in g] == [e["value"] for e in w], key
+        cut = w[-1]["value"]
+        assert {(e["name"], e["value"]) for e in g if e["value"] > cut} == \
+            {(e["name"], e["value"]) for e in w if e["value"] > cut}, key
+    _, want = _get(prom, "/api/v1/status/buildinfo", {})
+    _, got = _get(ours, "/api/v1/status/buildinfo", {})
+    assert set(got["data"]) == set(want["data"])
+    assert got["data"]["version"].split("+")[0] == want["data"]["version"].split("+")[0]

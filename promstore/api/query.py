@@ -244,7 +244,9 @@ class _QueryApi:
             node = parse(params.get("query", ""))
         except ParseError as exc:
             raise ApiError(ErrorType.BAD_DATA, str(exc)) from None
-        return success_response([] if _has_selector(node) else None)
+        if not _has_selector(node):
+            return web.Response(status=204)  # Prometheus answers "no content" here
+        return success_response([])
 
     # -- status ----------------------------------------------------------------------------
 
@@ -317,6 +319,13 @@ def _duration_text(ms: int) -> str:
     return "".join(out)
 
 
+def _chunk_count(head: Any) -> int:
+    """Sealed chunks plus one open chunk per series, when the head tells its sealed
+    chunks; 0 otherwise."""
+    sealed = getattr(getattr(head, "chunks", None), "n_sealed", None)
+    return 0 if sealed is None else int(sealed) + int(head.n_series)
+
+
 def _top(counts: dict[str, int]) -> list[dict[str, Any]]:
     ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:_TOP]
     return [{"name": name, "value": value} for name, value in ranked]
@@ -347,7 +356,7 @@ def _tsdb_status(head: Any) -> bytes:
         "headStats": {
             "numSeries": n_series,
             "numLabelPairs": n_pairs,
-            "chunkCount": int(getattr(head, "n_chunks", 0)),
+            "chunkCount": _chunk_count(head),
             "minTime": min_time,
             "maxTime": max_time,
         },

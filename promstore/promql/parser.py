@@ -236,13 +236,29 @@ def _check_size(text: str) -> None:
                          "levels of brackets and operators)")
 
 
+_QUOTED = re.compile(r"'([^']*)'")
+_TYPE_WORDS = re.compile(r"\b(expected type |got )(matrix|vector)\b")
+_DOCUMENTED_TYPES = {"matrix": "range vector", "vector": "instant vector"}
+
+
+def _prometheus_wording(message: str) -> str:
+    """The library's message in Prometheus's words where they differ only in wording:
+    names in double quotes, "range vector" and "instant vector" for the types."""
+    message = _QUOTED.sub(r'"\1"', message)
+    message = _TYPE_WORDS.sub(lambda m: m[1] + _DOCUMENTED_TYPES[m[2]], message)
+    if "in aggregation expression" in message and \
+            message.startswith(("expected type scalar", "expected type string")):
+        message = message.replace("aggregation expression", "aggregation parameter")
+    return message
+
+
 def parse(text: str) -> Node:
     """The AST of ``text``; raises ``ParseError`` with Prometheus-like messages."""
     _check_size(text)
     try:
         expr = lib.parse(text)
     except ValueError as exc:
-        raise ParseError(f"parse error: {exc}") from None
+        raise ParseError(f"parse error: {_prometheus_wording(str(exc))}") from None
     return _convert(expr)
 
 
