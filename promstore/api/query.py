@@ -71,6 +71,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PROMETHEUS_VERSION = "2.42.0"  # the API level answered, which clients use to pick features
 _TOP = 10  # entries per list of the TSDB status page, as Prometheus shows
 _MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
+_WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still there
 
 
 @dataclass(frozen=True)
@@ -174,12 +175,22 @@ class _QueryApi:
             raise ApiError(ErrorType.UNAVAILABLE, "storage not ready")
         return store
 
-    async def _run(self, work: Callable[[threading.Event], str]) -> web.Response:
-        """Run ``work`` on the query pool; tell it to stop if the client goes away."""
+    async def _run(self, request: web.Request,
+                   work: Callable[[threading.Event], str]) -> web.Response:
+        """Run ``work`` on the query pool; tell it to stop if the client goes away
+        (aiohttp does not cancel handlers on a disconnect, so the connection is watched)
+        or the server shuts down."""
         cancel = threading.Event()
-        loop = asyncio.get_running_loop()
+        future = asyncio.get_running_loop().run_in_executor(self._pool, work, cancel)
         try:
-            data = await loop.run_in_executor(self._pool, work, cancel)
+            while True:
+                done, _ = await asyncio.wait({future}, timeout=_WATCH_INTERVAL)
+                if done:
+                    break
+                transport = request.transport
+                if transport is None or transport.is_closing():
+                    cancel.set()
+            data = future.result()
         except asyncio.CancelledError:
             cancel.set()
             raise
@@ -197,7 +208,7 @@ class _QueryApi:
         def work(cancel: threading.Event) -> str:
             return encode_data(engine.instant_query(node, t, timeout, cancel))
 
-        return await self._run(work)
+        return await self._run(request, work)
 
     async def query_range(self, request: web.Request) -> web.StreamResponse:
         params = await request_params(request)
@@ -227,7 +238,7 @@ class _QueryApi:
         def work(cancel: threading.Event) -> str:
             return encode_data(engine.range_query(node, start, end, step, timeout, cancel))
 
-        return await self._run(work)
+        return await self._run(request, work)
 
     async def format_query(self, request: web.Request) -> web.StreamResponse:
         params = await request_params(request)

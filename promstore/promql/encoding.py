@@ -15,6 +15,7 @@ import numpy as np
 
 from .engine import QueryResult
 from .formatting import format_timestamps, format_values, go_float
+from .labels import Labels, StringPool
 from .values import Matrix, Scalar, String, Vector
 
 __all__ = ["encode_data"]
@@ -27,6 +28,24 @@ def _json(obj: object) -> str:
 _JOIN = '"],'  # closes a point and separates it from the next
 
 
+def _metrics_json(labels: Labels, pool: StringPool) -> list[str]:
+    """The JSON object of every series' labels, built a column at a time: each label
+    becomes a ``,"name":"value"`` piece (or nothing where absent), pieces are added up
+    element-wise, and the leading comma is cut."""
+    n = labels.n
+    if n == 0:
+        return []
+    acc = np.full(n, "", dtype=object)
+    for j, name in enumerate(labels.names):
+        column = labels.ids[:, j]
+        distinct, inverse = np.unique(column, return_inverse=True)
+        key = "," + _json(name) + ":"
+        table = np.array([key + _json(pool.strings[v]) if v else "" for v in distinct.tolist()],
+                         dtype=object)  # per distinct value
+        acc = acc + table[inverse.reshape(-1)]
+    return ["{" + text[1:] + "}" for text in acc.tolist()]
+
+
 def encode_data(result: QueryResult) -> str:
     """The ``data`` member of a successful query answer."""
     value, grid = result.value, result.grid
@@ -36,7 +55,7 @@ def encode_data(result: QueryResult) -> str:
         t = _json(float(grid.times[0]) / 1000).removesuffix(".0")
         text = _json(go_float(value.values[0]) if isinstance(value, Scalar) else value.value)
         return f'{{"resultType":"{result.kind}","result":[{t},{text}]}}'
-    metrics = [_json(d) for d in value.labels.to_dicts(result.pool)]
+    metrics = _metrics_json(value.labels, result.pool)
     if isinstance(value, Vector) and result.kind == "vector":
         t = format_timestamps(grid.times[:1])[0]
         texts = format_values(value.values[:, 0])
