@@ -47,6 +47,7 @@ from .head_chunks import ChunkBatch
 from .interface import AppendResult
 from .matchers import Matcher
 from .querier import Querier
+from .rwlock import RWLock
 from .samples import SampleSet
 from .series_set import SeriesSet
 from .wal import fsync_dir
@@ -85,6 +86,7 @@ class DB:
         self._blocks = blocks
         self._blocks_lock = threading.Lock()
         self._compact_lock = threading.Lock()
+        self._read_lock = RWLock()  # see Querier: publish-and-truncate is exclusive
         self.open_report = problems
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -154,7 +156,7 @@ class DB:
 
     def querier(self, mint: int = _MIN_TIME, maxt: int = _MAX_TIME) -> Querier:
         """A reader over the head and the blocks overlapping ``[mint, maxt]``."""
-        return Querier(self.head, self.blocks, mint, maxt)
+        return Querier(self.head, lambda: self.blocks, self._read_lock, mint, maxt)
 
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         return self.querier(mint, maxt).select(matchers, mint, maxt)
@@ -194,10 +196,11 @@ class DB:
             parts = _range_parts(head, mint, maxt)
         meta = write_block(self.directory, mint=mint, maxt=maxt, **parts)
         block = Block.open(meta.path)
-        with self._blocks_lock:
-            self._blocks.append(block)
-            self._blocks.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
-        head.truncate(maxt)
+        with self._read_lock.exclusive():
+            with self._blocks_lock:
+                self._blocks.append(block)
+                self._blocks.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+            head.truncate(maxt)
         self._checkpoint()
         log.info("wrote block %s [%d, %d): %d series, %d samples", meta.ulid, meta.min_time,
                  meta.max_time, meta.num_series, meta.num_samples)

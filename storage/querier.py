@@ -13,14 +13,17 @@ oldest block first and the head last.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+import functools
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .chunk_merge import rebuild_chunks, take_chunks
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
+from .rwlock import RWLock
 from .samples import SampleSet
 from .series import SeriesRegistry
 from .series_set import ChunkSeriesSet, SeriesSet, from_registry, label_table
@@ -35,15 +38,44 @@ __all__ = ["Querier"]
 _NO_IDS = np.empty(0, np.int64)
 
 
-class Querier:
-    """A read view over ``blocks`` (sorted by time) and ``head`` for ``[mint, maxt]``."""
+_Method = TypeVar("_Method", bound=Callable[..., Any])
 
-    def __init__(self, head: Head, blocks: Sequence[Block], mint: int, maxt: int) -> None:
+
+def _read(method: _Method) -> _Method:
+    """Run ``method`` inside ``Querier._reading``."""
+
+    @functools.wraps(method)
+    def wrapped(self: Querier, *args: Any, **kwargs: Any) -> Any:
+        with self._reading():
+            return method(self, *args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
+
+
+class Querier:
+    """A read view over the blocks and the head for ``[mint, maxt]``.
+
+    Every read holds ``lock`` shared and takes the current blocks (from ``blocks``)
+    inside it, so it sees a range either in the head or in its new block, never in
+    neither (the persister publishes a block and truncates the head under the lock held
+    exclusively).
+    """
+
+    def __init__(self, head: Head, blocks: Callable[[], Sequence[Block]], lock: RWLock,
+                 mint: int, maxt: int) -> None:
         self._head = head
-        self._blocks = [b for b in blocks
-                        if b.meta.min_time <= maxt and b.meta.max_time > mint]
+        self._all_blocks = blocks
+        self._lock = lock
         self.mint, self.maxt = mint, maxt
         self._registry = SeriesRegistry()
+        self._blocks: list[Block] = []
+
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        with self._lock.shared():
+            self._blocks = [b for b in self._all_blocks()
+                            if b.meta.min_time <= self.maxt and b.meta.max_time > self.mint]
+            yield
 
     # -- ids ----------------------------------------------------------------------------
 
@@ -64,6 +96,7 @@ class Querier:
 
     # -- IndexReader ----------------------------------------------------------------------
 
+    @_read
     def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
         parts = [self._head_parts(matchers, mint, maxt)[1]]
         for block in self._blocks:
@@ -76,6 +109,7 @@ class Querier:
         view = self._registry.snapshot()
         return [view.labels(int(r)) for r in refs]
 
+    @_read
     def label_names(self, refs: np.ndarray | None = None) -> list[str]:
         if refs is not None:
             view = self._registry.snapshot()
@@ -86,6 +120,7 @@ class Querier:
             names.update(block.label_names())
         return sorted(names)
 
+    @_read
     def label_values(self, name: str, refs: np.ndarray | None = None) -> list[str]:
         if refs is not None:
             view = self._registry.snapshot()
@@ -100,6 +135,7 @@ class Querier:
 
     # -- Selectable -----------------------------------------------------------------------
 
+    @_read
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``, merged
         over blocks and head."""
@@ -139,6 +175,7 @@ class Querier:
         starts = np.searchsorted(owner, np.append(present, np.iinfo(np.int64).max))
         return from_registry(self._registry.snapshot(), present, starts, ts, vs)
 
+    @_read
     def select_chunks(self, matchers: Sequence[Matcher], mint: int, maxt: int
                       ) -> ChunkSeriesSet:
         """Series matching ``matchers`` with their chunks overlapping ``[mint, maxt]``,

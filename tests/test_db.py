@@ -205,3 +205,32 @@ def test_select_chunks_pass_stored_chunks_and_merge_overlaps(tmp_path):
         assert [t for t, _ in got] == sorted(t for t, _ in got)
     finally:
         db.close()
+
+
+def test_reads_during_persisting_see_every_sample(tmp_path):
+    """A range is in the head or in its new block for every read, never in neither."""
+    import threading
+
+    db = DB.open(tmp_path, _options())
+    try:
+        _write(db, 20, range(0, 12 * 240, 4))  # twelve hours, a minute apart
+        total = 20 * 12 * 60
+        assert db.select(ALL, LO, HI).n_samples == total
+        counts: list[int] = []
+        done = threading.Event()
+
+        def read() -> None:
+            while not done.is_set() and len(counts) < 2000:
+                counts.append(db.select(ALL, LO, HI).n_samples)
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        try:
+            made = db.compact_head()
+        finally:
+            done.set()
+            reader.join(60)
+        assert len(made) >= 4 and counts
+        assert set(counts) == {total}
+    finally:
+        db.close()
