@@ -103,6 +103,11 @@ async def test_range_query_and_form_post() -> None:
         assert body["data"] == {"resultType": "matrix", "result": [
             {"metric": {"job": "api"}, "values": [[0, "2"], [30, "2"], [60, "2"]]},
             {"metric": {"job": "db"}, "values": [[0, "0"], [30, "0"], [60, "0"]]}]}
+        resp = await client.get("/api/v1/query_range", params={
+            "query": "up", "start": "0", "end": "590", "step": "1"},
+            headers={"Accept-Encoding": "gzip"})
+        assert resp.headers["Content-Encoding"] == "gzip"
+        assert len((await resp.json())["data"]["result"]) == 3
         _, body = await _get(client, "/api/v1/query_range", query="time()", start="0",
                              end="1", step="0.5")
         assert body["data"]["result"] == [

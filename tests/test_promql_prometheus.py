@@ -470,6 +470,10 @@ EXPRESSIONS = (
         "day_of_year()", "days_in_month()", "hour(node_temperature * 1e6)",
         "day_of_week(vector(1e9))", "days_in_month(vector(1.7e9))", "year(special_values)",
         "histogram_count(up)", "histogram_sum(up)",
+        "quantile(NaN, up)", "quantile_over_time(NaN, up[5m])", "round(up, 0)",
+        "clamp(up, NaN, 1)", "holt_winters(node_temperature[5m], NaN, 0.5)",
+        'count_values("v", node_temperature / 3)', "up == bool NaN", "topk(NaN, up)",
+        'label_replace(up, "x", "$0-$00-$1", "instance", "i(.)")',
         # subqueries
         "max_over_time(node_temperature[10m:1m])", "avg_over_time(node_temperature[10m:])",
         "rate(http_requests_total[5m:30s])",

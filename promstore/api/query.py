@@ -72,6 +72,7 @@ PROMETHEUS_VERSION = "2.42.0"  # the API level answered, which clients use to pi
 _TOP = 10  # entries per list of the TSDB status page, as Prometheus shows
 _MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
 _WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still there
+_COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/deflate)
 
 
 @dataclass(frozen=True)
@@ -194,7 +195,10 @@ class _QueryApi:
         except asyncio.CancelledError:
             cancel.set()
             raise
-        return json_response(f'{{"status":"success","data":{data}}}'.encode())
+        response = json_response(f'{{"status":"success","data":{data}}}'.encode())
+        if len(data) > _COMPRESS_FROM:
+            response.enable_compression()  # as Prometheus, when the client accepts it
+        return response
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -134,7 +134,7 @@ def sorted_nan_first(buf, m):  # pragma: no cover - compiled
 @njit(cache=True, nogil=True, error_model="numpy")
 def quantile_of_sorted(q, buf, m):  # pragma: no cover - compiled
     """Prometheus's ``quantile`` over ``buf[:m]``, already in ``sorted_nan_first`` order."""
-    if m == 0:
+    if m == 0 or math.isnan(q):
         return math.nan
     if q < 0:
         return -math.inf

@@ -47,8 +47,8 @@ def _fold(code: int, source: RangeSource, grid: Grid, p1: np.ndarray,
 def _check_holt_winters(source: RangeSource, grid: Grid, sf: np.ndarray,
                         tf: np.ndarray) -> None:
     """Prometheus refuses bad factors at steps where some series has samples."""
-    bad_sf = ~((sf > 0) & (sf < 1))
-    bad_tf = ~((tf > 0) & (tf < 1))
+    bad_sf = (sf <= 0) | (sf >= 1)  # NaN passes, as in Prometheus
+    bad_tf = (tf <= 0) | (tf >= 1)
     if not (bad_sf | bad_tf).any():
         return
     _, present = _fold(COUNT, source, grid, sf, tf)
