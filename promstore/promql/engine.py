@@ -297,7 +297,7 @@ class Engine:
         return QueryResult(value.take(order), grid, ev.pool, "matrix")
 
 
-_FIRST_SLICE = 128  # steps evaluated before the size of a step is known
+_FIRST_SLICE = 16  # steps evaluated before the size of a step is known
 
 
 def _join_slices(parts: list[Vector], grid: Grid) -> Vector:
