@@ -56,7 +56,7 @@ from .parser import (
     parse,
 )
 from .selectors import range_source, select_instant, window_matrix
-from .values import Grid, Scalar, String, Value, Vector, merge_same_labels
+from .values import Grid, Scalar, String, Value, Vector, align_up, merge_same_labels
 
 __all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "check_range_type"]
 
@@ -142,8 +142,11 @@ class Evaluator:
         time) minus the offset."""
         if at is None:
             return grid.times - offset
-        pinned = self.start if at == "start" else self.end if at == "end" else at
-        return np.full(grid.n, pinned - offset, dtype=np.int64)
+        return np.full(grid.n, self.pinned(at) - offset, dtype=np.int64)
+
+    def pinned(self, at: int | str) -> int:
+        """The time of an ``@`` modifier: its timestamp, or the query's start or end."""
+        return self.start if at == "start" else self.end if at == "end" else int(at)
 
     @property
     def origin(self) -> int:
@@ -152,11 +155,9 @@ class Evaluator:
     @contextlib.contextmanager
     def inside(self, node: Subquery, step: int) -> Iterator[None]:
         """Evaluate within subquery ``node`` (for ``load_range`` and ``origin``)."""
-        ref = int(self.ref_times(Grid.instant(self.origin), node.offset, node.at)[0])
-        first = ref - node.range
-        origin = (abs(first) // step) * step * (1 if first >= 0 else -1)  # Go truncates
+        ref = (self.origin if node.at is None else self.pinned(node.at)) - node.offset
         self._subqueries.append(node)
-        self._origins.append(origin + step if origin < first else origin)
+        self._origins.append(align_up(ref - node.range, step))
         try:
             yield
         finally:
@@ -176,14 +177,13 @@ class Evaluator:
         offset = span = 0
         for sq in self._subqueries:
             if sq.at is not None:
-                pinned = int(self.ref_times(Grid.instant(0), 0, sq.at)[0])
-                start = end = pinned
+                start = end = self.pinned(sq.at)
                 offset, span = sq.offset, sq.range
             else:
                 offset += sq.offset
                 span += sq.range
         if node.at is not None:
-            start = end = int(self.ref_times(Grid.instant(0), 0, node.at)[0])
+            start = end = self.pinned(node.at)
         else:
             start, end = start - offset - span, end - offset
         start -= range_ms or self.options.lookback_delta_ms

@@ -22,7 +22,7 @@ from storage.series_set import SeriesSet
 from ._select_kernels import STALE_NAN_BITS, instant_select
 from .labels import Labels
 from .parser import MatrixSelector, Subquery, VectorSelector
-from .values import Grid, Matrix, Vector
+from .values import Grid, Matrix, Vector, align_up
 
 if TYPE_CHECKING:
     from .engine import Evaluator
@@ -45,7 +45,7 @@ class RangeSource:
 
 def _labels(ev: Evaluator, ss: SeriesSet) -> Labels:
     vid = ev.pool.intern_many(ss.values)
-    if ss.label_ids.size == 0:
+    if ss.label_ids.size == 0 or len(vid) == 0:
         return Labels(tuple(ss.names), np.zeros(ss.label_ids.shape, dtype=np.int32))
     ids = np.where(ss.label_ids >= 0, vid[np.maximum(ss.label_ids, 0)], 0).astype(np.int32)
     return Labels(tuple(ss.names), ids)
@@ -141,9 +141,7 @@ def _subquery(ev: Evaluator, node: Subquery, grid: Grid,
     if drift is not None:
         refs = refs + drift
     lo, hi = int(refs[0]) - node.range, int(refs[-1])
-    start = (abs(lo) // step) * step * (1 if lo >= 0 else -1)  # Go's truncating division
-    if start < lo:
-        start += step
+    start = align_up(lo, step)
     if hi < start:
         empty = Matrix(Labels.empty(0), np.zeros(1, dtype=np.int64),
                        np.zeros(0, dtype=np.int64), np.zeros(0))
@@ -166,5 +164,4 @@ def window_matrix(source: RangeSource) -> Matrix:
     keep = np.flatnonzero(counts > 0)
     starts = np.zeros(len(keep) + 1, dtype=np.int64)
     np.cumsum(counts[keep], out=starts[1:])
-    return Matrix(m.labels.take(keep), starts, m.times[inside], m.values[inside],
-                  source.range)
+    return Matrix(m.labels.take(keep), starts, m.times[inside], m.values[inside])

@@ -15,7 +15,7 @@ An instant query is a grid of one step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -23,7 +23,7 @@ import numpy as np
 from .errors import EvaluationError
 from .labels import Labels, group_rows
 
-__all__ = ["Grid", "Matrix", "Scalar", "String", "Value", "Vector", "merge_same_labels"]
+__all__ = ["Grid", "Matrix", "Scalar", "String", "Value", "Vector", "align_up", "merge_same_labels"]
 
 _SAME_LABELSET = "vector cannot contain metrics with the same labelset"
 
@@ -44,10 +44,6 @@ class Grid:
     @staticmethod
     def instant(t: int) -> Grid:
         return Grid(t, 1, 1)
-
-    @property
-    def end(self) -> int:
-        return self.start + self.step * (self.n - 1)
 
     @cached_property
     def times(self) -> np.ndarray:
@@ -83,9 +79,6 @@ class Vector:
     def take(self, rows: np.ndarray) -> Vector:
         return Vector(self.labels.take(rows), self.values[rows], self.present[rows])
 
-    def with_labels(self, labels: Labels) -> Vector:
-        return Vector(labels, self.values, self.present)
-
     def prune(self) -> Vector:
         """The vector without series that have no value at any step."""
         alive = self.present.any(axis=1)
@@ -106,7 +99,6 @@ class Matrix:
     starts: np.ndarray  # int64 [series + 1]
     times: np.ndarray  # int64
     values: np.ndarray  # float64
-    range: int = field(default=0)  # ms, for output of a bare range selector
 
     @property
     def n(self) -> int:
@@ -127,6 +119,13 @@ class Matrix:
 
 
 Value = Scalar | String | Vector | Matrix
+
+
+def align_up(t: int, step: int) -> int:
+    """The first multiple of ``step`` at or after ``t``, computed as Prometheus does for
+    a subquery's first step (Go's division truncates towards zero)."""
+    aligned = (abs(t) // step) * step * (1 if t >= 0 else -1)
+    return aligned + step if aligned < t else aligned
 
 
 def merge_same_labels(vec: Vector, whole_range: bool = False) -> Vector:
