@@ -227,3 +227,12 @@ def test_slices_of_a_range_query_add_up_to_the_whole(query: str) -> None:
     assert np.array_equal(whole.value.present, sliced.value.present)
     assert np.array_equal(whole.value.values[whole.value.present],
                           sliced.value.values[sliced.value.present])
+
+
+def test_label_replace_does_not_backtrack_on_values_that_fail() -> None:
+    store = MemoryStore()
+    store.add({"__name__": "m", "v": "a" * 60 + "c"}, [0], [1.0])
+    store.add({"__name__": "m", "v": "aab"}, [0], [1.0])
+    result = Engine(store).instant_query('label_replace(m, "x", "$1", "v", "(a+)+b")', 0)
+    assert sorted(d.get("x", "") for d in result.value.labels.to_dicts(result.pool)) == \
+        ["", "aa"]

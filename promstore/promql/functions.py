@@ -277,12 +277,15 @@ def _go_expand(template: str, match: re.Match[str], names: dict[str, int]) -> st
             out.append(match.group(group) or "")
 
 
-def _compile_go_regex(pattern: str, function: str) -> re.Pattern[str]:
+def _compile_go_regex(pattern: str) -> tuple[Matcher, re.Pattern[str]]:
+    """The pattern as a matcher (RE2's syntax, matching in linear time) and as a Python
+    regex for its capture groups, which only ever runs on values known to match: a
+    backtracking engine is fast on those, slow only on values that fail."""
     try:
-        Matcher(MatchType.RE, "x", pattern)  # RE2's syntax rules
-        return re.compile(f"(?:{pattern})", re.ASCII)
+        return Matcher(MatchType.RE, "x", pattern), re.compile(f"(?:{pattern})", re.ASCII)
     except (BadDataError, re.error):
-        raise EvaluationError(f"invalid regular expression in {function}(): {pattern}") from None
+        raise EvaluationError(f"invalid regular expression in label_replace(): {pattern}"
+                              ) from None
 
 
 def _relabel(vec: Vector, labels: Labels) -> Vector:
@@ -291,7 +294,7 @@ def _relabel(vec: Vector, labels: Labels) -> Vector:
 
 def _label_replace(ev: Evaluator, node: Call, grid: Grid) -> Value:
     dst, repl, src, pattern = (_string(node, k) for k in (1, 2, 3, 4))
-    regex = _compile_go_regex(pattern, "label_replace")
+    matcher, regex = _compile_go_regex(pattern)
     if not _LABEL_NAME.fullmatch(dst):
         raise EvaluationError(f"invalid destination label name in label_replace(): {dst}")
     vec = _vector(ev, node, grid)
@@ -305,7 +308,8 @@ def _label_replace(ev: Evaluator, node: Call, grid: Grid) -> Value:
     group_names = regex.groupindex
     replaced = np.empty(len(distinct), dtype=np.int32)
     for k, (src_id, dst_id) in enumerate(distinct.tolist()):  # per distinct value pair
-        m = regex.fullmatch(strings[src_id])
+        value = strings[src_id]
+        m = regex.fullmatch(value) if matcher.matches(value) else None
         replaced[k] = dst_id if m is None else ev.pool.intern(_go_expand(repl, m, group_names))
     labels = vec.labels.with_column(dst, replaced[inverse.reshape(-1)]).compact()
     return _relabel(vec, labels)
