@@ -16,7 +16,7 @@ import numpy as np
 
 from ._aggregate_kernels import CODES, aggregate, quantiles, select_k
 from .errors import EvaluationError
-from .formatting import go_float, go_float_v
+from .formatting import format_values, go_float_v
 from .labels import METRIC_NAME, Labels, group_rows
 from .parser import Aggregate, StringLiteral
 from .values import Grid, Vector
@@ -96,7 +96,7 @@ def _count_values(ev: Evaluator, node: Aggregate, label: str, vec: Vector,
     cells = vec.values[rows, steps]
     bits = np.where(np.isnan(cells), np.nan, cells).view(np.uint64)
     distinct, inverse = np.unique(bits, return_inverse=True)
-    texts = [go_float(v) for v in distinct.view(np.float64).tolist()]  # per distinct value
+    texts = format_values(distinct.view(np.float64), positional=True)
     value_ids = ev.pool.intern_many(texts)[inverse.reshape(-1)]
     if node.without:
         base = vec.labels.drop((*node.grouping, METRIC_NAME, label))

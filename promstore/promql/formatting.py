@@ -46,8 +46,9 @@ def go_float_v(v: float) -> str:
     return f"{'-' if sign else ''}{mantissa}e{'-' if exp10 < 0 else '+'}{abs(exp10):02d}"
 
 
-def format_values(values: np.ndarray) -> list[str]:
-    """Sample values as Prometheus's API writes them.
+def format_values(values: np.ndarray, positional: bool = False) -> list[str]:
+    """Sample values as Prometheus's API writes them, or with ``positional`` as
+    ``go_float`` writes them.
 
     Integral values (the common case for counters) print as integers and other values
     in the ranges where Python's ``repr`` is already positional print with ``repr``,
@@ -64,7 +65,8 @@ def format_values(values: np.ndarray) -> list[str]:
     other = ~(integral | plain)
     out[integral] = list(map(str, values[integral].astype(np.int64).tolist()))
     out[plain] = list(map(repr, values[plain].tolist()))
-    out[other] = [_json_value(v) for v in values[other].tolist()]
+    one = go_float if positional else _json_value
+    out[other] = [one(v) for v in values[other].tolist()]
     return out.tolist()
 
 
