@@ -10,6 +10,7 @@ generic JSON encoder would print both differently.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -64,7 +65,7 @@ def encode_data(result: QueryResult) -> str:
     if isinstance(value, Vector):
         rows, steps = np.nonzero(value.present)
         prefixes = [f'[{t},"' for t in format_timestamps(grid.times)]
-        opened = map(prefixes.__getitem__, steps.tolist())
+        opened: Iterable[str] = map(prefixes.__getitem__, steps.tolist())
         counts = value.present.sum(axis=1)
         texts = format_values(value.values[rows, steps])
     else:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -147,7 +147,7 @@ def _timestamp(ev: Evaluator, node: Call, grid: Grid) -> Value:
 
 def _absent(ev: Evaluator, node: Call, grid: Grid) -> Value:
     vec = _vector(ev, node, grid)
-    missing = ~vec.present.any(axis=0)
+    missing = np.logical_not(vec.present.any(axis=0))
     return Vector(absent_labels(ev, node.args[0]), np.ones((1, grid.n)),
                   missing[None, :]).prune()
 
@@ -246,7 +246,7 @@ def _date(field: str) -> Function:
 # -- labels ------------------------------------------------------------------------------
 
 
-def _go_expand(template: str, match: re.Match[str], names: dict[str, int]) -> str:
+def _go_expand(template: str, match: re.Match[str], names: Mapping[str, int]) -> str:
     """Go's ``Regexp.ExpandString``: ``$1``, ``${1}``, ``$name``, ``$$``; a reference
     takes the longest run of letters, digits and ``_`` (so ``$1x`` names group "1x")."""
     out: list[str] = []

@@ -308,9 +308,12 @@ def _at(node: lib.VectorSelector | lib.SubqueryExpr) -> At:
     m = _AT_DEBUG.search(repr(node))
     if m is None:
         try:
-            return (modifier.at - _EPOCH) // _MS
+            when = modifier.at
         except BaseException:  # a Rust panic is a BaseException
-            raise ParseError("parse error: cannot read the timestamp of an @ modifier") from None
+            when = None
+        if when is None:
+            raise ParseError("parse error: cannot read the timestamp of an @ modifier")
+        return (when - _EPOCH) // _MS
     return int(m[1]) * 1000 + int(m[2]) // 1_000_000
 
 
@@ -385,7 +388,7 @@ def _binary(e: lib.BinaryExpr) -> Binary:
     card = _CARDINALITIES[str(m.card)]
     if op in _SET_OPERATORS:
         card = Cardinality.MANY_TO_MANY
-    on, matching = False, ()
+    on, matching = False, tuple[str, ...]()
     if m.matching is not None:
         on = str(m.matching.type) == str(lib.LabelModifierType.Include)
         matching = tuple(sorted(set(m.matching.labels)))

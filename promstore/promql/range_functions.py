@@ -101,7 +101,7 @@ def eval_range_function(ev: Evaluator, node: Call, grid: Grid) -> Vector:
     source = range_source(ev, arg, grid, drifting=not step_invariant(node))
     if node.name == "absent_over_time":
         _, present = _fold(COUNT, source, grid, p1, p2)
-        missing = ~present.any(axis=0)
+        missing = np.logical_not(present.any(axis=0))
         return Vector(absent_labels(ev, arg), np.ones((1, grid.n)), missing[None, :]).prune()
     if node.name == "holt_winters":
         _check_holt_winters(source, grid, p1, p2)

@@ -126,8 +126,8 @@ def _series_values(items: Sequence[str]) -> list[float | None]:
         elif item == "_":
             out.append(None)
         elif "x" in item and not item.lower().startswith(("inf", "nan")):
-            value, times = item.split("x")
-            out.extend([_number(value)] * (int(times) + 1))
+            value, repeat = item.split("x")
+            out.extend([_number(value)] * (int(repeat) + 1))
         else:
             out.append(_number(item))
     return out
