@@ -26,7 +26,7 @@ from .matchers import Matcher
 from .rwlock import RWLock
 from .samples import SampleSet
 from .series import SeriesRegistry
-from .series_set import ChunkSeriesSet, SeriesSet, from_registry, label_table
+from .series_set import ChunkSeriesSet, SeriesSet, label_table
 from .xor import ENCODING_XOR, decode_xor_many
 
 if TYPE_CHECKING:
@@ -163,17 +163,53 @@ class Querier:
             values.append(got.values)
         if not owners:
             return SeriesSet.empty()
+        return self._merge(owners, times, values, mint, maxt)
+
+    def _merge(self, owners: list[np.ndarray], times: list[np.ndarray],
+               values: list[np.ndarray], mint: int, maxt: int) -> SeriesSet:
+        """One SeriesSet from per-part samples, each part grouped by series and sorted by
+        time within a series. Work is per run (a series in a part) where parts do not
+        overlap; only series whose runs overlap in time are sorted sample by sample."""
+        part_start = np.cumsum([0] + [len(o) for o in owners[:-1]])
         owner, ts, vs = np.concatenate(owners), np.concatenate(times), np.concatenate(values)
         keep = (ts >= mint) & (ts <= maxt)
+        new_start = np.cumsum(keep) - keep  # position of each sample after trimming
+        part_start = new_start[part_start[part_start < len(keep)]]
         owner, ts, vs = owner[keep], ts[keep], vs[keep]
-        order = np.lexsort((np.arange(len(ts)), ts, owner))  # stable: earlier parts first
-        owner, ts, vs = owner[order], ts[order], vs[order]
-        first = np.ones(len(ts), bool)
-        first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
-        owner, ts, vs = owner[first], ts[first], vs[first]
-        present = np.unique(owner)
-        starts = np.searchsorted(owner, np.append(present, np.iinfo(np.int64).max))
-        return from_registry(self._registry.snapshot(), present, starts, ts, vs)
+        n = len(ts)
+        if n == 0:
+            return SeriesSet.empty()
+        brk = np.zeros(n, bool)
+        brk[0] = True
+        brk[1:] = owner[1:] != owner[:-1]
+        brk[part_start[part_start < n]] = True
+        run_start = np.flatnonzero(brk)
+        run_end = np.append(run_start[1:], n)
+        present, run_series = np.unique(owner[run_start], return_inverse=True)
+        names, labels, ids, order = label_table(self._registry.snapshot(), present)
+        rank = np.empty(len(present), np.int64)
+        rank[order] = np.arange(len(present))
+        run_rank = rank[run_series]
+        first_t, last_t = ts[run_start], ts[run_end - 1]
+        run_order = np.lexsort((np.arange(len(run_start)), first_t, run_rank))
+        r_rank = run_rank[run_order]
+        lengths = (run_end - run_start)[run_order]
+        out_start = np.cumsum(lengths) - lengths
+        take = np.repeat(run_start[run_order] - out_start, lengths) + np.arange(n)
+        owner_rank, ts, vs = np.repeat(r_rank, lengths), ts[take], vs[take]
+        # Sorted by start, a series' runs overlap somewhere iff two neighbours do.
+        clash = (r_rank[1:] == r_rank[:-1]) & (first_t[run_order][1:] <= last_t[run_order][:-1])
+        if clash.any():
+            dirty = np.isin(owner_rank, r_rank[1:][clash])
+            at = np.flatnonzero(dirty)
+            local = np.lexsort((take[at], ts[at], owner_rank[at]))  # ties: earlier parts first
+            ts[at], vs[at] = ts[at][local], vs[at][local]
+            first = np.ones(n, bool)
+            first[1:] = (owner_rank[1:] != owner_rank[:-1]) | (ts[1:] != ts[:-1])
+            owner_rank, ts, vs = owner_rank[first], ts[first], vs[first]
+        starts = np.zeros(len(present) + 1, np.int64)
+        np.cumsum(np.bincount(owner_rank, minlength=len(present)), out=starts[1:])
+        return SeriesSet(names, labels, ids, starts, ts, vs)
 
     @_read
     def select_chunks(self, matchers: Sequence[Matcher], mint: int, maxt: int

@@ -189,3 +189,27 @@ def test_compact_command(tmp_path):
         assert _dump(db) == before
     finally:
         db.close()
+
+
+def test_reads_over_overlapping_blocks_keep_the_older_blocks_copy(tmp_path):
+    import shutil
+
+    a, b, merged = tmp_path / "a", tmp_path / "b", tmp_path / "merged"
+    for path, steps, base in ((a, range(0, 100), 0.0), (b, range(50, 120), 1000.0)):
+        db = _db(path)
+        _write(db, steps, value_base=base)
+        _write(db, range(300, 400), value_base=base)
+        db.compact_head()
+        db.close()
+    merged.mkdir()
+    for path in (a, b):
+        first = min(p for p in path.iterdir() if len(p.name) == 26)
+        shutil.copytree(first, merged / first.name)
+    db = _db(merged)
+    try:
+        got = db.select([Matcher(MatchType.EQ, "i", "0")], LO, HI)
+        ts, vs = got.series_samples(0)
+        assert np.array_equal(ts, T0 + np.arange(120) * 60_000)
+        assert vs[75] == 75.0 and vs[110] == 1110.0 and vs[10] == 10.0
+    finally:
+        db.close()
