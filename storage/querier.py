@@ -173,7 +173,7 @@ class Querier:
         part_start = np.cumsum([0] + [len(o) for o in owners[:-1]])
         owner, ts, vs = np.concatenate(owners), np.concatenate(times), np.concatenate(values)
         keep = (ts >= mint) & (ts <= maxt)
-        new_start = np.cumsum(keep) - keep  # position of each sample after trimming
+        new_start: np.ndarray = np.cumsum(keep) - keep  # position of each sample after trimming
         part_start = new_start[part_start[part_start < len(keep)]]
         owner, ts, vs = owner[keep], ts[keep], vs[keep]
         n = len(ts)
