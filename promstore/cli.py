@@ -46,6 +46,13 @@ def _parser() -> argparse.ArgumentParser:
                        help="remote-read requests served at once; more wait (10)")
     serve.add_argument("--remote-read-max-bytes-in-frame",
                        help="size a streamed remote-read frame aims at (1MiB)")
+    serve.add_argument("--query-lookback-delta",
+                       help="how far back an instant selector looks for a sample (5m)")
+    serve.add_argument("--query-timeout", help="longest a query may run (2m)")
+    serve.add_argument("--query-max-samples", type=int,
+                       help="samples one value of a query may hold in memory (50000000)")
+    serve.add_argument("--query-max-concurrency", type=int,
+                       help="queries evaluated at once; more wait for a slot (20)")
     serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     compact = sub.add_parser(

@@ -63,6 +63,13 @@ class Config:
     remote_read_sample_limit: int = 50_000_000  # per read request; 0 = no limit
     remote_read_concurrent_limit: int = 10
     remote_read_max_bytes_in_frame: int = 1 << 20
+    # PromQL, as Prometheus's --query.* flags: how far back an instant selector looks for
+    # a sample, how long a query may run, how many samples one value of a query may hold,
+    # and how many queries run at once (more wait for a slot).
+    query_lookback_delta: float = 300.0  # seconds
+    query_timeout: float = 120.0  # seconds
+    query_max_samples: int = 50_000_000
+    query_max_concurrency: int = 20
     log_level: str = "info"
 
     @property
@@ -112,7 +119,7 @@ def parse_size(text: str | int) -> int:
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if name in ("wal_fsync_interval", "out_of_order_window", "block_range",
-                    "retention_time"):
+                    "retention_time", "query_lookback_delta", "query_timeout"):
             return parse_duration(value)
         if name in ("wal_segment_size", "max_request_bytes", "max_decoded_bytes",
                     "remote_read_max_bytes_in_frame",
@@ -184,9 +191,14 @@ def _validate(config: Config) -> None:
                  "max_series_per_request", "max_labels_per_request",
                  "max_labels_per_series", "max_label_name_length", "max_label_value_length",
                  "workers", "max_series", "max_in_flight_writes",
-                 "remote_read_concurrent_limit", "remote_read_max_bytes_in_frame"):
+                 "remote_read_concurrent_limit", "remote_read_max_bytes_in_frame",
+                 "query_max_samples", "query_max_concurrency"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"{name} must be positive")
+    # The engine counts in milliseconds: less than one would be no window or no time.
+    for name in ("query_lookback_delta", "query_timeout"):
+        if getattr(config, name) < 0.001:
+            raise ConfigError(f"{name} must be at least 1ms")
     if config.remote_read_sample_limit < 0:
         raise ConfigError("remote_read_sample_limit must not be negative (0 = no limit)")
     if config.wal_fsync_interval <= 0:

@@ -105,7 +105,7 @@ def build_app(config: Config) -> web.Application:
     app.router.add_post("/api/v1/read", ReadHandler(lambda: app[STORE_KEY],
                                                     ReadLimits.from_config(config), metrics))
     metadata.add_routes(app, STORE_KEY)
-    query.add_routes(app, STORE_KEY)
+    query.add_routes(app, STORE_KEY, query.QueryApiOptions.from_config(config))
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_get("/metrics", _metrics)

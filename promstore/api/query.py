@@ -31,6 +31,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 import promstore
+from promstore.config import Config
 from promstore.promql import (
     Engine,
     EngineOptions,
@@ -77,12 +78,23 @@ _COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/defla
 
 @dataclass(frozen=True)
 class QueryApiOptions:
-    """Engine limits plus the pool that runs queries (``--query.max-concurrency``)."""
+    """Engine limits plus the pool that runs queries (``--query.max-concurrency``); the
+    data directory and retention are only shown on the status pages."""
 
     engine: EngineOptions = field(default_factory=EngineOptions)
-    max_concurrent_queries: int = 4
+    max_concurrent_queries: int = 20
     data_dir: str = ""
     retention: str = ""
+
+    @classmethod
+    def from_config(cls, config: Config) -> QueryApiOptions:
+        """The options a ``promstore.config.Config`` sets."""
+        engine = EngineOptions(lookback_delta_ms=round(config.query_lookback_delta * 1000),
+                               timeout_s=config.query_timeout,
+                               max_samples=config.query_max_samples)
+        return cls(engine=engine, max_concurrent_queries=config.query_max_concurrency,
+                   data_dir=config.data_dir,
+                   retention=_duration_text(round(config.retention_time * 1000)))
 
 
 def add_routes(app: web.Application, store_key: web.AppKey[Any],
