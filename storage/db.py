@@ -64,6 +64,7 @@ _MAX_TIME = np.iinfo(np.int64).max
 _SERIES_PER_RECORD = 50_000
 _SAMPLES_PER_RECORD = 1 << 20
 _CHUNKS_PER_RECORD = 50_000
+_SERIES_PER_SLICE = 1 << 16  # series copied per hold of the head's lock
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class DB:
             mint = head.min_time
             maxt = (mint // span + 1) * span
             head.min_valid_time = max(head.min_valid_time, maxt)
-            parts = _range_parts(head, mint, maxt)
+        parts = _range_parts(head, mint, maxt)
         meta = write_block(self.directory, mint=mint, maxt=maxt, **parts)
         block = Block.open(meta.path)
         with self._read_lock.exclusive():
@@ -212,32 +213,64 @@ class DB:
         with head.lock:
             if head.wal is None:
                 return
+            # Everything logged so far is in segments up to ``last``, and in the head.
             last = head.wal.cut_segment() - 1
             refs = np.arange(head.registry.n_series, dtype=np.int64)
             keys = head.registry.keys(refs)
-            chunks = head.chunks.gather(refs, _MIN_TIME, _MAX_TIME)
-            late = head.out_of_order.read(refs, _MIN_TIME, _MAX_TIME)
+        chunks, late = _gather(head, len(refs), _MIN_TIME, _MAX_TIME)
         checkpoint.write(wal_dir, last, _checkpoint_records(refs, keys, chunks, late))
         head.wal.truncate_before(last + 1)
         checkpoint.remove_leftovers(wal_dir)
 
 
+def _gather(head: Head, n_series: int, mint: int, maxt: int) -> tuple[ChunkBatch, SampleSet]:
+    """Copies of the chunks and out-of-order samples of head series ``0 … n_series-1`` in
+    ``[mint, maxt]``, taking the head's lock for one slice of series at a time so that
+    appends wait for a slice, not for the whole head. ``pos`` in the result is the ref.
+
+    Slices may be copied at different moments; that is safe for both callers: a range
+    being persisted takes no more samples (its end is the head's minimum valid time), and
+    a checkpoint needs only what was logged before it began."""
+    parts: list[tuple[ChunkBatch, SampleSet]] = []
+    for lo in range(0, n_series, _SERIES_PER_SLICE):
+        refs = np.arange(lo, min(lo + _SERIES_PER_SLICE, n_series), dtype=np.int64)
+        with head.lock:
+            batch = head.chunks.gather(refs, mint, maxt)
+            late = head.out_of_order.read(refs, mint, maxt)
+        parts.append((ChunkBatch(refs[batch.pos], batch.mint, batch.maxt, batch.blob,
+                                 batch.offsets), late))
+    if not parts:
+        empty = np.empty(0, np.int64)
+        return (ChunkBatch(empty, empty, empty, np.empty(0, np.uint8), np.zeros(1, np.int64)),
+                SampleSet(empty, empty, np.empty(0)))
+    blob_sizes = [len(b.blob) for b, _ in parts]
+    shift = np.cumsum([0] + blob_sizes[:-1])
+    offsets = np.concatenate([np.zeros(1, np.int64)]
+                             + [b.offsets[1:] + d for (b, _), d in zip(parts, shift)])
+    batch = ChunkBatch(np.concatenate([b.pos for b, _ in parts]),
+                       np.concatenate([b.mint for b, _ in parts]),
+                       np.concatenate([b.maxt for b, _ in parts]),
+                       np.concatenate([b.blob for b, _ in parts]), offsets)
+    late = SampleSet(*(np.concatenate([getattr(x, f) for _, x in parts])
+                       for f in ("refs", "timestamps", "values")))
+    return batch, late
+
+
 def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
     """The head's data in ``[mint, maxt)`` as ``write_block`` arguments. Chunks never
     cross a block-range boundary, so the range's chunks are taken whole; series with
-    out-of-order samples in the range get their chunks rebuilt with those merged in.
-    Caller holds the head's lock."""
-    refs = np.arange(head.registry.n_series, dtype=np.int64)
-    chunks = head.chunks.gather(refs, mint, maxt - 1)
-    late = head.out_of_order.read(refs, mint, maxt - 1)
-    series = refs[chunks.pos]
+    out-of-order samples in the range get their chunks rebuilt with those merged in."""
+    with head.lock:
+        n_series = head.registry.n_series
+    chunks, late = _gather(head, n_series, mint, maxt - 1)
+    series = chunks.pos
     blob, offsets = chunks.blob, chunks.offsets
     cmin, cmax = chunks.mint, chunks.maxt
     if len(late.refs):
         series, cmin, cmax, blob, offsets = rebuild_chunks(
             series, cmin, cmax, blob, offsets, np.isin(series, late.refs), late)
     present, chunk_series = np.unique(series, return_inverse=True)
-    keys_blob, keys_offsets = head.registry.keys(present)
+    keys_blob, keys_offsets = head.registry_keys(present)
     return {
         "keys_blob": keys_blob, "keys_offsets": keys_offsets,
         "chunk_series": chunk_series.astype(np.int64), "chunk_mint": cmin, "chunk_maxt": cmax,
@@ -257,7 +290,7 @@ def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],
         yield record.SERIES, record.encode_series(refs[lo:hi], blob, offsets[lo:hi + 1])
     for lo in range(0, chunks.n_chunks, _CHUNKS_PER_RECORD):
         hi = min(lo + _CHUNKS_PER_RECORD, chunks.n_chunks)
-        yield record.CHUNKS, record.encode_chunks(refs[chunks.pos[lo:hi]], chunks.blob,
+        yield record.CHUNKS, record.encode_chunks(chunks.pos[lo:hi], chunks.blob,
                                                   chunks.offsets[lo:hi + 1])
     for lo in range(0, len(late.refs), _SAMPLES_PER_RECORD):
         sl = slice(lo, lo + _SAMPLES_PER_RECORD)

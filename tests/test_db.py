@@ -234,3 +234,20 @@ def test_reads_during_persisting_see_every_sample(tmp_path):
         assert set(counts) == {total}
     finally:
         db.close()
+
+
+def test_persisting_copies_the_head_a_slice_of_series_at_a_time(tmp_path, monkeypatch):
+    import storage.db
+
+    monkeypatch.setattr(storage.db, "_SERIES_PER_SLICE", 2)
+    db = DB.open(tmp_path, _options(out_of_order_window_ms=10 * HOUR))
+    _write(db, 5, range(0, 960, 2))
+    _write(db, 5, range(1, 960, 2))  # late samples too
+    db.compact_head()
+    assert _dump(db) == _expected(5, range(0, 960))
+    db.close()
+    db = DB.open(tmp_path, _options())  # the checkpoint, written in slices, replays
+    try:
+        assert _dump(db) == _expected(5, range(0, 960))
+    finally:
+        db.close()
