@@ -30,7 +30,7 @@ MIN_SLOT = 64  # slot sizes are MIN_SLOT << class: 64 B … 8 KiB
 # Room an open chunk must have before one more sample: the worst first or second
 # sample (varint timestamp or delta, raw or windowed value, spare byte) fits in 24 bytes.
 SAMPLE_ROOM = 24
-PAGE_BITS = 26  # sealed chunks live in pages of 64 MiB
+PAGE_BITS = 26  # sealed chunks live in page files of 64 MiB
 PAGE_SIZE = 1 << PAGE_BITS
 
 # Slots of the ``alloc`` array: the bump pointer, then one free-list head per class.
@@ -102,7 +102,7 @@ def free_slots(arena, alloc, classes, offsets):  # type: ignore[no-untyped-def]
 def append(  # type: ignore[no-untyped-def]
     refs, ts, ts_bits, vs_bits, start, chunk_range,
     xstate, slot_off, slot_class, c_mint, next_at, last_sealed,
-    arena, alloc, page, page_index, page_fill,
+    arena, alloc, page, page_index, page_base, page_fill,
     tab_ref, tab_mint, tab_maxt, tab_loc, tab_len, tab_prev, tab_n,
 ):
     """Append in-order samples ``start:`` (series ``refs[j]``) to their open chunks.
@@ -110,7 +110,8 @@ def append(  # type: ignore[no-untyped-def]
     A chunk is sealed, as Prometheus cuts head chunks, when the sample would cross the
     ``chunk_range``-aligned boundary or the end predicted once the chunk is a quarter
     full, or when it already holds twice ``SAMPLES_PER_CHUNK``. Sealed chunks are copied
-    to ``page`` and listed in the ``tab_*`` columns, linked per series through
+    to ``page`` (a staging area for page ``page_index``, whose first ``page_base`` bytes
+    are already written) and listed in the ``tab_*`` columns, linked per series through
     ``tab_prev``. Returns ``(status, j)``.
     """
     for j in range(start, len(refs)):
@@ -144,7 +145,7 @@ def append(  # type: ignore[no-untyped-def]
                 tab_ref[k] = r
                 tab_mint[k] = c_mint[r]
                 tab_maxt[k] = np.int64(st[ST_T])
-                tab_loc[k] = (np.int64(page_index) << PAGE_BITS) | dst
+                tab_loc[k] = (np.int64(page_index) << PAGE_BITS) | (page_base + dst)
                 tab_len[k] = length
                 tab_prev[k] = last_sealed[r]
                 last_sealed[r] = k

@@ -108,7 +108,7 @@ class Head:
         self.registry = SeriesRegistry(max_series=options.max_series)
         self.postings = Postings()
         self.state = _SeriesState()
-        self.chunks = HeadChunks(options.block_range_ms)
+        self.chunks = HeadChunks(options.block_range_ms, self.directory / "chunks_head")
         self.out_of_order = SampleLog()
         self.n_samples = 0  # samples held (in chunks and out of order)
         self.min_time = _MAX_TIME  # oldest sample held
@@ -153,6 +153,7 @@ class Head:
                     self.wal.close()
             finally:
                 self.wal = None
+                self.chunks.close()
                 if self._lock_fd is not None:
                     os.close(self._lock_fd)
                     self._lock_fd = None

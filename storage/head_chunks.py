@@ -18,11 +18,13 @@ Not thread-safe: the head's lock guards every call.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from . import _head_chunk_kernels as k
 from ._xor_kernels import ST_BITPOS, ST_BYTE_TAIL, ST_NUM, ST_T, STATE_LEN
+from .head_pages import SealedPages
 from .xor import decode_xor_many
 
 __all__ = ["ChunkBatch", "HeadChunks"]
@@ -60,7 +62,7 @@ def _grow(arr: np.ndarray, need: int, fill: int) -> np.ndarray:
 class HeadChunks:
     """Open and sealed XOR chunks of every head series; see the module docstring."""
 
-    def __init__(self, chunk_range: int) -> None:
+    def __init__(self, chunk_range: int, directory: Path) -> None:
         self.chunk_range = chunk_range
         self.xstate = np.zeros((0, STATE_LEN), np.uint64)
         self.slot_off = np.empty(0, np.int64)
@@ -71,8 +73,7 @@ class HeadChunks:
         self.arena = np.empty(1 << 16, np.uint8)
         self.alloc = np.full(1 + k.N_CLASSES, -1, np.int64)
         self.alloc[k.A_BUMP] = 0
-        self.pages: list[np.ndarray] = []
-        self.page_fill = np.zeros(1, np.int64)
+        self.pages = SealedPages(directory)
         self.tab_n = np.zeros(1, np.int64)
         self.tab_ref = np.empty(1024, np.int32)
         self.tab_mint = np.empty(1024, np.int64)
@@ -100,8 +101,6 @@ class HeadChunks:
         """Append samples, each newer than its series' last one (checked by the caller)."""
         if len(refs) == 0:
             return
-        if not self.pages:
-            self._new_page()
         ts = np.ascontiguousarray(timestamps, np.int64)
         vs = np.ascontiguousarray(values, np.float64)
         refs = np.ascontiguousarray(refs, np.int64)
@@ -110,23 +109,20 @@ class HeadChunks:
             status, j = k.append(
                 refs, ts, ts.view(np.uint64), vs.view(np.uint64), j, self.chunk_range,
                 self.xstate, self.slot_off, self.slot_class, self.c_mint, self.next_at,
-                self.last_sealed, self.arena, self.alloc, self.pages[-1],
-                len(self.pages) - 1, self.page_fill, self.tab_ref, self.tab_mint,
+                self.last_sealed, self.arena, self.alloc, self.pages.room(),
+                self.pages.page, self.pages.base, self.pages.fill, self.tab_ref, self.tab_mint,
                 self.tab_maxt, self.tab_loc, self.tab_len, self.tab_prev, self.tab_n)
             if status == k.OK:
+                self.pages.flush()
                 return
             if status == k.NEED_ARENA:
                 self.arena = _grow(self.arena, 2 * len(self.arena), 0)
             elif status == k.NEED_PAGE:
-                self._new_page()
+                self.pages.flush()
             else:
                 cap = 2 * len(self.tab_ref)
                 for name in ("tab_ref", "tab_mint", "tab_maxt", "tab_loc", "tab_len", "tab_prev"):
                     setattr(self, name, _grow(getattr(self, name), cap, 0))
-
-    def _new_page(self) -> None:
-        self.pages.append(np.empty(k.PAGE_SIZE, np.uint8))
-        self.page_fill[0] = 0
 
     def gather(self, refs: np.ndarray, mint: int, maxt: int) -> ChunkBatch:
         """Copies of the chunks of ``refs`` (sorted unique) overlapping ``[mint, maxt]``."""
@@ -158,7 +154,8 @@ class HeadChunks:
             src[sealed] = loc & (k.PAGE_SIZE - 1)
             where = np.flatnonzero(sealed)
             for p in np.unique(page_of):
-                k.copy_chunks(self.pages[p], src, lengths, blob, offsets, where[page_of == p])
+                k.copy_chunks(self.pages.view(p), src, lengths, blob, offsets,
+                              where[page_of == p])
         return ChunkBatch(pos, cmin, cmax, blob, offsets)
 
     def _open_lengths(self, refs: np.ndarray) -> np.ndarray:
@@ -178,18 +175,17 @@ class HeadChunks:
             rows = np.flatnonzero(keep)
             old_to_new = np.full(n, -1, np.int64)
             old_to_new[rows] = np.arange(len(rows))
-            lengths = self.tab_len[rows].astype(np.int64)
             loc = self.tab_loc[rows]
             prev = k.relink(self.tab_ref[rows], self.tab_prev[rows], old_to_new,
                             self.last_sealed)
-            self._repack(rows, loc, lengths)
             for name, col in (("tab_ref", self.tab_ref[rows]), ("tab_mint", self.tab_mint[rows]),
                               ("tab_maxt", self.tab_maxt[rows]), ("tab_len", self.tab_len[rows]),
-                              ("tab_prev", prev)):
+                              ("tab_loc", loc), ("tab_prev", prev)):
                 arr = np.empty(max(1024, 2 * len(rows)), col.dtype)
                 arr[:len(rows)] = col
                 setattr(self, name, arr)
             self.tab_n[0] = len(rows)
+            self.pages.keep_only(np.unique(loc >> k.PAGE_BITS))
         stale = np.flatnonzero((self.slot_off >= 0) & (self.xstate[:, ST_NUM] > 0)
                                & (self.xstate[:, ST_T].view(np.int64) < before))
         dropped += self.xstate[stale, ST_NUM].astype(np.int64).sum()
@@ -206,35 +202,9 @@ class HeadChunks:
         off = loc & (k.PAGE_SIZE - 1)
         for p in np.unique(page_of):
             mine = page_of == p
-            page = self.pages[p]
+            page = self.pages.view(p)
             counts[mine] = (page[off[mine]].astype(np.int64) << 8) | page[off[mine] + 1]
         return counts
-
-    def _repack(self, rows: np.ndarray, loc: np.ndarray, lengths: np.ndarray) -> None:
-        """Copy the kept sealed chunks into fresh pages, in table order."""
-        old_pages = self.pages
-        self.pages = []
-        self._new_page()
-        new_loc = np.empty(len(rows), np.int64)
-        dst_off = np.empty(len(rows), np.int64)
-        start = 0
-        while start < len(rows):
-            fill = np.cumsum(lengths[start:])
-            end = start + int(np.searchsorted(fill, k.PAGE_SIZE, side="right"))
-            offs = np.concatenate(([0], fill[:end - start - 1]))
-            dst_off[start:end] = offs
-            new_loc[start:end] = ((len(self.pages) - 1) << k.PAGE_BITS) | offs
-            page_of = loc[start:end] >> k.PAGE_BITS
-            src = loc[start:end] & (k.PAGE_SIZE - 1)
-            for p in np.unique(page_of):
-                sel = np.flatnonzero(page_of == p)
-                k.copy_chunks(old_pages[p], src, lengths[start:end], self.pages[-1], offs, sel)
-            self.page_fill[0] = int(fill[end - start - 1]) if end > start else 0
-            start = end
-            if start < len(rows):
-                self._new_page()
-        self.tab_loc = np.empty(max(1024, 2 * len(rows)), np.int64)
-        self.tab_loc[:len(rows)] = new_loc
 
     def min_times(self, n_series: int) -> np.ndarray:
         """Oldest chunk start per series (int64 max where a series holds no chunk)."""
@@ -246,11 +216,15 @@ class HeadChunks:
         out[has_open] = np.minimum(out[has_open], self.c_mint[has_open])
         return out
 
+    def close(self) -> None:
+        """Close the page files (the directory stays until the next start)."""
+        self.pages.close()
+
     def memory_bytes(self) -> int:
-        """Bytes in use: open arena up to its high-water mark, sealed pages as filled,
-        the sealed table and per-series columns."""
+        """Bytes in use in memory: open arena up to its high-water mark, the staging
+        area, the sealed table and per-series columns (sealed chunks are in files)."""
         n = self.n_sealed
-        pages = k.PAGE_SIZE * max(len(self.pages) - 1, 0) + int(self.page_fill[0])
+        pages = len(self.pages.staging)
         table = n * (4 + 8 + 8 + 8 + 4 + 8)
         series = sum(a.nbytes for a in (self.xstate, self.slot_off, self.slot_class,
                                         self.c_mint, self.next_at, self.last_sealed))

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -68,7 +72,14 @@ series_samples = st.lists(
 @given(st.lists(series_samples, min_size=1, max_size=4), st.integers(-(10**13), 10**13),
        st.integers(1, 50), st.integers(0, 2**32 - 1))
 def test_round_trip_and_prometheus_cuts(series, start, batch_size, seed):
-    hc = HeadChunks(RANGE)
+    directory = Path(tempfile.mkdtemp(prefix="head-chunks-"))
+    try:
+        _round_trip(HeadChunks(RANGE, directory), series, start, batch_size, seed)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _round_trip(hc: HeadChunks, series, start: int, batch_size: int, seed: int) -> None:
     hc.reserve(len(series))
     expected = []
     for samples in series:
@@ -95,8 +106,8 @@ def test_round_trip_and_prometheus_cuts(series, start, batch_size, seed):
                               vs.view(np.uint64))
 
 
-def test_regular_scrapes_cut_four_chunks_per_two_hours():
-    hc = HeadChunks(RANGE)
+def test_regular_scrapes_cut_four_chunks_per_two_hours(tmp_path):
+    hc = HeadChunks(RANGE, tmp_path)
     hc.reserve(3)
     t0 = 1_700_000_000_000 // RANGE * RANGE
     for step in range(960):  # four hours at 15 s
@@ -106,8 +117,8 @@ def test_regular_scrapes_cut_four_chunks_per_two_hours():
     assert hc.n_sealed == 3 * 7
 
 
-def test_truncate_drops_old_chunks_and_keeps_appending():
-    hc = HeadChunks(RANGE)
+def test_truncate_drops_old_chunks_and_keeps_appending(tmp_path):
+    hc = HeadChunks(RANGE, tmp_path)
     n = 50
     hc.reserve(n)
     t0 = 1_700_000_000_000 // RANGE * RANGE
@@ -131,8 +142,8 @@ def test_truncate_drops_old_chunks_and_keeps_appending():
     assert [len(c[1]) for c in chunks[n - 1]] == [1]
 
 
-def test_gather_trims_to_overlapping_chunks():
-    hc = HeadChunks(RANGE)
+def test_gather_trims_to_overlapping_chunks(tmp_path):
+    hc = HeadChunks(RANGE, tmp_path)
     hc.reserve(1)
     t0 = 0
     for step in range(480):
