@@ -4,7 +4,9 @@ remote-write stub."""
 from __future__ import annotations
 
 import asyncio
+import json
 import math
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -199,3 +201,26 @@ async def test_synthetic_corpus_saves_stretches_and_sends(stub: StartStub, tmp_p
     assert (np.diff(values[:, counters], axis=0) >= 0).all()
     captured = set(capture.values.view(np.uint64).tolist())
     assert set(values[:, ~counters].view(np.uint64).ravel().tolist()) <= captured
+
+
+def test_query_benchmark_runs_against_promstore(tmp_path) -> None:
+    from benchmarks import query
+
+    old = signal.getsignal(signal.SIGTERM)  # main installs its own handler
+    try:
+        code = query.main(["--targets", "promstore", "--api-hosts", "2", "--gateway-hosts", "1",
+                           "--hours", "1", "--runs", "1", "--warmups", "0", "--stable", "0",
+                           "--idle", "0", "--out", str(tmp_path)])
+    finally:
+        signal.signal(signal.SIGTERM, old)
+    assert code == 0
+    report = json.loads(next(tmp_path.glob("query-quick-custom-*.json")).read_text())
+    assert report["data"]["series"] == 2 * 10 + 14
+    (row,) = report["targets"]
+    assert row["target"] == "promstore" and "data_problem" not in row
+    assert row["load"]["samples_accepted"] == 34 * 240 and row["load"]["non_2xx"] == 0
+    answers = row["queries"]
+    assert answers["raw 1 series 1h"]["points"] == 240  # every sample of the last hour
+    assert answers["count all series"]["value"] == "34"
+    assert answers["rate api 7d"]["series"] == 2  # one per instance
+    assert all(a["runs"] == 1 and a["median_ms"] > 0 for a in answers.values())

@@ -1,0 +1,626 @@
+"""Query benchmark: dashboard queries over the same week of data in promstore and its peers.
+
+Every selected target is started fresh and receives, through remote write, the same
+backfilled data at a 15 s interval: a fleet of 100 ``api`` hosts with ten request
+counters each (1,000 series), a few ``gateway`` hosts with a latency histogram, and in
+the big preset a ``web`` fleet of 100,000 request counters. The data is encoded a slice
+of rounds at a time and each slice is sent to every target in turn, so the plan never
+has to fit in memory. Once every target has settled (its blocks written and compacted,
+or flushed), each one is measured alone, the others being paused with SIGSTOP: every
+query is sent a few times to warm the target up, then timed ``runs`` times through the
+Prometheus HTTP API on a kept-alive connection, and the report gives median and p90
+latency per target and promstore's latency as a ratio to each peer's, plus resident
+memory idle and at its peak during each query.
+
+Run: ``python -m benchmarks.query --preset quick`` (see ``docs/benchmarks.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import http.client
+import json
+import os
+import shlex
+import signal
+import sys
+import time
+import urllib.parse
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks import loadgen
+from benchmarks._node import _histogram
+from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm, select_targets
+from benchmarks.peers import VICTORIAMETRICS, Server, machine_info, running
+from benchmarks.workloads import Kind, Profile, SeriesSpec, ValueStream, Workload
+
+__all__ = ["PRESETS", "Fleet", "Preset", "Query", "dashboard_queries", "main"]
+
+_HOUR_MS = 3_600_000
+_INTERVAL_S = 15.0
+_END_BEFORE_NOW_MS = 5 * 60_000  # VictoriaMetrics hides the newest 30 s from queries
+_SLICE_SAMPLES = 8_000_000  # samples encoded at once (about 130 MiB of requests)
+_HTTP_TIMEOUT_S = 600.0
+_ERRORS_KEPT = 5
+_BATCH_ROUNDS = 4  # scrapes one request may span
+
+
+# -- the data -----------------------------------------------------------------------------
+
+_HANDLERS = ("/", "/api/v1/items", "/api/v1/orders", "/login", "/static")
+_CODES = (("200", 1.0), ("500", 0.002))  # share of a handler's requests
+
+
+def _request_counters(job: str) -> Profile:
+    """Ten ``http_requests_total`` counters per host: five handlers, two status codes.
+
+    Each grows as the observation count of a group of its own (``Kind.BUCKET`` with the
+    whole share), which is what a request counter is; ``workloads`` builds a host's
+    state from its histogram groups, so every profile needs at least one.
+    """
+    specs = []
+    for i, (handler, (code, share)) in enumerate(
+            (h, c) for h in _HANDLERS for c in _CODES):
+        rate = 40.0 / (1 + _HANDLERS.index(handler)) * share
+        specs.append(SeriesSpec({"__name__": "http_requests_total", "job": job,
+                                 "handler": handler, "code": code},
+                                Kind.BUCKET, rate=rate, group=i))
+    return Profile(f"{job}-requests", 1.0, tuple(specs))
+
+
+def _latency_histogram(job: str) -> Profile:
+    """One classic histogram per host (12 buckets, ``_sum``, ``_count``)."""
+    specs = _histogram("http_request_duration_seconds", 0, 50.0, 0.08,
+                       job=job, handler="/api/v1/items")
+    return Profile(f"{job}-latency", 1.0, tuple(specs))
+
+
+class Fleet(Workload):
+    """A workload whose value streams carry on from one plan to the next, so that the
+    data can be encoded a slice of rounds at a time and counters keep counting."""
+
+    def __init__(self, job: str, profile: Profile, hosts: int, seed: int,
+                 first_host: int) -> None:
+        super().__init__(job, [profile], hosts=hosts, seed=seed, interval_s=_INTERVAL_S,
+                         first_host=first_host)
+        self.job = job
+        self._streams: dict[tuple[int, int], ValueStream] = {}
+
+    def stream(self, start: int, stop: int) -> ValueStream:
+        key = (start, stop)
+        if key not in self._streams:
+            self._streams[key] = super().stream(start, stop)
+        return self._streams[key]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A benchmark size: hosts per fleet, hours covered, timed runs per query."""
+
+    api_hosts: int  # ten request counters each: the 1,000-series fleet
+    web_hosts: int  # ten request counters each: the 100,000-series fleet (0: none)
+    gateway_hosts: int  # a latency histogram each (14 series)
+    hours: float  # of data at a 15 s interval, ending a few minutes before the run
+    runs: int
+    note: str
+
+
+PRESETS: dict[str, Preset] = {
+    # A week and an hour, so that the 7-day range and its first rate window are covered.
+    "quick": Preset(100, 0, 10, 7 * 24 + 1, 10, "1,140 series over 7 days and 1 hour"),
+    "big": Preset(100, 10_000, 100, 7 * 24 + 1, 5,
+                  "102,400 series (100,000 in one fleet) over 7 days and 1 hour"),
+}
+
+
+def build_fleets(preset: Preset, seed: int) -> list[Fleet]:
+    """The fleets of a preset; instance addresses do not overlap between fleets."""
+    fleets = [Fleet("api", _request_counters("api"), preset.api_hosts, seed, 0)]
+    if preset.gateway_hosts:
+        fleets.append(Fleet("gateway", _latency_histogram("gateway"), preset.gateway_hosts,
+                            seed + 1, 1 << 20))
+    if preset.web_hosts:
+        fleets.append(Fleet("web", _request_counters("web"), preset.web_hosts, seed + 2,
+                            2 << 20))
+    return fleets
+
+
+def _merged_plan(fleets: list[Fleet], rounds: int, end_ms: int, args: argparse.Namespace
+                 ) -> loadgen.LoadPlan:
+    """One plan sending ``rounds`` scrapes of every fleet ending at ``end_ms``: each
+    fleet's shards (their number in proportion to its series), sent side by side."""
+    total = sum(f.n_series for f in fleets)
+    plans = []
+    for fleet in fleets:
+        shards = max(1, round(args.concurrency * fleet.n_series / total))
+        # A request spans a few scrapes at most, as a sender's batch deadline sees to:
+        # otherwise a small fleet's shard runs far enough ahead in time for Prometheus
+        # to refuse the other shards' samples as out of bounds.
+        batch = min(args.batch, _BATCH_ROUNDS * max(1, fleet.n_series // shards))
+        plans.append(loadgen.build_plan(fleet, fleet.n_series * rounds, batch=batch,
+                                        concurrency=shards, end_ms=end_ms))
+    first = plans[0]
+    return loadgen.LoadPlan(
+        workload={"fleets": [p.workload for p in plans]},
+        samples=sum(p.samples for p in plans), rounds=rounds, batch=args.batch,
+        start_ms=first.start_ms, interval_ms=first.interval_ms,
+        shards=[s for p in plans for s in p.shards],
+        lead_rounds=max(p.lead_rounds for p in plans),
+        raw_bytes=sum(p.raw_bytes for p in plans),
+        encoded_bytes=sum(p.encoded_bytes for p in plans),
+        encode_s=sum(p.encode_s for p in plans))
+
+
+@dataclass
+class _Loaded:
+    """What one target acknowledged over all slices."""
+
+    samples_sent: int = 0
+    samples_accepted: int = 0
+    non_2xx: int = 0
+    seconds: float = 0.0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, result: loadgen.LoadResult) -> None:
+        self.samples_sent += result.samples_sent
+        self.samples_accepted += result.samples_accepted
+        self.non_2xx += result.non_2xx
+        self.seconds += result.elapsed_s
+        self.errors += result.errors[:_ERRORS_KEPT - len(self.errors)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"samples_sent": self.samples_sent, "samples_accepted": self.samples_accepted,
+                "non_2xx": self.non_2xx, "seconds": round(self.seconds, 1),
+                "samples_per_s": round(self.samples_accepted / self.seconds)
+                if self.seconds else None,
+                "errors": self.errors}
+
+
+def load(servers: list[Server], fleets: list[Fleet], rounds: int, start_ms: int,
+         args: argparse.Namespace) -> tuple[dict[str, _Loaded], float]:
+    """Send ``rounds`` scrapes from ``start_ms`` to every server, a slice at a time;
+    returns what each acknowledged and the seconds spent encoding."""
+    per_slice = max(1, _SLICE_SAMPLES // sum(f.n_series for f in fleets))
+    loaded = {s.target.name: _Loaded() for s in servers}
+    encode_s = 0.0
+    interval = fleets[0].interval_ms
+    for first in range(0, rounds, per_slice):
+        n = min(per_slice, rounds - first)
+        plan = _merged_plan(fleets, n, start_ms + (first + n) * interval, args)
+        encode_s += plan.encode_s
+        for server in servers:
+            loaded[server.target.name].add(
+                loadgen.run(plan, server.write_url, duration_s=args.ingest_bound))
+        done = first + n
+        print(f"\r   sent {done:,} of {rounds:,} scrapes", end="", flush=True)
+    print()
+    return loaded, encode_s
+
+
+# -- the queries ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query as a dashboard sends it: ``range_s`` 0 is an instant query at the end of
+    the data, otherwise a range query over the last ``range_s`` with ``step_s``."""
+
+    name: str
+    expr: str
+    range_s: int = 0
+    step_s: int = 0
+    series: int = 0  # series the selector reads
+
+    def params(self, end_ms: int) -> dict[str, str]:
+        """The request parameters, the range aligned to the step as Grafana aligns it."""
+        if not self.range_s:
+            return {"query": self.expr, "time": f"{end_ms / 1000:.3f}"}
+        end = end_ms // (self.step_s * 1000) * self.step_s
+        return {"query": self.expr, "start": str(end - self.range_s), "end": str(end),
+                "step": str(self.step_s)}
+
+    @property
+    def path(self) -> str:
+        return "/api/v1/query_range" if self.range_s else "/api/v1/query"
+
+
+# Ranges with the steps Grafana picks for them on a panel about a thousand points wide.
+_RANGES = (("1h", 3600, 15), ("24h", 86_400, 60), ("7d", 7 * 86_400, 600))
+_RATE = "sum by (instance) (rate(http_requests_total{{job=\"{job}\"}}[5m]))"
+_QUANTILE = ("histogram_quantile(0.9, sum by (le) "
+             "(rate(http_request_duration_seconds_bucket[5m])))")
+
+
+def dashboard_queries(fleets: list[Fleet]) -> list[Query]:
+    """The queries timed: per request fleet, the per-instance rate over each range; the
+    90th latency percentile over 1 h and 24 h; one series' raw samples of the last hour;
+    and a count of every series."""
+    queries = []
+    for fleet in fleets:
+        if fleet.job == "gateway":
+            buckets = fleet.n_series * 12 // 14
+            queries += [Query(f"quantile {label}", _QUANTILE, r, s, buckets)
+                        for label, r, s in _RANGES[:2]]
+        else:
+            queries += [Query(f"rate {fleet.job} {label}", _RATE.format(job=fleet.job), r, s,
+                              fleet.n_series) for label, r, s in _RANGES]
+    api = fleets[0]
+    raw = (f'http_requests_total{{job="api",instance="{api.host_instance(0)}",'
+           f'handler="/",code="200"}}[1h]')
+    total = sum(f.n_series for f in fleets)
+    queries += [Query("raw 1 series 1h", raw, series=1),
+                Query("count all series", 'count({__name__=~".+"})', series=total)]
+    return queries
+
+
+class QueryError(RuntimeError):
+    """A target answered a query with an error or not at all."""
+
+
+class _Client:
+    """A kept-alive HTTP connection to one target's query API."""
+
+    def __init__(self, server: Server) -> None:
+        self._port = server.port
+        self._extra = {"nocache": "1"} if server.target is VICTORIAMETRICS else {}
+        self._conn = http.client.HTTPConnection("127.0.0.1", self._port, timeout=_HTTP_TIMEOUT_S)
+
+    def get(self, path: str, params: dict[str, str]) -> bytes:
+        url = f"{path}?{urllib.parse.urlencode({**params, **self._extra})}"
+        for attempt in (1, 2):  # a server may close an idle kept-alive connection
+            try:
+                self._conn.request("GET", url)
+                resp = self._conn.getresponse()
+                body = resp.read()
+                break
+            except (http.client.HTTPException, ConnectionError):
+                self._conn.close()
+                if attempt == 2:
+                    raise
+        if resp.status != 200:
+            raise QueryError(f"HTTP {resp.status}: {body[:300].decode(errors='replace')}")
+        return body
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _shape(body: bytes) -> dict[str, Any]:
+    """Series and points in an answer, to check that the targets agree on its size."""
+    data = json.loads(body)["data"]
+    result = data["result"]
+    if data["resultType"] in ("scalar", "string"):
+        return {"series": 0, "points": 1}
+    points = sum(len(r.get("values", ())) or 1 for r in result)
+    shape: dict[str, Any] = {"series": len(result), "points": points}
+    if data["resultType"] == "vector" and len(result) == 1:
+        shape["value"] = result[0]["value"][1]
+    return shape
+
+
+def _reset_peak_rss(server: Server) -> bool:
+    """Reset the kernel's high-water mark of resident memory (``clear_refs`` 5)."""
+    try:
+        Path(f"/proc/{server.process.pid}/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def time_query(client: _Client, server: Server, query: Query, end_ms: int,
+               args: argparse.Namespace) -> dict[str, Any]:
+    """Warm-up runs, then timed runs (stopping early past ``--query-budget`` seconds,
+    after three); the peak resident memory over all of them."""
+    params = query.params(end_ms)
+    peak_is_local = _reset_peak_rss(server)
+    try:
+        for _ in range(args.warmups):
+            client.get(query.path, params)
+        seconds: list[float] = []
+        spent = 0.0
+        body = b""
+        while len(seconds) < args.runs and (len(seconds) < 3 or spent < args.query_budget):
+            began = time.perf_counter()
+            body = client.get(query.path, params)
+            seconds.append(time.perf_counter() - began)
+            spent += seconds[-1]
+    except (QueryError, OSError, http.client.HTTPException) as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    ms = np.array(seconds) * 1000
+    return {"runs": len(ms), "median_ms": float(np.median(ms)),
+            "p90_ms": float(np.percentile(ms, 90)), "all_ms": [round(x, 3) for x in ms],
+            "bytes": len(body), **_shape(body),
+            "peak_rss_bytes": server.peak_rss_bytes(), "peak_rss_since_query": peak_is_local}
+
+
+# -- settling and pausing ---------------------------------------------------------------------
+
+
+def _block_set(data_dir: Path) -> tuple[str, ...]:
+    """Block directories with a ``meta.json``, and any directory being written."""
+    names = [p.parent.name for p in data_dir.glob("*/meta.json")]
+    names += [p.name for p in data_dir.iterdir() if ".tmp" in p.name]
+    return tuple(sorted(names))
+
+
+def settle(server: Server, *, stable_s: float, bound_s: float) -> float:
+    """Wait until the target has stopped writing and merging blocks: its set of blocks
+    unchanged for ``stable_s`` (longer than a compaction interval), at most ``bound_s``.
+    VictoriaMetrics is flushed first. Returns the seconds waited."""
+    began = time.monotonic()
+    if server.target is VICTORIAMETRICS:
+        with contextlib.suppress(OSError, http.client.HTTPException, QueryError):
+            _Client(server).get("/internal/force_flush", {})
+    data_dir = server.workdir / "data"
+    seen, since = _block_set(data_dir), time.monotonic()
+    while time.monotonic() - since < stable_s and time.monotonic() - began < bound_s:
+        time.sleep(0.5)
+        now = _block_set(data_dir)
+        if now != seen:
+            seen, since = now, time.monotonic()
+    return time.monotonic() - began
+
+
+def check_data(client: _Client, series: str, expected: int, end_ms: int, range_s: int,
+               wait_s: float) -> str | None:
+    """Wait until ``count_over_time`` of one series over the whole range sees every sample
+    sent; the problem if it does not."""
+    params = {"query": f"count_over_time({series}[{range_s}s])", "time": f"{end_ms / 1000:.3f}"}
+    deadline = time.monotonic() + wait_s
+    seen = "no answer"
+    while True:
+        try:
+            result = json.loads(client.get("/api/v1/query", params))["data"]["result"]
+            seen = result[0]["value"][1] if result else "no series"
+            if seen == str(expected):
+                return None
+        except (QueryError, OSError, http.client.HTTPException, KeyError, ValueError) as exc:
+            seen = str(exc)
+        if time.monotonic() > deadline:
+            return f"count_over_time of one series is {seen}, expected {expected}"
+        time.sleep(1.0)
+
+
+@contextlib.contextmanager
+def alone(server: Server, others: list[Server]) -> Iterator[None]:
+    """Pause every other target (SIGSTOP to its process group) while ``server`` is
+    measured, so that their background work does not disturb its figures."""
+    paused = []
+    try:
+        for other in others:
+            if other is not server:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(other.process.pid, signal.SIGSTOP)
+                    paused.append(other)
+        yield
+    finally:
+        for other in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(other.process.pid, signal.SIGCONT)
+
+
+# -- one run -------------------------------------------------------------------------------------
+
+
+def measure(server: Server, queries: list[Query], end_ms: int, raw: tuple[str, int, int],
+            args: argparse.Namespace) -> dict[str, Any]:
+    """Check the data, then time every query on ``server``; idle memory first."""
+    client = _Client(server)
+    try:
+        time.sleep(args.idle)
+        row: dict[str, Any] = {"target": server.target.name, "version": server.target.version(),
+                               "argv": server.argv, "rss_idle_bytes": server.rss_bytes()}
+        series, expected, range_s = raw
+        problem = check_data(client, series, expected, end_ms, range_s, args.check_wait)
+        if problem:
+            row["data_problem"] = problem
+        row["queries"] = {q.name: time_query(client, server, q, end_ms, args) for q in queries}
+        return row
+    finally:
+        client.close()
+
+
+def _run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
+    targets = select_targets(args.targets)
+    if not targets:
+        raise SystemExit("no target to benchmark")
+    fleets = build_fleets(preset, args.seed)
+    queries = dashboard_queries(fleets)
+    interval = fleets[0].interval_ms
+    rounds = max(1, round(preset.hours * _HOUR_MS / interval))
+    end_ms = (int(time.time() * 1000) - _END_BEFORE_NOW_MS) // interval * interval
+    start_ms = end_ms - rounds * interval
+    data_end = end_ms - 1
+    n_series = sum(f.n_series for f in fleets)
+    sizes = ", ".join(f"{f.job}: {f.n_series:,} series on {f.n_hosts} hosts" for f in fleets)
+    print(f"data:    {sizes}; {rounds:,} scrapes every {interval / 1000:g} s "
+          f"({preset.hours:g} h) = {n_series * rounds:,} samples")
+    raw_query = next(q for q in queries if q.name.startswith("raw"))
+    raw_series = raw_query.expr.removesuffix("[1h]")
+    report: dict[str, Any] = {
+        "data": {"fleets": [f.describe() for f in fleets], "series": n_series,
+                 "rounds": rounds, "start_ms": start_ms, "end_ms": data_end,
+                 "samples": n_series * rounds},
+        "queries": [{"name": q.name, "expr": q.expr, "range_s": q.range_s, "step_s": q.step_s,
+                     "series_read": q.series} for q in queries],
+        "targets": [],
+    }
+    with contextlib.ExitStack() as stack:
+        servers = []
+        for target in targets:
+            print(f"starting {target.name} {target.version()}: {target.durability}", flush=True)
+            servers.append(stack.enter_context(running(target,
+                                                       ready_timeout_s=args.ready_timeout)))
+        loaded, encode_s = load(servers, fleets, rounds, start_ms, args)
+        report["data"]["encode_s"] = round(encode_s, 1)
+        for server in servers:
+            print(f"== {server.target.name}: {_load_line(loaded[server.target.name])}")
+        waited = {s.target.name: settle(s, stable_s=args.stable, bound_s=args.settle_bound)
+                  for s in servers}
+        for server in servers:
+            print(f"== {server.target.name}: settled after {waited[server.target.name]:.0f} s; "
+                  "measuring alone", flush=True)
+            with alone(server, servers):
+                row = measure(server, queries, data_end, (raw_series, rounds,
+                                                          int(preset.hours * 3600)), args)
+            row["load"] = loaded[server.target.name].to_dict()
+            row["settle_s"] = round(waited[server.target.name], 1)
+            if "data_problem" in row:
+                print(f"   data problem: {row['data_problem']}")
+            report["targets"].append(row)
+    return report
+
+
+def _load_line(done: _Loaded) -> str:
+    rate = done.samples_accepted / done.seconds if done.seconds else 0.0
+    line = (f"{done.samples_accepted:,} of {done.samples_sent:,} samples accepted "
+            f"({rate:,.0f}/s), {done.non_2xx} requests refused")
+    return line + "".join(f"\n   {e}" for e in done.errors)
+
+
+# -- report --------------------------------------------------------------------------------------
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
+    if not a or not b or "median_ms" not in a or "median_ms" not in b or not b["median_ms"]:
+        return "-"
+    return f"{a['median_ms'] / b['median_ms']:.2f}"
+
+
+def _cell(m: dict[str, Any] | None) -> str:
+    if m is None:
+        return "-"
+    if "error" in m:
+        return "error"
+    return f"{m['median_ms']:,.1f} / {m['p90_ms']:,.1f}"
+
+
+def _grid(lines: list[tuple[str, ...]]) -> str:
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
+                               for i, (c, w) in enumerate(zip(line, widths))).rstrip()
+                     for line in lines)
+
+
+def report_table(report: dict[str, Any]) -> str:
+    """Latency per query and target (median / p90 ms), promstore's ratios to each peer,
+    then memory: idle, and the peak during the 7-day queries."""
+    rows = {r["target"]: r for r in report["targets"]}
+    names = list(rows)
+    peers = [n for n in names if n != "promstore"]
+    head = ("query", "series", *(f"{n} ms p50 / p90" for n in names),
+            *(f"promstore ÷ {p}" for p in peers if "promstore" in rows))
+    lines = [head]
+    for q in report["queries"]:
+        cells = [rows[n]["queries"].get(q["name"]) for n in names]
+        ours = rows.get("promstore", {}).get("queries", {}).get(q["name"])
+        ratios = [_ratio(ours, rows[p]["queries"].get(q["name"])) for p in peers] \
+            if "promstore" in rows else []
+        lines.append((q["name"], f"{q['series_read']:,}", *map(_cell, cells), *ratios))
+    out = [_grid(lines), ""]
+    mem = [("target", "RSS idle MiB", *(f"peak {q['name']} MiB" for q in report["queries"]
+                                        if q["name"].endswith("7d")), "peak ÷ idle")]
+    for n in names:
+        row = rows[n]
+        peaks = [row["queries"].get(q["name"], {}).get("peak_rss_bytes")
+                 for q in report["queries"] if q["name"].endswith("7d")]
+        top = max((p for p in peaks if p), default=None)
+        idle = row["rss_idle_bytes"]
+        mem.append((n, f"{idle / 2**20:,.0f}", *(f"{p / 2**20:,.0f}" if p else "-" for p in peaks),
+                    f"{top / idle:.2f}" if top and idle else "-"))
+    out.append(_grid(mem))
+    out += _disagreements(report)
+    return "\n".join(out)
+
+
+def _disagreements(report: dict[str, Any]) -> list[str]:
+    """Queries whose answers differ in size between targets (a sign of missing data, or
+    of a peer's different semantics, e.g. VictoriaMetrics' rate)."""
+    notes = []
+    for q in report["queries"]:
+        shapes = {r["target"]: (m.get("series"), m.get("points"), m.get("value"))
+                  for r in report["targets"] if "series" in (m := r["queries"].get(q["name"], {}))}
+        if len(set(shapes.values())) > 1:
+            notes.append(f"note: answers to {q['name']!r} differ in (series, points, value): "
+                         f"{shapes}")
+    return notes
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.query",
+        description="Latency of dashboard queries in promstore and its peers on the same data.")
+    p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
+    p.add_argument("--targets", default="", help="comma-separated subset (default: all installed)")
+    p.add_argument("--api-hosts", type=int, help="hosts of the 1,000-series fleet (100)")
+    p.add_argument("--web-hosts", type=int, help="hosts of the 100,000-series fleet")
+    p.add_argument("--gateway-hosts", type=int, help="hosts with a latency histogram")
+    p.add_argument("--hours", type=float, help="hours of data (169: a week and an hour)")
+    p.add_argument("--runs", type=int, help="timed runs per query (quick 10, big 5)")
+    p.add_argument("--warmups", type=int, default=2, help="untimed runs before them")
+    p.add_argument("--query-budget", type=float, default=60.0,
+                   help="seconds of timed runs per query after which no more start (after 3)")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--concurrency", type=int, default=loadgen.DEFAULT_CONCURRENCY)
+    p.add_argument("--batch", type=int, default=loadgen.DEFAULT_BATCH)
+    p.add_argument("--ingest-bound", type=float, default=900.0,
+                   help="seconds one slice of the data may take to send to one target")
+    p.add_argument("--stable", type=float, default=65.0,
+                   help="seconds a target's blocks must stay unchanged before measuring")
+    p.add_argument("--settle-bound", type=float, default=1800.0)
+    p.add_argument("--check-wait", type=float, default=60.0,
+                   help="seconds to wait for every sample to be visible")
+    p.add_argument("--idle", type=float, default=2.0, help="seconds alone before measuring")
+    p.add_argument("--ready-timeout", type=float, default=120.0)
+    p.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON result")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns 1 when a target refused samples, missed data or failed a
+    query."""
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    args = _parse_args(argv)
+    base = PRESETS[args.preset]
+    overrides = {k: v for k, v in (("api_hosts", args.api_hosts), ("web_hosts", args.web_hosts),
+                                   ("gateway_hosts", args.gateway_hosts),
+                                   ("hours", args.hours), ("runs", args.runs)) if v is not None}
+    preset = Preset(**{**base.__dict__, **overrides})
+    args.runs = preset.runs
+    label = f"{args.preset}-custom" if overrides else args.preset
+    machine = machine_info()
+    started = dt.datetime.now(dt.UTC)
+    command = shlex.join([sys.executable, "-m", "benchmarks.query", *(argv or sys.argv[1:])])
+    print(f"command: {command}")
+    print(f"date:    {started.isoformat(timespec='seconds')}")
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} "
+          f"usable), {machine['memory_gib']} GiB, Linux {machine['kernel']}")
+    print(f"preset:  {label} ({base.note}{'; overridden' if overrides else ''}), "
+          f"{preset.runs} timed runs after {args.warmups} warm-up runs")
+    report = _run(args, preset)
+    print()
+    print(report_table(report))
+    print("Latency: wall time of a GET on a kept-alive connection until the whole answer is "
+          "read, each target measured alone (the others paused); VictoriaMetrics with "
+          "nocache=1. promstore ÷ peer: ratio of medians (below 1: promstore is faster).")
+    report = {"command": command, "date": started.isoformat(timespec="seconds"),
+              "machine": machine, "preset": label, "settings": preset.__dict__, **report}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"query-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"results: {path}")
+    failed = any(r["load"]["non_2xx"] or "data_problem" in r
+                 or any("error" in m for m in r["queries"].values())
+                 for r in report["targets"])
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
