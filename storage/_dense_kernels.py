@@ -1,0 +1,605 @@
+"""numba kernels for dense chunks, called by ``storage.dense``.
+
+The byte layout is drawn in ``docs/format.md`` ("Dense chunk"). Encoding runs in three
+steps so that zstd (called by the Python side, outside numba) can sit between them:
+``plan`` decides per chunk how its values could be written and how many bytes each
+candidate body takes, ``write_bodies`` writes one kind of candidate body for every chunk,
+``assemble`` puts the chosen payloads behind their headers. Decoding reads the headers
+(``read_headers``), lets zstd inflate the compressed bodies, then ``decode_bodies``
+parses every body.
+
+Values travel both as ``float64`` and as ``uint64`` views of the same memory: raw bits
+(XOR planes, exceptions) never pass through a float operation, so NaN payloads and
+signed zeros come back bit for bit, while scaled integers are turned back into floats
+by the same correctly rounded division the encoder checked.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ._block_kernels import (
+    _get_uvarint,
+    _put_uvarint,
+    _unzigzag,
+    _uvarint_size,
+    _zigzag,
+)
+
+# The layout byte (chunk byte 2).
+VALUES_MASK = 0x03
+VALUES_XOR = 0  # XOR of consecutive value bits, as 8 byte planes
+VALUES_DELTA = 1  # scaled integers, first differences
+VALUES_DOD = 2  # scaled integers, second differences
+FLAG_PLANES = 0x04  # integer residuals as byte planes rather than varints
+FLAG_ZSTD = 0x80  # the body is a zstd frame (without its magic number)
+KNOWN_LAYOUT_BITS = VALUES_MASK | FLAG_PLANES | FLAG_ZSTD
+
+MAX_DECIMALS = 18
+"""Largest decimal exponent k; 10**k is an exact double up to 10**22."""
+
+HEADER_MIN = 5  # count (2), layout, decimals, body length (at least 1 byte)
+
+# Kinds of candidate body ``plan`` sizes and ``write_bodies`` writes.
+BODY_XOR = 0
+BODY_INT_VARINT = 1
+BODY_INT_PLANES = 2
+N_BODY_KINDS = 3
+
+# Decode status codes; ``storage.dense`` turns them into messages.
+OK = 0
+TRUNCATED = 1
+BAD_VARINT = 2
+BAD_LAYOUT = 3
+BAD_LENGTH = 4
+UNORDERED = 5
+BAD_EXCEPTIONS = 6
+TRAILING = 7
+
+_POW10 = np.array([10.0**k for k in range(MAX_DECIMALS + 1)])
+# Scaled values stay well inside int64, so that float(q) and the checks are exact.
+_SCALED_LIMIT = 2.0**62
+# Cost of one exception in units of log2(10) bits: 9-10 bytes against one more decimal
+# digit in every scaled integer (see ``_choose_decimals``).
+_EXCEPTION_WEIGHT = 24
+_NO_DECIMALS = MAX_DECIMALS + 1
+# Up to this many decimals, values that are all exact scaled integers are written as such
+# without trying XOR planes too: measured, the planes then lose or win by under 0.5 %.
+# More decimals are mostly float noise that 62-bit integers happen to reproduce, where
+# the planes win by up to 10 %.
+_SMALL_DECIMALS = 9
+
+
+def max_body_size(count: int) -> int:
+    """Bytes an honest body of ``count`` samples can take at most (readers bound by it).
+
+    Timestamps take at most 10 bytes a sample; values at most 8 (XOR planes) or, as
+    integers, 3 + 8 per exception plus 10 per integer and a width byte.
+    """
+    return 32 * count + 32
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _scaled(v, k):
+    """``(exact, q)``: ``q = rint(v * 10**k)`` and whether ``q / 10**k`` gives v's bits."""
+    x = v * _POW10[k]
+    if not abs(x) <= _SCALED_LIMIT:  # NaN and infinities fail too
+        return False, np.int64(0)
+    q = np.int64(np.rint(x))
+    back = np.float64(q) / _POW10[k]
+    # Equal floats with equal signs have equal bits (only the zeros differ otherwise).
+    return back == v and math.copysign(1.0, back) == math.copysign(1.0, v), q
+
+
+@njit(cache=True, nogil=True)
+def _choose_decimals(vs, lo, hi, hist):
+    """The decimal exponent for samples ``lo:hi``, or -1 when no value is decimal-like.
+
+    Every value votes for the smallest k that reproduces it; the chosen k minimises
+    ``24 * exceptions + k * n``: one more digit costs about log2(10) bits per integer,
+    an exception about 80 bits.
+    """
+    hist[:] = 0
+    for i in range(lo, hi):
+        d = _NO_DECIMALS
+        for k in range(MAX_DECIMALS + 1):
+            if _scaled(vs[i], k)[0]:
+                d = k
+                break
+        hist[d] += 1
+    n = hi - lo
+    best = -1
+    best_cost = np.int64(0)
+    covered = 0
+    for k in range(MAX_DECIMALS + 1):
+        covered += hist[k]
+        if covered == 0:
+            continue
+        cost = _EXCEPTION_WEIGHT * (n - covered) + k * n
+        if best < 0 or cost < best_cost:
+            best = k
+            best_cost = cost
+    return best
+
+
+@njit(cache=True, nogil=True)
+def _scale_chunk(vs, lo, hi, k, q, epos):
+    """Scaled integers of samples ``lo:hi`` into ``q``, positions of the others (the
+    exceptions, relative to ``lo``) into ``epos``. Returns ``(integers, exceptions)``."""
+    m = 0
+    e = 0
+    for i in range(lo, hi):
+        exact, x = _scaled(vs[i], k)
+        if exact:
+            q[m] = x
+            m += 1
+        else:
+            epos[e] = i - lo
+            e += 1
+    return m, e
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _residual(q, j, order):
+    """Zigzagged difference of order 1 or 2 at integer ``j`` (int64 arithmetic wraps)."""
+    if order == VALUES_DELTA:
+        return _zigzag(q[j] - q[j - 1])
+    return _zigzag(q[j] - 2 * q[j - 1] + q[j - 2])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _byte_width(u):
+    """Bytes needed for the uint64 bits of ``u`` (0 for zero)."""
+    x = np.uint64(u)
+    w = 0
+    while x != np.uint64(0):
+        x >>= np.uint64(8)
+        w += 1
+    return w
+
+
+@njit(cache=True, nogil=True)
+def _timestamps_size(ts, lo, hi):
+    size = _uvarint_size(_zigzag(ts[lo]))
+    if hi - lo >= 2:
+        size += _uvarint_size(ts[lo + 1] - ts[lo])
+    for i in range(lo + 2, hi):
+        size += _uvarint_size(_zigzag((ts[i] - ts[i - 1]) - (ts[i - 1] - ts[i - 2])))
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _integers_head_size(q, m, epos, e, order):
+    """Bytes of the exception list and of the integers written before the residuals."""
+    size = _uvarint_size(e)
+    last = -1
+    for j in range(e):
+        size += _uvarint_size(epos[j] - last - 1) + 8
+        last = epos[j]
+    size += _uvarint_size(_zigzag(q[0]))
+    if order == VALUES_DOD and m >= 2:
+        size += _uvarint_size(_zigzag(q[1] - q[0]))
+    return size
+
+
+@njit(cache=True, nogil=True)
+def plan(ts, vs, starts):
+    """Decide how each chunk ``starts[c]:starts[c+1]`` could be written.
+
+    Returns ``(decimals, order, width, sizes)``: per chunk the decimal exponent, the
+    integer layout (``VALUES_DELTA``/``VALUES_DOD``, or 0 when the values cannot be
+    scaled integers), the byte width of its residual planes, and ``sizes[kind, c]``,
+    the exact body bytes of each candidate kind (0 where a kind is not worth trying:
+    integers where no value is decimal-like, XOR planes where all of them are with
+    few decimals).
+    """
+    nch = len(starts) - 1
+    decimals = np.zeros(nch, np.int64)
+    order = np.zeros(nch, np.int64)
+    width = np.zeros(nch, np.int64)
+    sizes = np.zeros((N_BODY_KINDS, nch), np.int64)
+    longest = 0
+    for c in range(nch):
+        longest = max(longest, starts[c + 1] - starts[c])
+    q = np.empty(longest, np.int64)
+    epos = np.empty(longest, np.int64)
+    hist = np.empty(_NO_DECIMALS + 1, np.int64)
+    for c in range(nch):
+        lo = starts[c]
+        hi = starts[c + 1]
+        n = hi - lo
+        if n == 0:
+            continue
+        ts_size = _timestamps_size(ts, lo, hi)
+        sizes[BODY_XOR, c] = ts_size + 8 * n
+        k = _choose_decimals(vs, lo, hi, hist)
+        if k < 0:
+            continue
+        m, e = _scale_chunk(vs, lo, hi, k, q, epos)
+        if m == 0:  # every vote was for a smaller k that this k does not reproduce
+            continue
+        if e == 0 and k <= _SMALL_DECIMALS:  # XOR planes would not win: skip their zstd
+            sizes[BODY_XOR, c] = 0
+        # Residual bytes as varints under either order; the smaller wins. Both start
+        # with q1 - q0 (a residual for deltas, the first difference for dods).
+        by_delta = 0
+        by_dod = 0
+        for j in range(1, m):
+            by_delta += _uvarint_size(_residual(q, j, VALUES_DELTA))
+            by_dod += _uvarint_size(_residual(q, j, VALUES_DELTA if j == 1 else VALUES_DOD))
+        o = VALUES_DELTA if by_delta <= by_dod else VALUES_DOD
+        w = 0
+        for j in range(o, m):
+            w = max(w, _byte_width(_residual(q, j, o)))
+        head = ts_size + _integers_head_size(q, m, epos, e, o)
+        varints = 0
+        for j in range(o, m):
+            varints += _uvarint_size(_residual(q, j, o))
+        decimals[c] = k
+        order[c] = o
+        width[c] = w
+        sizes[BODY_INT_VARINT, c] = head + varints
+        sizes[BODY_INT_PLANES, c] = head + 1 + w * max(m - o, 0)
+    return decimals, order, width, sizes
+
+
+@njit(cache=True, nogil=True)
+def _write_timestamps(ts, lo, hi, out, p):
+    p = _put_uvarint(out, p, _zigzag(ts[lo]))
+    if hi - lo >= 2:
+        p = _put_uvarint(out, p, ts[lo + 1] - ts[lo])
+    for i in range(lo + 2, hi):
+        p = _put_uvarint(out, p, _zigzag((ts[i] - ts[i - 1]) - (ts[i - 1] - ts[i - 2])))
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _write_xor_planes(bits, lo, hi, out, p):
+    """Byte ``b`` of ``bits[i] ^ bits[i-1]`` (bits before the first: 0) at plane ``b``."""
+    n = hi - lo
+    prev = np.uint64(0)
+    for i in range(n):
+        x = bits[lo + i] ^ prev
+        prev = bits[lo + i]
+        for b in range(8):
+            out[p + b * n + i] = np.uint8((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+    return p + 8 * n
+
+
+@njit(cache=True, nogil=True)
+def _write_integers(bits, lo, q, m, epos, e, o, w, planes, out, p):
+    p = _put_uvarint(out, p, e)
+    last = -1
+    for j in range(e):
+        p = _put_uvarint(out, p, epos[j] - last - 1)
+        last = epos[j]
+    for j in range(e):
+        x = bits[lo + epos[j]]
+        for b in range(8):
+            out[p + b] = np.uint8((x >> np.uint64(8 * b)) & np.uint64(0xFF))
+        p += 8
+    p = _put_uvarint(out, p, _zigzag(q[0]))
+    if o == VALUES_DOD and m >= 2:
+        p = _put_uvarint(out, p, _zigzag(q[1] - q[0]))
+    if not planes:
+        for j in range(o, m):
+            p = _put_uvarint(out, p, _residual(q, j, o))
+        return p
+    out[p] = w
+    p += 1
+    r = max(m - o, 0)
+    for j in range(o, m):
+        z = np.uint64(_residual(q, j, o))
+        for b in range(w):
+            out[p + b * r + (j - o)] = np.uint8((z >> np.uint64(8 * b)) & np.uint64(0xFF))
+    return p + w * r
+
+
+@njit(cache=True, nogil=True)
+def write_bodies(ts, vs, bits, starts, kind, decimals, order, width, offsets, out):
+    """Write the body of candidate ``kind`` of every chunk into ``out[offsets[c]:]``.
+
+    Chunks whose slot is empty (the kind does not apply) are skipped. Returns -1, or the
+    first chunk whose body did not come out at the size ``plan`` gave (a bug).
+    """
+    longest = 0
+    for c in range(len(starts) - 1):
+        longest = max(longest, starts[c + 1] - starts[c])
+    q = np.empty(longest, np.int64)
+    epos = np.empty(longest, np.int64)
+    for c in range(len(starts) - 1):
+        if offsets[c + 1] == offsets[c]:
+            continue
+        lo = starts[c]
+        hi = starts[c + 1]
+        p = _write_timestamps(ts, lo, hi, out, offsets[c])
+        if kind == BODY_XOR:
+            p = _write_xor_planes(bits, lo, hi, out, p)
+        else:
+            m, e = _scale_chunk(vs, lo, hi, decimals[c], q, epos)
+            p = _write_integers(
+                bits, lo, q, m, epos, e, order[c], width[c], kind == BODY_INT_PLANES, out, p
+            )
+        if p != offsets[c + 1]:
+            return c
+    return -1
+
+
+@njit(cache=True, nogil=True)
+def assemble(pool, src_start, src_len, counts, layout, decimals, body_len):
+    """Chunks back to back: header (count, layout, decimals, body length), then the
+    payload ``pool[src_start[c]:src_start[c] + src_len[c]]``. Returns ``(blob, offsets)``."""
+    nch = len(counts)
+    offsets = np.zeros(nch + 1, np.int64)
+    for c in range(nch):
+        offsets[c + 1] = offsets[c] + 4 + _uvarint_size(body_len[c]) + src_len[c]
+    out = np.empty(offsets[nch], np.uint8)
+    for c in range(nch):
+        p = offsets[c]
+        out[p] = np.uint8(counts[c] >> 8)
+        out[p + 1] = np.uint8(counts[c] & 0xFF)
+        out[p + 2] = np.uint8(layout[c])
+        out[p + 3] = np.uint8(decimals[c])
+        p = _put_uvarint(out, p + 4, body_len[c])
+        out[p : p + src_len[c]] = pool[src_start[c] : src_start[c] + src_len[c]]
+    return out, offsets
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+@njit(cache=True, nogil=True)
+def _read_header(blob, start, end):
+    """``(status, count, layout, decimals, body length, payload start)`` of one chunk."""
+    if end - start < HEADER_MIN:
+        return TRUNCATED, 0, 0, 0, 0, 0
+    n = (np.int64(blob[start]) << 8) | np.int64(blob[start + 1])
+    lay = np.int64(blob[start + 2])
+    k = np.int64(blob[start + 3])
+    values = lay & VALUES_MASK
+    if (
+        lay & ~KNOWN_LAYOUT_BITS
+        or values == VALUES_MASK
+        or k > MAX_DECIMALS
+        or (values == VALUES_XOR and (lay & FLAG_PLANES or k != 0))
+    ):
+        return BAD_LAYOUT, 0, 0, 0, 0, 0
+    size, p = _get_uvarint(blob, start + 4, end)
+    if p < 0:
+        return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0, 0, 0, 0
+    if size < 0 or size > 32 * n + 32:
+        return BAD_LENGTH, 0, 0, 0, 0, 0
+    if lay & FLAG_ZSTD:
+        if size == 0 or p == end:  # nothing to inflate, or inflating into nothing
+            return BAD_LENGTH, 0, 0, 0, 0, 0
+    elif end - p != size:
+        return BAD_LENGTH, 0, 0, 0, 0, 0
+    return OK, n, lay, k, size, p
+
+
+@njit(cache=True, nogil=True)
+def read_headers(blob, offsets):
+    """Parse and check every chunk header ``blob[offsets[c]:offsets[c+1]]``.
+
+    Returns ``(status, chunk, counts, layout, decimals, body_len, payload_start)``;
+    a status other than ``OK`` names the first bad chunk. Body lengths are bounded by
+    ``max_body_size(count)`` and a stored body must fill the rest of its chunk exactly.
+    """
+    nch = len(offsets) - 1
+    counts = np.zeros(nch, np.int64)
+    layout = np.zeros(nch, np.int64)
+    decimals = np.zeros(nch, np.int64)
+    body_len = np.zeros(nch, np.int64)
+    payload = np.zeros(nch, np.int64)
+    for c in range(nch):
+        st, counts[c], layout[c], decimals[c], body_len[c], payload[c] = _read_header(
+            blob, offsets[c], offsets[c + 1]
+        )
+        if st != OK:
+            return st, c, counts, layout, decimals, body_len, payload
+    return OK, -1, counts, layout, decimals, body_len, payload
+
+
+@njit(cache=True, nogil=True)
+def framed_payloads(blob, payload, ends, ids, magic):
+    """The compressed payloads of chunks ``ids``, each behind the zstd ``magic`` bytes
+    the chunk leaves out. Returns ``(buffer, segments)`` with ``(offset, length)`` rows."""
+    total = 0
+    for c in ids:
+        total += len(magic) + ends[c] - payload[c]
+    out = np.empty(total, np.uint8)
+    segments = np.empty((len(ids), 2), np.uint64)
+    p = 0
+    for i in range(len(ids)):
+        c = ids[i]
+        size = ends[c] - payload[c]
+        out[p : p + len(magic)] = magic
+        out[p + len(magic) : p + len(magic) + size] = blob[payload[c] : ends[c]]
+        segments[i, 0] = p
+        segments[i, 1] = len(magic) + size
+        p += len(magic) + size
+    return out, segments
+
+
+@njit(cache=True, nogil=True)
+def _read_timestamps(src, p, end, n, ts_out, o):
+    """Returns ``(status, next position or failing sample)``."""
+    u, p = _get_uvarint(src, p, end)
+    if p < 0:
+        return (TRUNCATED if p == -1 else BAD_VARINT), 0
+    t = _unzigzag(u)
+    ts_out[o] = t
+    delta = np.int64(0)
+    for i in range(1, n):
+        if p < end and src[p] < 0x80:  # one-byte varints inline: most dods are 0
+            u = np.int64(src[p])
+            p += 1
+        else:
+            u, p = _get_uvarint(src, p, end)
+            if p < 0:
+                return (TRUNCATED if p == -1 else BAD_VARINT), i
+        delta = u if i == 1 else delta + _unzigzag(u)
+        nxt = t + delta
+        if nxt <= t:  # also catches a sum that wrapped around
+            return UNORDERED, i
+        t = nxt
+        ts_out[o + i] = t
+    return OK, p
+
+
+@njit(cache=True, nogil=True)
+def _read_xor_planes(src, p, end, n, vbits, o):
+    if end - p < 8 * n:
+        return TRUNCATED, 0
+    # Plane after plane (sequential reads), then undo the XOR chain.
+    vbits[o : o + n] = 0
+    for b in range(8):
+        shift = np.uint64(8 * b)
+        base = p + b * n
+        for i in range(n):
+            vbits[o + i] |= np.uint64(src[base + i]) << shift
+    for i in range(o + 1, o + n):
+        vbits[i] ^= vbits[i - 1]
+    return OK, p + 8 * n
+
+
+@njit(cache=True, nogil=True)
+def _read_exceptions(src, p, end, n, vbits, o, taken):
+    """The exception list: marks ``taken`` and writes the raw values. Returns
+    ``(status, next position, count)``."""
+    e, p = _get_uvarint(src, p, end)
+    if p < 0:
+        return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0
+    if e < 0 or e >= n:
+        return BAD_EXCEPTIONS, 0, 0
+    taken[:n] = 0
+    gaps = p
+    pos = np.int64(-1)
+    for _ in range(e):
+        g, p = _get_uvarint(src, p, end)
+        if p < 0:
+            return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0
+        if g < 0 or g >= n - 1 - pos:
+            return BAD_EXCEPTIONS, 0, 0
+        pos += 1 + g
+        taken[pos] = 1
+    if end - p < 8 * e:
+        return TRUNCATED, 0, 0
+    raw = p
+    p = gaps
+    pos = -1
+    for j in range(e):  # the gaps again, now known to be sound, to place the values
+        g, p = _get_uvarint(src, p, end)
+        pos += 1 + g
+        x = np.uint64(0)
+        for b in range(8):
+            x |= np.uint64(src[raw + 8 * j + b]) << np.uint64(8 * b)
+        vbits[o + pos] = x
+    return OK, raw + 8 * e, e
+
+
+@njit(cache=True, nogil=True)
+def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints):
+    """Exceptions and scaled integers; returns ``(status, next position or sample)``."""
+    st, p, e = _read_exceptions(src, p, end, n, vbits, o, taken)
+    if st != OK:
+        return st, 0
+    m = n - e
+    order = lay & VALUES_MASK
+    q, p = _get_uvarint(src, p, end)
+    if p < 0:
+        return (TRUNCATED if p == -1 else BAD_VARINT), 0
+    ints[0] = _unzigzag(q)
+    if order == VALUES_DOD and m >= 2:
+        d, p = _get_uvarint(src, p, end)
+        if p < 0:
+            return (TRUNCATED if p == -1 else BAD_VARINT), 0
+        ints[1] = ints[0] + _unzigzag(d)
+    # Residuals (zigzagged) into ints[order:m].
+    r = max(m - order, 0)
+    if lay & FLAG_PLANES:
+        if p >= end:
+            return TRUNCATED, 0
+        w = np.int64(src[p])
+        p += 1
+        if w > 8:
+            return BAD_LAYOUT, 0
+        if end - p < w * r:
+            return TRUNCATED, 0
+        ints[order:m] = 0
+        for b in range(w):
+            shift = 8 * b
+            base = p + b * r - order
+            for j in range(order, m):
+                ints[j] |= np.int64(src[base + j]) << shift
+        p += w * r
+    else:
+        for j in range(order, m):
+            if p < end and src[p] < 0x80:  # one-byte varints inline
+                ints[j] = src[p]
+                p += 1
+            else:
+                ints[j], p = _get_uvarint(src, p, end)
+                if p < 0:
+                    return (TRUNCATED if p == -1 else BAD_VARINT), j
+    # Undo the differences (int64 arithmetic wraps as the encoder's did).
+    if order == VALUES_DELTA:
+        for j in range(1, m):
+            ints[j] = ints[j - 1] + _unzigzag(ints[j])
+    else:
+        for j in range(2, m):
+            ints[j] = 2 * ints[j - 1] - ints[j - 2] + _unzigzag(ints[j])
+    scale = _POW10[k]
+    if e == 0:
+        for i in range(n):
+            vfloat[o + i] = np.float64(ints[i]) / scale
+    else:
+        j = 0
+        for i in range(n):
+            if not taken[i]:
+                vfloat[o + i] = np.float64(ints[j]) / scale
+                j += 1
+    return OK, p
+
+
+@njit(cache=True, nogil=True)
+def decode_bodies(
+    bodies, body_start, counts, layout, decimals, body_len, sample_starts, ts_out, vfloat, vbits
+):
+    """Decode every body ``bodies[body_start[c]:body_start[c] + body_len[c]]`` into
+    ``*_out[sample_starts[c]:]``; it must hold exactly ``counts[c]`` samples.
+
+    ``vfloat`` and ``vbits`` are views of the same values array. Returns
+    ``(status, chunk, sample)`` of the first failure, or ``(OK, -1, -1)``.
+    """
+    longest = 0
+    for c in range(len(counts)):
+        longest = max(longest, counts[c])
+    taken = np.empty(longest, np.uint8)
+    ints = np.empty(longest, np.int64)
+    for c in range(len(counts)):
+        n = counts[c]
+        p = body_start[c]
+        end = p + body_len[c]
+        o = sample_starts[c]
+        if n > 0:
+            st, p = _read_timestamps(bodies, p, end, n, ts_out, o)
+            if st != OK:
+                return st, c, p
+            if layout[c] & VALUES_MASK == VALUES_XOR:
+                st, p = _read_xor_planes(bodies, p, end, n, vbits, o)
+            else:
+                st, p = _read_integers(
+                    bodies, p, end, n, layout[c], decimals[c], vfloat, vbits, o, taken, ints
+                )
+            if st != OK:
+                return st, c, p
+        if p != end:
+            return TRAILING, c, n
+    return OK, -1, -1
