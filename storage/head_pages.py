@@ -5,7 +5,7 @@ buffer is written to the current page file with ``pwrite``, so sealed chunks liv
 kernel's page cache, not in the process's resident memory, as Prometheus keeps its
 head chunks. Reads go through read-only memory maps of the page files. A page file has
 room for ``PAGE_SIZE`` bytes; when a page has no chunk left that the head still needs,
-it is deleted.
+it is deleted. Files grow as chunks are written; maps cover what is written.
 
 The files are a cache of what the WAL holds: they are never fsynced, and a start
 deletes whatever an earlier process left (replay rebuilds the head).
@@ -40,6 +40,7 @@ class SealedPages:
         self.base = PAGE_SIZE  # bytes of the current page already written
         self._fd = -1
         self._maps: dict[int, np.memmap] = {}
+        self._sizes: dict[int, int] = {}  # bytes written to each page file
 
     def room(self) -> np.ndarray:
         """The staging area the append kernel may seal into: never more than the
@@ -62,13 +63,17 @@ class SealedPages:
             raise StorageError(f"cannot write head chunks to {self._path(self.page)}: {exc}") \
                 from exc
         self.base += n
+        self._sizes[self.page] = self.base
         self.fill[0] = 0
 
     def view(self, page: int) -> np.ndarray:
-        """The bytes of ``page`` (flushed chunks only are meaningful)."""
+        """The bytes written to ``page`` so far, mapped (mapped again when it has grown)."""
+        size = self._sizes.get(page, 0)
         mapped = self._maps.get(page)
-        if mapped is None:
-            mapped = np.memmap(self._path(page), dtype=np.uint8, mode="r", shape=(PAGE_SIZE,))
+        if size == 0:
+            return np.empty(0, np.uint8)
+        if mapped is None or len(mapped) < size:
+            mapped = np.memmap(self._path(page), dtype=np.uint8, mode="r", shape=(size,))
             self._maps[page] = mapped
         return mapped
 
@@ -80,6 +85,7 @@ class SealedPages:
         for name in os.listdir(self.directory):
             if name.isdigit() and int(name) not in wanted:
                 self._maps.pop(int(name), None)
+                self._sizes.pop(int(name), None)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.directory / name)
 
@@ -88,6 +94,7 @@ class SealedPages:
             os.close(self._fd)
             self._fd = -1
         self._maps.clear()
+        self._sizes.clear()
 
     def _next_page(self) -> None:
         self.flush()
@@ -104,7 +111,6 @@ class SealedPages:
         path = self._path(self.page)
         try:
             self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            os.ftruncate(self._fd, PAGE_SIZE)  # sparse: maps of it never reach past the end
         except OSError as exc:
             raise StorageError(f"cannot create head chunk file {path}: {exc}") from exc
         self.base = 0
