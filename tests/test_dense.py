@@ -472,3 +472,17 @@ def test_decode_many_names_the_bad_chunk_of_the_batch() -> None:
         decode_many(unknown, blob, offsets)
     with pytest.raises(ValueError):
         decode_many(encodings[:-1], blob, offsets)
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def test_codec_benchmark_runs(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from benchmarks import codecs
+
+    assert codecs.chunk_starts(np.array([0, 5, 5, 12]), 4).tolist() == [0, 4, 5, 9, 12]
+    args = ["--datasets", "synthetic", "--hours", "0.5", "--repeat", "1", "--out", str(tmp_path)]
+    assert codecs.main([*args, "--dense-sizes", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic  dense (zstd 19)  60" in out
+    assert len(list(tmp_path.glob("codecs-*.json"))) == 1
