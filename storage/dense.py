@@ -281,41 +281,34 @@ def _inflate(
     if not len(zipped):
         return np.zeros(0, np.uint8)
     frames, segments = _k.framed_payloads(data, payload, bounds[1:], zipped, _ZSTD_MAGIC)
-    decompressor = zstandard.ZstdDecompressor()
+    sizes = body_len[zipped]
     try:
-        out = decompressor.multi_decompress_to_buffer(
-            zstandard.BufferWithSegments(frames.data, segments.data),
-            decompressed_sizes=body_len[zipped].astype(np.uint64),
-        )
-    except zstandard.ZstdError as exc:
-        raise _inflate_error(frames, segments, body_len, zipped, exc) from None
-    bodies, lengths = _joined(out)
-    if not np.array_equal(lengths, body_len[zipped]):
-        raise _inflate_error(frames, segments, body_len, zipped, "length mismatch")
-    return bodies
-
-
-def _inflate_error(
-    frames: np.ndarray,
-    segments: np.ndarray,
-    body_len: np.ndarray,
-    zipped: np.ndarray,
-    exc: Exception | str,
-) -> CorruptionError:
-    """Find the chunk whose frame zstd refused (an error path: one chunk at a time)."""
-    decompressor = zstandard.ZstdDecompressor()
-    for (start, length), c in zip(segments.tolist(), zipped.tolist()):
+        return _inflate_frames(frames, segments, sizes)
+    except zstandard.ZstdError:
+        pass
+    # Find the chunk at fault (an error path: one chunk at a time).
+    for i, chunk in enumerate(zipped.tolist()):
         try:
-            body = decompressor.decompress(
-                frames[start : start + length].tobytes(), max_output_size=int(body_len[c])
-            )
-        except zstandard.ZstdError as err:
-            return CorruptionError(f"dense chunk {c}: compressed body: {err}")
-        if len(body) != body_len[c]:
-            return CorruptionError(
-                f"dense chunk {c}: compressed body: {len(body)} bytes, header says {body_len[c]}"
-            )
-    return CorruptionError(f"dense chunks: compressed bodies: {exc}")
+            _inflate_frames(frames, segments[i : i + 1], sizes[i : i + 1])
+        except zstandard.ZstdError as exc:
+            raise CorruptionError(f"dense chunk {chunk}: compressed body: {exc}") from None
+    raise AssertionError("zstd refused the frames together but accepted each one")
+
+
+def _inflate_frames(frames: np.ndarray, segments: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Inflate the frames ``segments`` (rows of offset, length) of ``frames``, each into
+    exactly ``sizes[i]`` bytes, back to back; ``ZstdError`` otherwise.
+
+    zstd writes into buffers of the given sizes, whatever a frame header claims.
+    """
+    out = zstandard.ZstdDecompressor().multi_decompress_to_buffer(
+        zstandard.BufferWithSegments(frames.data, np.ascontiguousarray(segments).data),
+        decompressed_sizes=sizes.astype(np.uint64).data,
+    )
+    bodies, lengths = _joined(out)
+    if not np.array_equal(lengths, sizes):
+        raise zstandard.ZstdError(f"inflated to {lengths.tolist()} bytes, not {sizes.tolist()}")
+    return bodies
 
 
 def _samples(timestamps: npt.ArrayLike, values: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:

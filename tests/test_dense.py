@@ -375,7 +375,9 @@ def test_compressed_body_must_inflate_to_its_length() -> None:
         st.builds(
             lambda n, lay, k, body: header(n, lay, k, len(body)) + body,
             st.integers(0, 60),
-            st.sampled_from([0, 1, 2, 1 | kernels.FLAG_PLANES, 2 | kernels.FLAG_PLANES]),
+            st.sampled_from([0, 1, 2, 1 | kernels.FLAG_PLANES, 2 | kernels.FLAG_PLANES]).flatmap(
+                lambda lay: st.sampled_from([lay, lay | kernels.FLAG_ZSTD])
+            ),
             st.integers(0, 18),
             st.binary(max_size=200),
         ),
