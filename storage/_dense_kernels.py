@@ -73,7 +73,8 @@ _NO_DECIMALS = MAX_DECIMALS + 1
 _SMALL_DECIMALS = 9
 
 
-def max_body_size(count: int) -> int:
+@njit(cache=True, nogil=True, inline="always")
+def max_body_size(count):  # type: ignore[no-untyped-def]
     """Bytes an honest body of ``count`` samples can take at most (readers bound by it).
 
     Timestamps take at most 10 bytes a sample; values at most 8 (XOR planes) or, as
@@ -373,7 +374,7 @@ def _read_header(blob, start, end):
     size, p = _get_uvarint(blob, start + 4, end)
     if p < 0:
         return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0, 0, 0, 0
-    if size < 0 or size > 32 * n + 32:
+    if size < 0 or size > max_body_size(n):
         return BAD_LENGTH, 0, 0, 0, 0, 0
     if lay & FLAG_ZSTD:
         if size == 0 or p == end:  # nothing to inflate, or inflating into nothing
