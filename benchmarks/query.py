@@ -1,12 +1,12 @@
 """Query benchmark: dashboard queries over the same week of data in promstore and its peers.
 
 Every selected target is started fresh and receives, through remote write, the same
-backfilled data at a 15 s interval: a fleet of 100 ``api`` hosts with ten request
+backfilled data at a 15 s interval: a fleet of 10 ``api`` hosts with a hundred request
 counters each (1,000 series), a few ``gateway`` hosts with a latency histogram, and in
-the big preset a ``web`` fleet of 100,000 request counters. The data is encoded a slice
-of rounds at a time and each slice is sent to every target in turn, so the plan never
-has to fit in memory. Once every target has settled (its blocks written and compacted,
-or flushed), each one is measured alone, the others being paused with SIGSTOP: every
+the big preset a ``web`` fleet of 1,000 hosts (100,000 request counters). The data is
+encoded a slice of rounds at a time and each slice is sent to every target in turn, so
+the plan never has to fit in memory. Once every target has settled (its blocks written
+and compacted, or flushed), each one is measured alone, the others being paused with SIGSTOP: every
 query is sent a few times to warm the target up, then timed ``runs`` times through the
 Prometheus HTTP API on a kept-alive connection, and the report gives median and p90
 latency per target and promstore's latency as a ratio to each peer's, plus resident
@@ -25,7 +25,9 @@ import json
 import os
 import shlex
 import signal
+import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -38,7 +40,7 @@ import numpy as np
 from benchmarks import loadgen
 from benchmarks._node import _histogram
 from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm, select_targets
-from benchmarks.peers import VICTORIAMETRICS, Server, machine_info, running
+from benchmarks.peers import PROMSTORE, VICTORIAMETRICS, Server, Target, machine_info, running
 from benchmarks.workloads import Kind, Profile, SeriesSpec, ValueStream, Workload
 
 __all__ = ["PRESETS", "Fleet", "Preset", "Query", "dashboard_queries", "main"]
@@ -54,24 +56,28 @@ _BATCH_ROUNDS = 4  # scrapes one request may span
 
 # -- the data -----------------------------------------------------------------------------
 
-_HANDLERS = ("/", "/api/v1/items", "/api/v1/orders", "/login", "/static")
-_CODES = (("200", 1.0), ("500", 0.002))  # share of a handler's requests
+_HANDLERS = ("/", "/api/v1/items", "/api/v1/orders", "/api/v1/users", "/api/v1/search",
+             "/api/v1/cart", "/login", "/logout", "/static", "/healthz")
+_METHODS = (("GET", 0.8), ("POST", 0.2))  # share of a handler's requests
+_CODES = (("200", 0.95), ("201", 0.03), ("404", 0.015), ("500", 0.004), ("503", 0.001))
 
 
 def _request_counters(job: str) -> Profile:
-    """Ten ``http_requests_total`` counters per host: five handlers, two status codes.
+    """A hundred ``http_requests_total`` counters per host (handler, method, code), as
+    many as ``node_cpu_seconds_total`` has on a 12-CPU host.
 
     Each grows as the observation count of a group of its own (``Kind.BUCKET`` with the
     whole share), which is what a request counter is; ``workloads`` builds a host's
     state from its histogram groups, so every profile needs at least one.
     """
-    specs = []
-    for i, (handler, (code, share)) in enumerate(
-            (h, c) for h in _HANDLERS for c in _CODES):
-        rate = 40.0 / (1 + _HANDLERS.index(handler)) * share
-        specs.append(SeriesSpec({"__name__": "http_requests_total", "job": job,
-                                 "handler": handler, "code": code},
-                                Kind.BUCKET, rate=rate, group=i))
+    specs: list[SeriesSpec] = []
+    for h, handler in enumerate(_HANDLERS):
+        for method, m_share in _METHODS:
+            for code, c_share in _CODES:
+                specs.append(SeriesSpec(
+                    {"__name__": "http_requests_total", "job": job, "handler": handler,
+                     "method": method, "code": code},
+                    Kind.BUCKET, rate=40.0 / (1 + h) * m_share * c_share, group=len(specs)))
     return Profile(f"{job}-requests", 1.0, tuple(specs))
 
 
@@ -104,8 +110,8 @@ class Fleet(Workload):
 class Preset:
     """A benchmark size: hosts per fleet, hours covered, timed runs per query."""
 
-    api_hosts: int  # ten request counters each: the 1,000-series fleet
-    web_hosts: int  # ten request counters each: the 100,000-series fleet (0: none)
+    api_hosts: int  # a hundred request counters each: the 1,000-series fleet
+    web_hosts: int  # a hundred request counters each: the 100,000-series fleet (0: none)
     gateway_hosts: int  # a latency histogram each (14 series)
     hours: float  # of data at a 15 s interval, ending a few minutes before the run
     runs: int
@@ -114,8 +120,8 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # A week and an hour, so that the 7-day range and its first rate window are covered.
-    "quick": Preset(100, 0, 10, 7 * 24 + 1, 10, "1,140 series over 7 days and 1 hour"),
-    "big": Preset(100, 10_000, 100, 7 * 24 + 1, 5,
+    "quick": Preset(10, 0, 10, 7 * 24 + 1, 10, "1,140 series over 7 days and 1 hour"),
+    "big": Preset(10, 1_000, 100, 7 * 24 + 1, 5,
                   "102,400 series (100,000 in one fleet) over 7 days and 1 hour"),
 }
 
@@ -253,7 +259,7 @@ def dashboard_queries(fleets: list[Fleet]) -> list[Query]:
                               fleet.n_series) for label, r, s in _RANGES]
     api = fleets[0]
     raw = (f'http_requests_total{{job="api",instance="{api.host_instance(0)}",'
-           f'handler="/",code="200"}}[1h]')
+           f'handler="/",method="GET",code="200"}}[1h]')
     total = sum(f.n_series for f in fleets)
     queries += [Query("raw 1 series 1h", raw, series=1),
                 Query("count all series", 'count({__name__=~".+"})', series=total)]
@@ -406,6 +412,48 @@ def alone(server: Server, others: list[Server]) -> Iterator[None]:
                 os.killpg(other.process.pid, signal.SIGCONT)
 
 
+# -- a baseline ------------------------------------------------------------------------------------
+
+
+class PromstoreAt(Target):
+    """promstore as of another commit, run beside the working tree's for before/after
+    figures from one run: the commit's files are exported (``git archive``) into a
+    temporary directory that the server imports from."""
+
+    ready_path = PROMSTORE.ready_path
+    durability = PROMSTORE.durability
+
+    def __init__(self, rev: str, tree: Path) -> None:
+        self.name = f"promstore@{rev}"
+        self._rev = rev
+        self._tree = tree
+
+    @classmethod
+    @contextlib.contextmanager
+    def exported(cls, rev: str) -> Iterator[PromstoreAt]:
+        """The target for ``rev`` (any name git knows); its files go when done."""
+        repo = Path(__file__).resolve().parent.parent
+        short = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", rev],
+                               capture_output=True, text=True, check=True).stdout.strip()
+        with tempfile.TemporaryDirectory(prefix=f"bench-promstore-{short}-") as tree:
+            archive = subprocess.run(["git", "-C", str(repo), "archive", short],
+                                     capture_output=True, check=True).stdout
+            subprocess.run(["tar", "-x", "-C", tree], input=archive, check=True)
+            yield cls(short, Path(tree))
+
+    def available(self) -> bool:
+        return True
+
+    def command(self, workdir: Path, data_dir: Path, port: int) -> list[str]:
+        return PROMSTORE.command(workdir, data_dir, port)
+
+    def environment(self) -> dict[str, str]:
+        return {**os.environ, "PYTHONPATH": str(self._tree)}
+
+    def version(self) -> str:
+        return self._rev
+
+
 # -- one run -------------------------------------------------------------------------------------
 
 
@@ -427,10 +475,7 @@ def measure(server: Server, queries: list[Query], end_ms: int, raw: tuple[str, i
         client.close()
 
 
-def _run(args: argparse.Namespace, preset: Preset) -> dict[str, Any]:
-    targets = select_targets(args.targets)
-    if not targets:
-        raise SystemExit("no target to benchmark")
+def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dict[str, Any]:
     fleets = build_fleets(preset, args.seed)
     queries = dashboard_queries(fleets)
     interval = fleets[0].interval_ms
@@ -559,6 +604,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Latency of dashboard queries in promstore and its peers on the same data.")
     p.add_argument("--preset", choices=sorted(PRESETS), default="quick")
     p.add_argument("--targets", default="", help="comma-separated subset (default: all installed)")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run promstore as of this commit, for before/after figures")
     p.add_argument("--api-hosts", type=int, help="hosts of the 1,000-series fleet (100)")
     p.add_argument("--web-hosts", type=int, help="hosts of the 100,000-series fleet")
     p.add_argument("--gateway-hosts", type=int, help="hosts with a latency histogram")
@@ -604,7 +651,13 @@ def main(argv: list[str] | None = None) -> int:
           f"usable), {machine['memory_gib']} GiB, Linux {machine['kernel']}")
     print(f"preset:  {label} ({base.note}{'; overridden' if overrides else ''}), "
           f"{preset.runs} timed runs after {args.warmups} warm-up runs")
-    report = _run(args, preset)
+    targets = select_targets(args.targets)
+    with contextlib.ExitStack() as stack:
+        if args.baseline:
+            targets.append(stack.enter_context(PromstoreAt.exported(args.baseline)))
+        if not targets:
+            raise SystemExit("no target to benchmark")
+        report = _run(args, preset, targets)
     print()
     print(report_table(report))
     print("Latency: wall time of a GET on a kept-alive connection until the whole answer is "

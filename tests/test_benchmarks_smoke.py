@@ -215,12 +215,12 @@ def test_query_benchmark_runs_against_promstore(tmp_path) -> None:
         signal.signal(signal.SIGTERM, old)
     assert code == 0
     report = json.loads(next(tmp_path.glob("query-quick-custom-*.json")).read_text())
-    assert report["data"]["series"] == 2 * 10 + 14
+    assert report["data"]["series"] == 2 * 100 + 14
     (row,) = report["targets"]
     assert row["target"] == "promstore" and "data_problem" not in row
-    assert row["load"]["samples_accepted"] == 34 * 240 and row["load"]["non_2xx"] == 0
+    assert row["load"]["samples_accepted"] == 214 * 240 and row["load"]["non_2xx"] == 0
     answers = row["queries"]
     assert answers["raw 1 series 1h"]["points"] == 240  # every sample of the last hour
-    assert answers["count all series"]["value"] == "34"
+    assert answers["count all series"]["value"] == "214"
     assert answers["rate api 7d"]["series"] == 2  # one per instance
     assert all(a["runs"] == 1 and a["median_ms"] > 0 for a in answers.values())
