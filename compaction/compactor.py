@@ -1,11 +1,14 @@
 """Merging blocks into one.
 
-Series are matched across the source blocks by their label sets. A series' chunks are
-carried over byte for byte when the sources do not overlap for it (the usual case:
-neighbouring time ranges); where they overlap, its samples are merged, the first copy
-of a timestamp kept (sources in time order), and re-encoded. The result is written as a
-new block whose level is one above its highest source and whose sources are theirs
-together; deleting the sources is the caller's job, once the new block is durable.
+Series are matched across the source blocks by their label sets. With ``dense`` (the
+default for compacted data), every series is decoded, merged in time order with the
+first copy of a timestamp kept (sources in time order), and re-encoded in the dense
+chunk encoding (``storage.dense``), several times smaller than XOR on typical metrics.
+Without it, a series' XOR chunks are carried over byte for byte where the sources do
+not overlap for it, and re-encoded as XOR where they do, so the block stays readable by
+Prometheus and its tools. The result is written as a new block whose level is one above
+its highest source and whose sources are theirs together; deleting the sources is the
+caller's job, once the new block is durable.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
+from storage import chunkenc
 from storage.block import Block, BlockMeta, write_block
-from storage.chunk_merge import rebuild_chunks, take_chunks
+from storage.chunk_merge import encode_series, merge_samples, rebuild_chunks, take_chunks
 from storage.labels import NO_LIMITS, batch_from_keys, canonicalise
 from storage.series import SeriesRegistry
 from storage.xor import ENCODING_XOR
@@ -27,7 +31,7 @@ __all__ = ["compact"]
 _ALL = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
 
 
-def compact(parent: Path, blocks: Sequence[Block]) -> BlockMeta:
+def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True) -> BlockMeta:
     """Write one block holding every sample of ``blocks`` under ``parent``."""
     ordered = sorted(blocks, key=lambda b: (b.meta.min_time, b.meta.ulid))
     registry = SeriesRegistry()
@@ -54,22 +58,29 @@ def compact(parent: Path, blocks: Sequence[Block]) -> BlockMeta:
     s = np.concatenate(series or [np.empty(0, np.int64)])
     lo = np.concatenate(cmin or [np.empty(0, np.int64)])
     hi = np.concatenate(cmax or [np.empty(0, np.int64)])
-    if np.any(np.concatenate(enc or [np.empty(0, np.uint8)]) != ENCODING_XOR):
-        raise NotImplementedError("only XOR chunks can be compacted yet")
+    kinds = np.concatenate(enc or [np.empty(0, np.uint8)])
     blob = np.concatenate(blobs or [np.empty(0, np.uint8)])
     offsets = np.zeros(len(s) + 1, np.int64)
     np.cumsum(np.concatenate(lengths or [np.empty(0, np.int64)]), out=offsets[1:])
     order = np.lexsort((lo, s))  # stable: sources in time order for equal starts
-    s, lo, hi = s[order], lo[order], hi[order]
+    s, lo, hi, kinds = s[order], lo[order], hi[order], kinds[order]
     blob, offsets = take_chunks(blob, offsets, order)
-    # Sorted by start, a series' chunks overlap somewhere iff two neighbours do.
-    overlap = np.zeros(len(s), bool)
-    overlap[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
-    if overlap.any():
-        s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, overlap)
+    if dense:
+        ts, vs, starts = chunkenc.decode_many(kinds, blob, offsets)
+        owner, ts, vs = merge_samples(np.repeat(s, np.diff(starts)), ts, vs)
+        s, lo, hi, kinds, blob, offsets = encode_series(owner, ts, vs, dense=True)
+    else:
+        # Sorted by start, a series' chunks overlap somewhere iff two neighbours do.
+        redo = np.zeros(len(s), bool)
+        redo[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
+        redo |= kinds != ENCODING_XOR
+        if redo.any():
+            s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo,
+                                                      encoding=kinds)
+        kinds = np.full(len(lo), ENCODING_XOR, np.uint8)
     present, chunk_series = np.unique(s, return_inverse=True)
     keys_blob, keys_offsets = registry.keys(present)
     return write_block(parent, keys_blob=keys_blob, keys_offsets=keys_offsets,
                        chunk_series=chunk_series.astype(np.int64), chunk_mint=lo, chunk_maxt=hi,
-                       chunk_encoding=np.full(len(lo), ENCODING_XOR, np.uint8),
-                       chunk_blob=blob, chunk_offsets=offsets, **meta_args)
+                       chunk_encoding=kinds, chunk_blob=blob, chunk_offsets=offsets,
+                       **meta_args)

@@ -36,6 +36,7 @@ class MaintainerOptions:
     retention_bytes: int = 0
     max_block_ms: int = 0
     interval: float = 60.0
+    dense: bool = True  # compacted blocks in the dense encoding (False: XOR, Prometheus-readable)
 
     def block_ranges(self, base_ms: int) -> list[int]:
         limit = self.max_block_ms or min(31 * DAY_MS, self.retention_ms // 10 or 31 * DAY_MS)
@@ -103,7 +104,7 @@ class Maintainer:
             sources = [b for b in blocks if b.meta.ulid in group]
             started = time.monotonic()
             before = sum(directory_bytes(b.meta.path) for b in sources)
-            meta = compact(self.db.directory, sources)
+            meta = compact(self.db.directory, sources, dense=self.options.dense)
             self.db.replace_blocks(meta, sources)
             self.stats.compactions += 1
             self.stats.compaction_seconds += time.monotonic() - started

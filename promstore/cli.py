@@ -38,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                             "(15d; 0 keeps everything)")
     serve.add_argument("--retention-size",
                        help="delete the oldest blocks while blocks and WAL exceed this (off)")
+    serve.add_argument("--compacted-encoding", choices=["dense", "xor"],
+                       help="chunk encoding of compacted blocks: dense (default, smaller) or "
+                            "xor (readable by Prometheus tools)")
     serve.add_argument("--max-series", type=int, help="limit on series in the head")
     serve.add_argument("--max-request-bytes", help="limit on a compressed request body")
     serve.add_argument("--remote-read-sample-limit", type=int,
@@ -64,6 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     compact.add_argument("--data-dir", help="data directory (default ./data)")
     compact.add_argument("--retention-time", help="as for serve (15d)")
     compact.add_argument("--retention-size", help="as for serve (off)")
+    compact.add_argument("--compacted-encoding", choices=["dense", "xor"],
+                         help="as for serve (dense)")
     compact.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return parser
 
@@ -96,11 +101,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _compact(config: Config) -> int:
-    from compaction.maintainer import Maintainer, MaintainerOptions
+    from compaction.maintainer import Maintainer
     from storage.db import DB, DBOptions
     from storage.errors import StorageError
 
-    from .server import head_options
+    from .server import head_options, maintainer_options
 
     try:
         db = DB.open(config.data_dir, DBOptions(head=head_options(config),
@@ -110,9 +115,7 @@ def _compact(config: Config) -> int:
         return 1
     try:
         persisted = db.compact_head()
-        maintainer = Maintainer(db, MaintainerOptions(
-            retention_ms=int(config.retention_time * 1000),
-            retention_bytes=config.retention_size))
+        maintainer = Maintainer(db, maintainer_options(config))
         merged = maintainer.run_once()
         print(f"promstore: {len(persisted)} blocks written from the head, {merged} by "
               f"compaction, {maintainer.stats.blocks_deleted_by_retention} deleted by "

@@ -49,6 +49,9 @@ class Config:
     # are deleted; 0 keeps everything. retention_size (bytes, 0 = off) bounds blocks + WAL.
     retention_time: float = 15 * 86400.0
     retention_size: int = 0
+    # Encoding of compacted blocks: "dense" (several times smaller) or "xor" (the blocks
+    # stay readable by Prometheus and promtool, as the 2h blocks always are).
+    compacted_encoding: str = "dense"
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000
@@ -203,6 +206,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("remote_read_sample_limit must not be negative (0 = no limit)")
     if config.wal_fsync_interval <= 0:
         raise ConfigError("wal_fsync_interval must be positive")
+    if config.compacted_encoding not in ("dense", "xor"):
+        raise ConfigError("compacted_encoding must be 'dense' or 'xor', "
+                          f"not {config.compacted_encoding!r}")
     if config.block_range < 60 or config.block_range % 60:
         raise ConfigError("block_range must be a whole number of minutes, at least 1m")
     if config.wal_segment_size < MIN_WAL_SEGMENT_SIZE:

@@ -58,6 +58,12 @@ def head_options(config: Config) -> HeadOptions:
     )
 
 
+def maintainer_options(config: Config) -> MaintainerOptions:
+    return MaintainerOptions(retention_ms=int(config.retention_time * 1000),
+                             retention_bytes=config.retention_size,
+                             dense=config.compacted_encoding == "dense")
+
+
 def build_app(config: Config) -> web.Application:
     """The application for ``config``; storage opens when the app starts."""
     app = web.Application(client_max_size=config.max_request_bytes)
@@ -81,9 +87,7 @@ def build_app(config: Config) -> web.Application:
         await loop.run_in_executor(executor, warm_up)
         options = DBOptions(head=head_options(config))
         store = await loop.run_in_executor(executor, DB.open, data_dir, options)
-        maintainer = Maintainer(store, MaintainerOptions(
-            retention_ms=int(config.retention_time * 1000),
-            retention_bytes=config.retention_size))
+        maintainer = Maintainer(store, maintainer_options(config))
         maintainer.start()
         app[STORE_KEY] = store
         app[_MAINTAINER_KEY] = maintainer

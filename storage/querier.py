@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from . import chunkenc
 from .chunk_merge import rebuild_chunks, take_chunks
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
@@ -27,7 +28,7 @@ from .rwlock import RWLock
 from .samples import SampleSet
 from .series import SeriesRegistry
 from .series_set import ChunkSeriesSet, SeriesSet, label_table
-from .xor import ENCODING_XOR, decode_xor_many
+from .xor import ENCODING_XOR
 
 if TYPE_CHECKING:
     from .block import Block
@@ -148,10 +149,7 @@ class Querier:
                 continue
             qids = self._intern(*block.series_keys(ids))
             chunks = block.chunks(ids, mint, maxt)
-            if np.any(chunks.encoding != ENCODING_XOR):
-                bad = int(chunks.encoding[chunks.encoding != ENCODING_XOR][0])
-                raise NotImplementedError(f"chunk encoding {bad} is not readable yet")
-            ts, vs, starts = decode_xor_many(chunks.blob, chunks.offsets)
+            ts, vs, starts = chunkenc.decode_many(chunks.encoding, chunks.blob, chunks.offsets)
             owners.append(np.repeat(qids[chunks.series], np.diff(starts)))
             times.append(ts)
             values.append(vs)
@@ -215,29 +213,28 @@ class Querier:
     def select_chunks(self, matchers: Sequence[Matcher], mint: int, maxt: int
                       ) -> ChunkSeriesSet:
         """Series matching ``matchers`` with their chunks overlapping ``[mint, maxt]``,
-        as stored: chunks pass through byte for byte, except for series whose chunks
-        from different parts overlap or that hold out-of-order samples in the head,
-        which are merged and re-encoded."""
-        parts: tuple[list[np.ndarray], ...] = ([], [], [], [], [])
-        series, cmin, cmax, blobs, lengths = parts
+        as stored: XOR chunks pass through byte for byte, except for series whose chunks
+        from different parts overlap, that hold out-of-order samples in the head or that
+        are stored in another encoding, which are merged and re-encoded as XOR."""
+        parts: tuple[list[np.ndarray], ...] = ([], [], [], [], [], [])
+        series, cmin, cmax, blobs, lengths, kinds = parts
         for block in self._blocks:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids) == 0:
                 continue
             qids = self._intern(*block.series_keys(ids))
             chunks = block.chunks(ids, mint, maxt)
-            if np.any(chunks.encoding != ENCODING_XOR):
-                bad = int(chunks.encoding[chunks.encoding != ENCODING_XOR][0])
-                raise NotImplementedError(f"chunk encoding {bad} is not readable yet")
             for out, part in zip(parts, (qids[chunks.series], chunks.mint, chunks.maxt,
-                                         chunks.blob, np.diff(chunks.offsets))):
+                                         chunks.blob, np.diff(chunks.offsets),
+                                         chunks.encoding)):
                 out.append(part)
         refs, qids = self._head_parts(matchers, mint, maxt)
         late = SampleSet(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
         if len(refs):
             batch, late = self._head.read_chunks(refs, mint, maxt)
             for out, part in zip(parts, (qids[batch.pos], batch.mint, batch.maxt, batch.blob,
-                                         np.diff(batch.offsets))):
+                                         np.diff(batch.offsets),
+                                         np.full(batch.n_chunks, ENCODING_XOR, np.uint8))):
                 out.append(part)
             late = SampleSet(qids[np.searchsorted(refs, late.refs)], late.timestamps,
                              late.values)
@@ -249,13 +246,15 @@ class Querier:
         offsets = np.zeros(len(s) + 1, np.int64)
         np.cumsum(np.concatenate(lengths), out=offsets[1:])
         order = np.lexsort((lo, s))
+        encoding = np.concatenate(kinds)[order]
         s, lo, hi = s[order], lo[order], hi[order]
         blob, offsets = take_chunks(blob, offsets, order)
         redo = np.zeros(len(s), bool)
         redo[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
-        redo |= np.isin(s, late.refs)
+        redo |= np.isin(s, late.refs) | (encoding != ENCODING_XOR)  # served as XOR
         if redo.any() or len(late.refs):
-            s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo, late)
+            s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo, late,
+                                                      encoding)
         present, chunk_series = np.unique(s, return_inverse=True)
         names, values, ids, order = label_table(self._registry.snapshot(), present)
         per_series = np.bincount(chunk_series, minlength=len(present))[order]

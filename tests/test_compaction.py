@@ -92,7 +92,7 @@ def test_compacting_neighbours_carries_chunks_over(tmp_path):
         before = _dump(db)
         sources = db.blocks[:3]
         assert [b.meta.max_time - T0 for b in sources] == [2 * HOUR, 4 * HOUR, 6 * HOUR]
-        meta = compact(tmp_path, sources)
+        meta = compact(tmp_path, sources, dense=False)
         assert meta.level == 2 and meta.min_time == T0 and meta.max_time == T0 + 6 * HOUR
         assert set(meta.sources) == {b.meta.ulid for b in sources}
         assert meta.num_chunks == sum(b.meta.num_chunks for b in sources)
@@ -114,7 +114,7 @@ def test_overlapping_blocks_merge_and_keep_one_copy(tmp_path):
         db.close()
     blocks = [Block.open(min(p for p in path.iterdir() if len(p.name) == 26))
               for path in (a, b)]  # the first two hours of each
-    meta = compact(tmp_path, blocks)
+    meta = compact(tmp_path, blocks, dense=False)
     merged = Block.open(meta.path)
     try:
         assert merged.meta.num_samples == 4 * 120
@@ -211,5 +211,38 @@ def test_reads_over_overlapping_blocks_keep_the_older_blocks_copy(tmp_path):
         ts, vs = got.series_samples(0)
         assert np.array_equal(ts, T0 + np.arange(120) * 60_000)
         assert vs[75] == 75.0 and vs[110] == 1110.0 and vs[10] == 10.0
+    finally:
+        db.close()
+
+
+def test_dense_compaction_shrinks_blocks_and_reads_the_same(tmp_path):
+    from storage.dense import ENCODING_DENSE
+
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 9 * 60))
+        db.compact_head()
+        before = _dump(db)
+        sources = db.blocks[:3]
+        meta = compact(tmp_path, sources)
+        new = Block.open(meta.path)
+        try:
+            chunks = new.chunks(np.arange(new.n_series), LO, HI)
+            assert set(chunks.encoding.tolist()) == {ENCODING_DENSE}
+            assert meta.num_samples == sum(b.meta.num_samples for b in sources)
+            assert meta.num_chunks < sum(b.meta.num_chunks for b in sources)
+            assert chunks.offsets[-1] < sum(
+                b.chunks(np.arange(b.n_series), LO, HI).offsets[-1] for b in sources) / 2
+        finally:
+            new.close()
+        db.replace_blocks(meta, sources)
+        assert _dump(db) == before
+        # Remote read's chunk path serves dense data as XOR chunks with the same samples.
+        cs = db.querier(LO, HI).select_chunks(ALL, LO, HI)
+        ts, vs, _ = decode_xor_many(cs.blob, cs.offsets)
+        assert len(ts) == sum(len(t) for t, _ in before.values())
+        # Compacting dense blocks again (a higher level) keeps every sample.
+        meta2 = compact(tmp_path, [b for b in db.blocks if b.meta.level >= 1][:2])
+        assert meta2.num_samples > 0
     finally:
         db.close()
