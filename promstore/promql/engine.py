@@ -58,7 +58,8 @@ from .parser import (
 from .selectors import range_source, select_instant, window_matrix
 from .values import Grid, Scalar, String, Value, Vector, align_up, merge_same_labels
 
-__all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "check_range_type"]
+__all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "SliceUse",
+           "check_range_type"]
 
 # Prometheus's API refuses range queries of more points than this per series; subqueries
 # get the same bound, so that no grid can exhaust memory on its own.
@@ -77,8 +78,11 @@ class EngineOptions:
     max_samples: int = 50_000_000  # --query.max-samples
     default_subquery_step_ms: int = 60_000  # the global evaluation_interval
     # A range query is evaluated in slices of steps holding about this many
-    # (series by step) cells in any intermediate value, to bound memory (~9 bytes a cell).
+    # (series by step) cells in any intermediate value, to bound memory (~9 bytes a cell),
+    # and selecting about this many samples: the store needs around a hundred bytes per
+    # sample while it reads and merges them.
     max_cells: int = 8_000_000
+    max_slice_samples: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -113,7 +117,7 @@ class Evaluator:
         # or within subqueries the start of their grid (a range query's slices do not
         # move it).
         self._origins = [start]
-        self.peak_cells = 0  # the largest value held so far, in series-steps (or samples)
+        self.slice = SliceUse()
 
     # -- limits ---------------------------------------------------------------------------
 
@@ -125,8 +129,16 @@ class Evaluator:
             raise QueryTimeoutError()
 
     def count_samples(self, n: int) -> None:
-        """Account for ``n`` samples loaded or produced at once."""
-        self.peak_cells = max(self.peak_cells, n)
+        """Account for ``n`` samples produced at once."""
+        self.slice.cells = max(self.slice.cells, n)
+        if n > self.options.max_samples:
+            raise TooManySamplesError()
+
+    def count_selected(self, n: int, mint: int, maxt: int) -> None:
+        """Account for ``n`` samples selected from ``[mint, maxt]``."""
+        self.slice.selected += n
+        self.slice.selected_ms += maxt - mint + 1
+        self.slice.selections += 1
         if n > self.options.max_samples:
             raise TooManySamplesError()
 
@@ -195,7 +207,7 @@ class Evaluator:
         """The value of ``node`` at every step of ``grid``."""
         value = self._eval(node, grid)
         if isinstance(value, Vector):
-            self.peak_cells = max(self.peak_cells, value.values.size)
+            self.slice.cells = max(self.slice.cells, value.values.size)
         return value
 
     def _eval(self, node: Node, grid: Grid) -> Value:
@@ -276,12 +288,13 @@ class Engine:
         ev = self._evaluator(start, end, timeout_s, cancel)
         grid = Grid.between(start, end, step)
         parts: list[Vector] = []
-        done, size = 0, min(_FIRST_SLICE, self.options.max_cells)
+        # Steps are independent, so slices of the grid evaluate separately. The first
+        # slice spans a few minutes, however long the steps; what it selected and held
+        # sizes the next ones.
+        done, size = 0, max(1, min(_FIRST_SLICE, _FIRST_SPAN_MS // step))
         while done < grid.n:
-            # Steps are independent, so slices of the grid evaluate separately; the first
-            # slice measures how many cells a step takes, which sizes the next ones.
             piece = Grid(grid.start + done * step, step, min(size, grid.n - done))
-            ev.peak_cells = 0
+            ev.slice = SliceUse()
             value = ev.eval(node, piece)
             if isinstance(value, Scalar):
                 value = Vector(Labels.empty(1), value.values[None, :],
@@ -289,15 +302,45 @@ class Engine:
             assert isinstance(value, Vector)
             parts.append(value)
             done += piece.n
-            per_step = max(ev.peak_cells / piece.n, 1.0)
-            size = max(1, int(self.options.max_cells / per_step))
+            size = ev.slice.next_size(piece.n, step, self.options)
         value = _join_slices(parts, grid)
         ev.count_samples(value.n_points)
         order = value.labels.sort_order(ev.pool)
         return QueryResult(value.take(order), grid, ev.pool, "matrix")
 
 
-_FIRST_SLICE = 16  # steps evaluated before the size of a step is known
+_FIRST_SLICE = 64  # steps evaluated before the size of a step is known
+_FIRST_SPAN_MS = 10 * 60_000  # and the time they may span at most
+# A slice has at most this many times the steps of the one before, so that an estimate
+# made from unusual data (a range starting before the data does) is soon corrected.
+_GROWTH = 8
+
+
+@dataclass
+class SliceUse:
+    """What one slice of a range query held and selected: the largest value (cells, or
+    samples produced) and the samples its selectors read, with the time they spanned."""
+
+    cells: int = 0
+    selected: int = 0
+    selected_ms: int = 0
+    selections: int = 0
+
+    def next_size(self, steps: int, step: int, options: EngineOptions) -> int:
+        """Steps for the next slice, so that it holds about ``max_cells`` cells and
+        selects about ``max_slice_samples`` samples.
+
+        Cells grow with the steps. A selector's span is its window (range or lookback)
+        plus the steps it covers, so the samples it reads are estimated from this
+        slice's density (samples per millisecond selected) over that span.
+        """
+        size = max(1, min(_GROWTH * steps, int(options.max_cells / max(self.cells / steps, 1.0))))
+        if self.selected:
+            density = self.selected / self.selected_ms
+            windows = self.selected_ms - self.selections * (steps - 1) * step
+            room = options.max_slice_samples / density - windows
+            size = min(size, max(1, int(room / (self.selections * step)) + 1))
+        return size
 
 
 def _join_slices(parts: list[Vector], grid: Grid) -> Vector:

@@ -62,7 +62,7 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
     if mint > maxt:
         return SeriesSet.empty()
     ss = ev.store.select(list(node.matchers), mint, maxt)
-    ev.count_samples(ss.n_samples)
+    ev.count_selected(ss.n_samples, mint, maxt)
     ev.check()
     return ss
 
