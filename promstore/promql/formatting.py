@@ -59,9 +59,10 @@ def format_values(values: np.ndarray, positional: bool = False) -> list[str]:
     out = np.empty(len(values), dtype=object)
     with np.errstate(invalid="ignore"):
         mag = np.abs(values)
-        integral = (values == np.trunc(values)) & (mag < 1e15) & \
-            ~((values == 0) & np.signbit(values))
-        plain = ~integral & (mag >= 1e-4) & (mag < 1e16)
+        whole = values == np.trunc(values)
+        # Below 2**53 every integer is a float, so its digits are the shortest ones.
+        integral = whole & (mag < 2.0**53) & ~((values == 0) & np.signbit(values))
+        plain = ~whole & (mag >= 1e-4) & (mag < 1e16)
     other = ~(integral | plain)
     out[integral] = list(map(str, values[integral].astype(np.int64).tolist()))
     out[plain] = list(map(repr, values[plain].tolist()))

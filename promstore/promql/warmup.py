@@ -6,6 +6,7 @@ hundred milliseconds in all, which the first query after a start would otherwise
 
 from __future__ import annotations
 
+from .encoding import encode_data
 from .engine import Engine
 from .testing import MemoryStore
 
@@ -26,5 +27,5 @@ def warm_up() -> None:
                   [1.0, 2.0, 3.0])
     engine = Engine(store)
     for query in _QUERIES:
-        engine.instant_query(query, 30_000)
-        engine.range_query(query, 0, 30_000, 15_000)
+        encode_data(engine.instant_query(query, 30_000))
+        encode_data(engine.range_query(query, 0, 30_000, 15_000))
