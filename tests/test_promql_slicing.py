@@ -89,8 +89,8 @@ def test_next_size_from_density_and_cells() -> None:
     use = SliceUse(cells=40, selected=480, selected_ms=480_000, selections=1)
     assert use.next_size(4, 60_000, options) == 12
     # Without selections only cells count, 10 per step, and a slice grows at most
-    # eightfold.
-    assert SliceUse(cells=40).next_size(4, 60_000, options) == 32
+    # 64-fold.
+    assert SliceUse(cells=40).next_size(4, 60_000, options) == 256
     assert SliceUse(cells=4_000).next_size(400, 60_000, options) == 1_000
     # A window alone beyond the budget still leaves one step.
     dense = SliceUse(cells=40, selected=100_000, selected_ms=480_000, selections=1)

@@ -134,10 +134,10 @@ class Evaluator:
         if n > self.options.max_samples:
             raise TooManySamplesError()
 
-    def count_selected(self, n: int, mint: int, maxt: int) -> None:
-        """Account for ``n`` samples selected from ``[mint, maxt]``."""
+    def count_selected(self, n: int, span_ms: int) -> None:
+        """Account for ``n`` samples selected, found over ``span_ms`` milliseconds."""
         self.slice.selected += n
-        self.slice.selected_ms += maxt - mint + 1
+        self.slice.selected_ms += span_ms
         self.slice.selections += 1
         if n > self.options.max_samples:
             raise TooManySamplesError()
@@ -312,8 +312,8 @@ class Engine:
 _FIRST_SLICE = 64  # steps evaluated before the size of a step is known
 _FIRST_SPAN_MS = 10 * 60_000  # and the time they may span at most
 # A slice has at most this many times the steps of the one before, so that an estimate
-# made from unusual data (a range starting before the data does) is soon corrected.
-_GROWTH = 8
+# made from unusual data (series that appear later in the range) is soon corrected.
+_GROWTH = 64
 
 
 @dataclass
@@ -332,7 +332,9 @@ class SliceUse:
 
         Cells grow with the steps. A selector's span is its window (range or lookback)
         plus the steps it covers, so the samples it reads are estimated from this
-        slice's density (samples per millisecond selected) over that span.
+        slice's density (samples per millisecond of the time the selected data covered,
+        which is less than asked for where a range starts before the data) over that
+        span.
         """
         size = max(1, min(_GROWTH * steps, int(options.max_cells / max(self.cells / steps, 1.0))))
         if self.selected:

@@ -62,7 +62,12 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
     if mint > maxt:
         return SeriesSet.empty()
     ss = ev.store.select(list(node.matchers), mint, maxt)
-    ev.count_selected(ss.n_samples, mint, maxt)
+    if ss.n_samples:
+        times, starts = np.asarray(ss.timestamps), np.asarray(ss.starts)
+        held = starts[:-1] < starts[1:]  # each series' samples are in time order
+        first = int(times[starts[:-1][held]].min())
+        last = int(times[starts[1:][held] - 1].max())
+        ev.count_selected(ss.n_samples, min(maxt, last) - max(mint, first) + 1)
     ev.check()
     return ss
 
