@@ -15,6 +15,7 @@ the event loop nor the write path; a client that goes away cancels its query.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import os
 import threading
@@ -74,6 +75,19 @@ _TOP = 10  # entries per list of the TSDB status page, as Prometheus shows
 _MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
 _WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still there
 _COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/deflate)
+_TRIM_AFTER_S = 0.05  # queries that ran longer hand freed memory back to the system
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, where the C library has it."""
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_malloc_trim = _find_malloc_trim()
 
 
 @dataclass(frozen=True)
@@ -194,6 +208,7 @@ class _QueryApi:
         (aiohttp does not cancel handlers on a disconnect, so the connection is watched)
         or the server shuts down."""
         cancel = threading.Event()
+        began = time.monotonic()
         future = asyncio.get_running_loop().run_in_executor(self._pool, work, cancel)
         try:
             while True:
@@ -207,6 +222,11 @@ class _QueryApi:
         except asyncio.CancelledError:
             cancel.set()
             raise
+        finally:
+            if _malloc_trim is not None and time.monotonic() - began > _TRIM_AFTER_S:
+                # A long query freed large arrays, which the C allocator keeps in the
+                # arena of the thread that ran it; give them back, off the answer's path.
+                self._pool.submit(_malloc_trim, 0)
         response = json_response(f'{{"status":"success","data":{data}}}'.encode())
         if len(data) > _COMPRESS_FROM:
             response.enable_compression()  # as Prometheus, when the client accepts it
