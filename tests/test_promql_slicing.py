@@ -86,12 +86,19 @@ def test_next_size_from_density_and_cells() -> None:
     options = EngineOptions(max_cells=10_000, max_slice_samples=1_000)
     # One selector over 4 steps of 60 s and a 300 s window (480 s) read 480 samples,
     # 0.001 per ms: 1,000 samples span 1,000 s, the window and 11 more steps.
-    use = SliceUse(cells=40, selected=480, selected_ms=480_000, selections=1)
+    use = SliceUse(cells=40, selected=480, selected_ms=480_000, selected_series=1,
+                   selections=1)
     assert use.next_size(4, 60_000, options) == 12
+    # Many series raise the budget to 64 samples a series: for 1,000 series, 64,000
+    # samples span 64,000 s: the window and 1,061 more steps.
+    many = SliceUse(cells=40, selected=1_440, selected_ms=1_440_000, selected_series=1_000,
+                    selections=1)
+    assert many.next_size(20, 60_000, options) == 1_062
     # Without selections only cells count, 10 per step, and a slice grows at most
     # 64-fold.
     assert SliceUse(cells=40).next_size(4, 60_000, options) == 256
     assert SliceUse(cells=4_000).next_size(400, 60_000, options) == 1_000
     # A window alone beyond the budget still leaves one step.
-    dense = SliceUse(cells=40, selected=100_000, selected_ms=480_000, selections=1)
+    dense = SliceUse(cells=40, selected=100_000, selected_ms=480_000, selected_series=1,
+                     selections=1)
     assert dense.next_size(4, 60_000, options) == 1

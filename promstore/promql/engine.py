@@ -134,10 +134,12 @@ class Evaluator:
         if n > self.options.max_samples:
             raise TooManySamplesError()
 
-    def count_selected(self, n: int, span_ms: int) -> None:
-        """Account for ``n`` samples selected, found over ``span_ms`` milliseconds."""
+    def count_selected(self, n: int, span_ms: int, series: int) -> None:
+        """Account for ``n`` samples of ``series`` series selected, found over
+        ``span_ms`` milliseconds."""
         self.slice.selected += n
         self.slice.selected_ms += span_ms
+        self.slice.selected_series += series
         self.slice.selections += 1
         if n > self.options.max_samples:
             raise TooManySamplesError()
@@ -314,6 +316,7 @@ _FIRST_SPAN_MS = 10 * 60_000  # and the time they may span at most
 # A slice has at most this many times the steps of the one before, so that an estimate
 # made from unusual data (series that appear later in the range) is soon corrected.
 _GROWTH = 64
+_MIN_SERIES_SAMPLES = 64  # samples per selected series a slice may read in any case
 
 
 @dataclass
@@ -324,11 +327,15 @@ class SliceUse:
     cells: int = 0
     selected: int = 0
     selected_ms: int = 0
+    selected_series: int = 0
     selections: int = 0
 
     def next_size(self, steps: int, step: int, options: EngineOptions) -> int:
         """Steps for the next slice, so that it holds about ``max_cells`` cells and
-        selects about ``max_slice_samples`` samples.
+        selects about ``max_slice_samples`` samples, or ``_MIN_SERIES_SAMPLES`` per
+        series selected where that is more: the store's cost of a selection grows with
+        its series (postings, label sets, chunk index) before it reads a sample, and
+        thousands of slices over a large fleet would pay it again and again.
 
         Cells grow with the steps. A selector's span is its window (range or lookback)
         plus the steps it covers, so the samples it reads are estimated from this
@@ -340,7 +347,9 @@ class SliceUse:
         if self.selected:
             density = self.selected / self.selected_ms
             windows = self.selected_ms - self.selections * (steps - 1) * step
-            room = options.max_slice_samples / density - windows
+            budget = max(options.max_slice_samples,
+                         _MIN_SERIES_SAMPLES * self.selected_series)
+            room = budget / density - windows
             size = min(size, max(1, int(room / (self.selections * step)) + 1))
         return size
 

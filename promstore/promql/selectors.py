@@ -67,7 +67,7 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
         held = starts[:-1] < starts[1:]  # each series' samples are in time order
         first = int(times[starts[:-1][held]].min())
         last = int(times[starts[1:][held] - 1].max())
-        ev.count_selected(ss.n_samples, min(maxt, last) - max(mint, first) + 1)
+        ev.count_selected(ss.n_samples, min(maxt, last) - max(mint, first) + 1, ss.n_series)
     ev.check()
     return ss
 
