@@ -6,11 +6,11 @@ counters each (1,000 series), a few ``gateway`` hosts with a latency histogram, 
 the big preset a ``web`` fleet of 1,000 hosts (100,000 request counters). The data is
 encoded a slice of rounds at a time and each slice is sent to every target in turn, so
 the plan never has to fit in memory. Once every target has settled (its blocks written
-and compacted, or flushed), each one is measured alone, the others being paused with SIGSTOP: every
-query is sent a few times to warm the target up, then timed ``runs`` times through the
-Prometheus HTTP API on a kept-alive connection, and the report gives median and p90
-latency per target and promstore's latency as a ratio to each peer's, plus resident
-memory idle and at its peak during each query.
+and compacted, or flushed), each one is measured alone, the others being paused with
+SIGSTOP: every query is sent a few times to warm the target up, then timed ``runs`` times
+through the Prometheus HTTP API on a kept-alive connection, and the report gives median
+and p90 latency per target and promstore's latency as a ratio to each peer's, plus
+resident memory idle and at its peak during each query.
 
 Run: ``python -m benchmarks.query --preset quick`` (see ``docs/benchmarks.md``).
 """
@@ -251,7 +251,9 @@ def dashboard_queries(fleets: list[Fleet]) -> list[Query]:
     queries = []
     for fleet in fleets:
         if fleet.job == "gateway":
-            buckets = fleet.n_series * 12 // 14
+            specs = fleet.profiles[0].specs
+            buckets = fleet.n_hosts * sum(s.labels["__name__"].endswith("_bucket")
+                                          for s in specs)
             queries += [Query(f"quantile {label}", _QUANTILE, r, s, buckets)
                         for label, r, s in _RANGES[:2]]
         else:
@@ -459,17 +461,26 @@ class PromstoreAt(Target):
 
 def measure(server: Server, queries: list[Query], end_ms: int, raw: tuple[str, int, int],
             args: argparse.Namespace) -> dict[str, Any]:
-    """Check the data, then time every query on ``server``; idle memory first."""
+    """Check the data, then time every query on ``server``; idle memory first. A server
+    that has exited (killed for lack of memory, say) is reported with its log's end."""
     client = _Client(server)
     try:
         time.sleep(args.idle)
         row: dict[str, Any] = {"target": server.target.name, "version": server.target.version(),
                                "argv": server.argv, "rss_idle_bytes": server.rss_bytes()}
-        series, expected, range_s = raw
-        problem = check_data(client, series, expected, end_ms, range_s, args.check_wait)
-        if problem:
-            row["data_problem"] = problem
-        row["queries"] = {q.name: time_query(client, server, q, end_ms, args) for q in queries}
+        if server.process.poll() is None:
+            series, expected, range_s = raw
+            problem = check_data(client, series, expected, end_ms, range_s, args.check_wait)
+            if problem:
+                row["data_problem"] = problem
+            row["queries"] = {q.name: time_query(client, server, q, end_ms, args)
+                              for q in queries}
+        else:
+            row["queries"] = {q.name: {"error": "the server had exited"} for q in queries}
+        code = server.process.poll()
+        if code is not None:
+            row["exited"] = f"exited with status {code}"
+            row["log_tail"] = server.log_tail()
         return row
     finally:
         client.close()
@@ -519,6 +530,8 @@ def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dic
             row["settle_s"] = round(waited[server.target.name], 1)
             if "data_problem" in row:
                 print(f"   data problem: {row['data_problem']}")
+            if "exited" in row:
+                print(f"   {row['exited']}; the end of its log:\n{row['log_tail']}")
             report["targets"].append(row)
     return report
 
@@ -578,7 +591,8 @@ def report_table(report: dict[str, Any]) -> str:
                  for q in report["queries"] if q["name"].endswith("7d")]
         top = max((p for p in peaks if p), default=None)
         idle = row["rss_idle_bytes"]
-        mem.append((n, f"{idle / 2**20:,.0f}", *(f"{p / 2**20:,.0f}" if p else "-" for p in peaks),
+        mem.append((n, f"{idle / 2**20:,.0f}" if idle else "-",
+                    *(f"{p / 2**20:,.0f}" if p else "-" for p in peaks),
                     f"{top / idle:.2f}" if top and idle else "-"))
     out.append(_grid(mem))
     out += _disagreements(report)
@@ -669,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     path = args.out / f"query-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {path}")
-    failed = any(r["load"]["non_2xx"] or "data_problem" in r
+    failed = any(r["load"]["non_2xx"] or "data_problem" in r or "exited" in r
                  or any("error" in m for m in r["queries"].values())
                  for r in report["targets"])
     return 1 if failed else 0
