@@ -6,11 +6,12 @@ counters each (1,000 series), a few ``gateway`` hosts with a latency histogram, 
 the big preset a ``web`` fleet of 1,000 hosts (100,000 request counters). The data is
 encoded a slice of rounds at a time and each slice is sent to every target in turn, so
 the plan never has to fit in memory. Once every target has settled (its blocks written
-and compacted, or flushed), each one is measured alone, the others being paused with
-SIGSTOP: every query is sent a few times to warm the target up, then timed ``runs`` times
-through the Prometheus HTTP API on a kept-alive connection, and the report gives median
-and p90 latency per target and promstore's latency as a ratio to each peer's, plus
-resident memory idle and at its peak during each query.
+and compacted, or flushed), the queries are sent in rounds through the Prometheus HTTP
+API on a kept-alive connection: in each round every target in turn runs every query once,
+alone, the others being paused with SIGSTOP; the first rounds warm the targets up, the
+next ``runs`` are timed. The report gives median and p90 latency per target and
+promstore's latency as a ratio to each peer's, plus resident memory idle and at its peak
+during each query.
 
 Run: ``python -m benchmarks.query --preset quick`` (see ``docs/benchmarks.md``).
 """
@@ -322,30 +323,47 @@ def _reset_peak_rss(server: Server) -> bool:
     return True
 
 
-def time_query(client: _Client, server: Server, query: Query, end_ms: int,
-               args: argparse.Namespace) -> dict[str, Any]:
-    """Warm-up runs, then timed runs (stopping early past ``--query-budget`` seconds,
-    after three); the peak resident memory over all of them."""
-    params = query.params(end_ms)
-    peak_is_local = _reset_peak_rss(server)
-    try:
-        for _ in range(args.warmups):
-            client.get(query.path, params)
-        seconds: list[float] = []
-        spent = 0.0
-        body = b""
-        while len(seconds) < args.runs and (len(seconds) < 3 or spent < args.query_budget):
+@dataclass
+class _Timing:
+    """The runs of one query on one target so far, and the most memory they took."""
+
+    seconds: list[float] = field(default_factory=list)
+    peak_rss: int = 0
+    peak_is_local: bool = True  # every run's peak was measured from its own start
+    body: bytes = b""
+    error: str | None = None
+
+    def wants(self, timed: bool, args: argparse.Namespace) -> bool:
+        """Whether to run again: no error, and for timed runs fewer than ``--runs``
+        (no new one past ``--query-budget`` seconds, once three are done)."""
+        if self.error is not None or not timed:
+            return self.error is None
+        n = len(self.seconds)
+        return n < args.runs and (n < 3 or sum(self.seconds) < args.query_budget)
+
+    def run(self, client: _Client, server: Server, query: Query, end_ms: int,
+            timed: bool) -> None:
+        self.peak_is_local &= _reset_peak_rss(server)
+        try:
             began = time.perf_counter()
-            body = client.get(query.path, params)
-            seconds.append(time.perf_counter() - began)
-            spent += seconds[-1]
-    except (QueryError, OSError, http.client.HTTPException) as exc:
-        return {"error": f"{type(exc).__name__}: {exc}"}
-    ms = np.array(seconds) * 1000
-    return {"runs": len(ms), "median_ms": float(np.median(ms)),
-            "p90_ms": float(np.percentile(ms, 90)), "all_ms": [round(x, 3) for x in ms],
-            "bytes": len(body), **_shape(body),
-            "peak_rss_bytes": server.peak_rss_bytes(), "peak_rss_since_query": peak_is_local}
+            body = client.get(query.path, query.params(end_ms))
+            took = time.perf_counter() - began
+        except (QueryError, OSError, http.client.HTTPException) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            return
+        self.peak_rss = max(self.peak_rss, server.peak_rss_bytes())
+        if timed:
+            self.seconds.append(took)
+            self.body = body
+
+    def summary(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"error": self.error}
+        ms = np.array(self.seconds) * 1000
+        return {"runs": len(ms), "median_ms": float(np.median(ms)),
+                "p90_ms": float(np.percentile(ms, 90)), "all_ms": [round(x, 3) for x in ms],
+                "bytes": len(self.body), **_shape(self.body),
+                "peak_rss_bytes": self.peak_rss, "peak_rss_since_query": self.peak_is_local}
 
 
 # -- settling and pausing ---------------------------------------------------------------------
@@ -459,31 +477,72 @@ class PromstoreAt(Target):
 # -- one run -------------------------------------------------------------------------------------
 
 
-def measure(server: Server, queries: list[Query], end_ms: int, raw: tuple[str, int, int],
-            args: argparse.Namespace) -> dict[str, Any]:
-    """Check the data, then time every query on ``server``; idle memory first. A server
-    that has exited (killed for lack of memory, say) is reported with its log's end."""
-    client = _Client(server)
-    try:
+class _Measured:
+    """One target being measured: its client, its row of the report, its timings."""
+
+    def __init__(self, server: Server, queries: list[Query]) -> None:
+        self.server = server
+        self.client = _Client(server)
+        self.timings = {q.name: _Timing() for q in queries}
+        self.row: dict[str, Any] = {"target": server.target.name,
+                                    "version": server.target.version(), "argv": server.argv}
+
+    @property
+    def alive(self) -> bool:
+        return self.server.process.poll() is None
+
+    def start(self, raw: tuple[str, int, int], end_ms: int, args: argparse.Namespace) -> None:
+        """Idle memory, then the check that every sample is there."""
         time.sleep(args.idle)
-        row: dict[str, Any] = {"target": server.target.name, "version": server.target.version(),
-                               "argv": server.argv, "rss_idle_bytes": server.rss_bytes()}
-        if server.process.poll() is None:
+        self.row["rss_idle_bytes"] = self.server.rss_bytes()
+        if self.alive:
             series, expected, range_s = raw
-            problem = check_data(client, series, expected, end_ms, range_s, args.check_wait)
+            problem = check_data(self.client, series, expected, end_ms, range_s,
+                                 args.check_wait)
             if problem:
-                row["data_problem"] = problem
-            row["queries"] = {q.name: time_query(client, server, q, end_ms, args)
-                              for q in queries}
-        else:
-            row["queries"] = {q.name: {"error": "the server had exited"} for q in queries}
-        code = server.process.poll()
+                self.row["data_problem"] = problem
+
+    def round(self, queries: list[Query], end_ms: int, timed: bool,
+              args: argparse.Namespace) -> None:
+        """Every query that wants a run, once."""
+        time.sleep(args.switch_idle)
+        for query in queries:
+            timing = self.timings[query.name]
+            if self.alive and timing.wants(timed, args):
+                timing.run(self.client, self.server, query, end_ms, timed)
+
+    def finish(self) -> dict[str, Any]:
+        """The row of the report; a server that has exited (killed for lack of memory,
+        say) is reported with the end of its log."""
+        self.client.close()
+        self.row["queries"] = {name: t.summary() if t.seconds or t.error else
+                               {"error": "the server had exited"}
+                               for name, t in self.timings.items()}
+        code = self.server.process.poll()
         if code is not None:
-            row["exited"] = f"exited with status {code}"
-            row["log_tail"] = server.log_tail()
-        return row
-    finally:
-        client.close()
+            self.row["exited"] = f"exited with status {code}"
+            self.row["log_tail"] = self.server.log_tail()
+        return self.row
+
+
+def measure(servers: list[Server], queries: list[Query], end_ms: int,
+            raw: tuple[str, int, int], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Check each target's data, then time every query in rounds: ``--warmups`` untimed
+    rounds, then timed ones; in each round every target in turn runs every query once,
+    alone. Interleaving spreads whatever else runs on the machine over all targets."""
+    measured = [_Measured(s, queries) for s in servers]
+    for m in measured:
+        with alone(m.server, servers):
+            m.start(raw, end_ms, args)
+        if "data_problem" in m.row:
+            print(f"   {m.server.target.name}: data problem: {m.row['data_problem']}")
+    for k in range(args.warmups + args.runs):
+        print(f"\r   round {k + 1} of {args.warmups + args.runs}", end="", flush=True)
+        for m in measured:
+            with alone(m.server, servers):
+                m.round(queries, end_ms, timed=k >= args.warmups, args=args)
+    print()
+    return [m.finish() for m in measured]
 
 
 def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dict[str, Any]:
@@ -520,19 +579,17 @@ def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dic
             print(f"== {server.target.name}: {_load_line(loaded[server.target.name])}")
         waited = {s.target.name: settle(s, stable_s=args.stable, bound_s=args.settle_bound)
                   for s in servers}
-        for server in servers:
-            print(f"== {server.target.name}: settled after {waited[server.target.name]:.0f} s; "
-                  "measuring alone", flush=True)
-            with alone(server, servers):
-                row = measure(server, queries, data_end, (raw_series, rounds,
-                                                          int(preset.hours * 3600)), args)
-            row["load"] = loaded[server.target.name].to_dict()
-            row["settle_s"] = round(waited[server.target.name], 1)
-            if "data_problem" in row:
-                print(f"   data problem: {row['data_problem']}")
+        print("== settled after " + ", ".join(f"{name} {s:.0f} s" for name, s in waited.items())
+              + "; measuring each target alone, round by round", flush=True)
+        rows = measure(servers, queries, data_end,
+                       (raw_series, rounds, int(preset.hours * 3600)), args)
+        for row in rows:
+            row["load"] = loaded[row["target"]].to_dict()
+            row["settle_s"] = round(waited[row["target"]], 1)
             if "exited" in row:
-                print(f"   {row['exited']}; the end of its log:\n{row['log_tail']}")
-            report["targets"].append(row)
+                print(f"   {row['target']} {row['exited']}; the end of its log:\n"
+                      f"{row['log_tail']}")
+        report["targets"] = rows
     return report
 
 
@@ -638,7 +695,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--settle-bound", type=float, default=1800.0)
     p.add_argument("--check-wait", type=float, default=60.0,
                    help="seconds to wait for every sample to be visible")
-    p.add_argument("--idle", type=float, default=2.0, help="seconds alone before measuring")
+    p.add_argument("--idle", type=float, default=2.0,
+                   help="seconds alone before a target's idle memory is read")
+    p.add_argument("--switch-idle", type=float, default=0.5,
+                   help="seconds alone before each round of a target's queries")
     p.add_argument("--ready-timeout", type=float, default=120.0)
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="directory for the JSON result")
     return p.parse_args(argv)

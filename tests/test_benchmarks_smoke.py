@@ -210,7 +210,7 @@ def test_query_benchmark_runs_against_promstore(tmp_path) -> None:
     try:
         code = query.main(["--targets", "promstore", "--api-hosts", "2", "--gateway-hosts", "1",
                            "--hours", "1", "--runs", "1", "--warmups", "0", "--stable", "0",
-                           "--idle", "0", "--out", str(tmp_path)])
+                           "--idle", "0", "--switch-idle", "0", "--out", str(tmp_path)])
     finally:
         signal.signal(signal.SIGTERM, old)
     assert code == 0
