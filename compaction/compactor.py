@@ -14,8 +14,8 @@ caller's job, once the new block is durable.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -30,31 +30,74 @@ __all__ = ["compact"]
 
 _ALL = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
 
+# Samples decoded at once while merging: series are merged in slices of about this many
+# samples, so that compacting a day of a large fleet (hundreds of millions of samples)
+# holds a few hundred MiB of decoded samples rather than the whole range.
+SLICE_SAMPLES = 8_000_000
 
-def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True) -> BlockMeta:
+
+@dataclass
+class _Merged:
+    """Merged chunks of one slice of series (ids of the merged registry, ascending)."""
+
+    series: np.ndarray
+    mint: np.ndarray
+    maxt: np.ndarray
+    encoding: np.ndarray
+    blob: np.ndarray
+    offsets: np.ndarray
+
+
+def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True,
+            slice_samples: int = SLICE_SAMPLES) -> BlockMeta:
     """Write one block holding every sample of ``blocks`` under ``parent``."""
     ordered = sorted(blocks, key=lambda b: (b.meta.min_time, b.meta.ulid))
     registry = SeriesRegistry()
-    series, cmin, cmax, enc, blobs, lengths = [], [], [], [], [], []
+    members: list[np.ndarray] = []  # per block: the merged id of each of its series
     for block in ordered:
         ids = np.arange(block.n_series, dtype=np.int64)
-        if len(ids) == 0:
-            continue
         canon = canonicalise(batch_from_keys(*block.series_keys(ids)), NO_LIMITS)
-        merged_ids, _ = registry.resolve(canon)
-        chunks = block.chunks(ids, *_ALL)
-        series.append(merged_ids[chunks.series])
+        members.append(registry.resolve(canon)[0] if len(ids) else ids)
+    n_series = registry.n_series
+    per_series = sum(b.meta.num_samples for b in ordered) / max(n_series, 1)
+    step = max(1, int(slice_samples / max(per_series, 1.0)))
+    parts = [_merge_slice(ordered, members, lo, min(lo + step, n_series), dense)
+             for lo in range(0, n_series, step)]
+    s = np.concatenate([p.series for p in parts] or [np.empty(0, np.int64)])
+    blob = np.concatenate([p.blob for p in parts] or [np.empty(0, np.uint8)])
+    lengths = np.concatenate([np.diff(p.offsets) for p in parts] or [np.empty(0, np.int64)])
+    offsets = np.zeros(len(s) + 1, np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    present, chunk_series = np.unique(s, return_inverse=True)
+    keys_blob, keys_offsets = registry.keys(present)
+    return write_block(
+        parent, keys_blob=keys_blob, keys_offsets=keys_offsets,
+        chunk_series=chunk_series.astype(np.int64),
+        chunk_mint=np.concatenate([p.mint for p in parts] or [np.empty(0, np.int64)]),
+        chunk_maxt=np.concatenate([p.maxt for p in parts] or [np.empty(0, np.int64)]),
+        chunk_encoding=np.concatenate([p.encoding for p in parts] or [np.empty(0, np.uint8)]),
+        chunk_blob=blob, chunk_offsets=offsets,
+        mint=min(b.meta.min_time for b in ordered),
+        maxt=max(b.meta.max_time for b in ordered),
+        level=max(b.meta.level for b in ordered) + 1,
+        sources=sorted({s for b in ordered for s in (b.meta.sources or (b.meta.ulid,))}))
+
+
+def _merge_slice(blocks: Sequence[Block], members: Sequence[np.ndarray], first: int,
+                 stop: int, dense: bool) -> _Merged:
+    """The merged chunks of the series with merged ids in ``[first, stop)``."""
+    series, cmin, cmax, enc, blobs, lengths = [], [], [], [], [], []
+    for block, merged in zip(blocks, members):
+        local = np.flatnonzero((merged >= first) & (merged < stop))
+        if len(local) == 0:
+            continue
+        chunks = block.chunks(local, *_ALL)
+        series.append(merged[local][chunks.series])
         cmin.append(chunks.mint)
         cmax.append(chunks.maxt)
         enc.append(chunks.encoding)
         blobs.append(chunks.blob)
         lengths.append(np.diff(chunks.offsets))
-    meta_args: dict[str, Any] = {
-        "mint": min(b.meta.min_time for b in ordered),
-        "maxt": max(b.meta.max_time for b in ordered),
-        "level": max(b.meta.level for b in ordered) + 1,
-        "sources": sorted({s for b in ordered for s in (b.meta.sources or (b.meta.ulid,))}),
-    }
     s = np.concatenate(series or [np.empty(0, np.int64)])
     lo = np.concatenate(cmin or [np.empty(0, np.int64)])
     hi = np.concatenate(cmax or [np.empty(0, np.int64)])
@@ -68,19 +111,12 @@ def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True) -> Blo
     if dense:
         ts, vs, starts = chunkenc.decode_many(kinds, blob, offsets)
         owner, ts, vs = merge_samples(np.repeat(s, np.diff(starts)), ts, vs)
-        s, lo, hi, kinds, blob, offsets = encode_series(owner, ts, vs, dense=True)
-    else:
-        # Sorted by start, a series' chunks overlap somewhere iff two neighbours do.
-        redo = np.zeros(len(s), bool)
-        redo[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
-        redo |= kinds != ENCODING_XOR
-        if redo.any():
-            s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo,
-                                                      encoding=kinds)
-        kinds = np.full(len(lo), ENCODING_XOR, np.uint8)
-    present, chunk_series = np.unique(s, return_inverse=True)
-    keys_blob, keys_offsets = registry.keys(present)
-    return write_block(parent, keys_blob=keys_blob, keys_offsets=keys_offsets,
-                       chunk_series=chunk_series.astype(np.int64), chunk_mint=lo, chunk_maxt=hi,
-                       chunk_encoding=kinds, chunk_blob=blob, chunk_offsets=offsets,
-                       **meta_args)
+        return _Merged(*encode_series(owner, ts, vs, dense=True))
+    # Sorted by start, a series' chunks overlap somewhere iff two neighbours do.
+    redo = np.zeros(len(s), bool)
+    redo[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
+    redo |= kinds != ENCODING_XOR
+    if redo.any():
+        s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo,
+                                                  encoding=kinds)
+    return _Merged(s, lo, hi, np.full(len(lo), ENCODING_XOR, np.uint8), blob, offsets)
