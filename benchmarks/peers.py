@@ -307,12 +307,18 @@ class Server:
 
 
 @contextlib.contextmanager
-def running(target: Target, *, ready_timeout_s: float = 120.0) -> Iterator[Server]:
-    """Start ``target`` fresh in a temporary directory; stop it and clean up on exit."""
+def running(target: Target, *, ready_timeout_s: float = 120.0,
+            seed: Path | None = None) -> Iterator[Server]:
+    """Start ``target`` fresh in a temporary directory; stop it and clean up on exit.
+    With ``seed``, its data directory starts as a copy of that tree made of hard links
+    (block files are never changed in place, so targets can share them)."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target.name}-"))
     try:
         data_dir = workdir / "data"
-        data_dir.mkdir()
+        if seed is None:
+            data_dir.mkdir()
+        else:
+            shutil.copytree(seed, data_dir, copy_function=os.link)
         port = _free_port()
         argv = target.command(workdir, data_dir, port)
         log_path = workdir / "server.log"

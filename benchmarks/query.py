@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks import loadgen
+from benchmarks import backfill, loadgen
 from benchmarks._node import _histogram
 from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm, select_targets
 from benchmarks.peers import PROMSTORE, VICTORIAMETRICS, Server, Target, machine_info, running
@@ -568,15 +568,27 @@ def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dic
         "targets": [],
     }
     with contextlib.ExitStack() as stack:
+        seed = None
+        if args.load == "blocks":
+            targets = [t for t in targets if t is not VICTORIAMETRICS]
+            seed = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-seed-")))
+            done = backfill.write_blocks(seed, fleets, start_ms, rounds)
+            print(f"== blocks: {done.blocks} written in {done.seconds:.0f} s, "
+                  f"{done.bytes / done.samples:.2f} bytes/sample; every target opens them "
+                  f"(VictoriaMetrics left out: it cannot)", flush=True)
+            report["data"]["backfill"] = done.__dict__
         servers = []
         for target in targets:
             print(f"starting {target.name} {target.version()}: {target.durability}", flush=True)
-            servers.append(stack.enter_context(running(target,
+            servers.append(stack.enter_context(running(target, seed=seed,
                                                        ready_timeout_s=args.ready_timeout)))
-        loaded, encode_s = load(servers, fleets, rounds, start_ms, args)
-        report["data"]["encode_s"] = round(encode_s, 1)
-        for server in servers:
-            print(f"== {server.target.name}: {_load_line(loaded[server.target.name])}")
+        if seed is None:
+            loaded, encode_s = load(servers, fleets, rounds, start_ms, args)
+            report["data"]["encode_s"] = round(encode_s, 1)
+            for server in servers:
+                print(f"== {server.target.name}: {_load_line(loaded[server.target.name])}")
+        else:
+            loaded = {s.target.name: _Loaded() for s in servers}
         waited = {s.target.name: settle(s, stable_s=args.stable, bound_s=args.settle_bound)
                   for s in servers}
         print("== settled after " + ", ".join(f"{name} {s:.0f} s" for name, s in waited.items())
@@ -686,6 +698,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--query-budget", type=float, default=60.0,
                    help="seconds of timed runs per query after which no more start (after 3)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--load", choices=("remote-write", "blocks"), default="remote-write",
+                   help="send the data through remote write, or write it as blocks that "
+                        "promstore and Prometheus open (for weeks of 100,000 series; "
+                        "VictoriaMetrics is left out)")
     p.add_argument("--concurrency", type=int, default=loadgen.DEFAULT_CONCURRENCY)
     p.add_argument("--batch", type=int, default=loadgen.DEFAULT_BATCH)
     p.add_argument("--ingest-bound", type=float, default=900.0,
