@@ -7,16 +7,22 @@ open ours and we open theirs::
         meta.json      time range, stats, compaction level and sources (written last)
         index          symbols, series, postings (``storage.block_index``)
         chunks/000001  chunk segments (``storage.block_chunks``)
-        tombstones     deletions; we always write the empty file
+        tombstones     deleted intervals per series (``storage.tombstones``)
 
 ``write_block`` builds a block in ``<ULID>.tmp-for-creation`` and renames it into
 place, so a block directory either is complete or does not exist under its final
 name. ``Block`` reads one through memory maps. Byte layouts are in ``docs/format.md``
 ("Blocks"). Time ranges in ``meta.json`` are half-open: ``minTime <= t < maxTime``.
+
+Only the tombstones file and ``meta.json`` ever change after a block is written: a
+deletion (``Block.delete``) replaces both, each atomically, tombstones first, and hands
+back a new ``Block`` value that shares the memory maps of the old one; readers holding
+the old value keep the deletions they started with.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -28,17 +34,18 @@ from typing import Any, Self
 
 import numpy as np
 
-from . import _block_kernels as k
+from . import chunkenc
+from . import tombstones as tomb
 from ._registry_kernels import gather_ranges
 from .block_chunks import MAX_SEGMENT_SIZE, ChunkSegments, write_segments
 from .block_index import ChunkMetas, DecodedSeries, IndexFile, SeriesLayout, write_index
 from .errors import CorruptionError
 from .matchers import Matcher
 from .postings import select
+from .tombstones import Tombstones
 from .ulid import is_ulid, new_ulid
 
 __all__ = [
-    "MAGIC_TOMBSTONES",
     "META_VERSION",
     "TMP_SUFFIX",
     "Block",
@@ -50,11 +57,6 @@ __all__ = [
 
 META_VERSION = 1
 TMP_SUFFIX = ".tmp-for-creation"
-MAGIC_TOMBSTONES = 0x0130BA30
-TOMBSTONES_FORMAT_V1 = 1
-# Magic, version, then the CRC32-C of no tombstones at all (zero).
-_EMPTY_TOMBSTONES = MAGIC_TOMBSTONES.to_bytes(4, "big") + bytes([TOMBSTONES_FORMAT_V1]) + \
-    bytes(4)
 _MAX_META_BYTES = 64 << 20
 
 
@@ -71,15 +73,20 @@ class BlockMeta:
     level: int
     sources: tuple[str, ...]
     path: Path
+    num_tombstones: int = 0
 
     def to_json(self) -> str:
-        """``meta.json`` as Prometheus writes it (same keys, order and indentation)."""
+        """``meta.json`` as Prometheus writes it (same keys, order and indentation;
+        ``numTombstones`` only when there are some, as Prometheus omits a zero)."""
+        stats = {"numSamples": self.num_samples, "numSeries": self.num_series,
+                 "numChunks": self.num_chunks}
+        if self.num_tombstones:
+            stats["numTombstones"] = self.num_tombstones
         doc = {
             "ulid": self.ulid,
             "minTime": self.min_time,
             "maxTime": self.max_time,
-            "stats": {"numSamples": self.num_samples, "numSeries": self.num_series,
-                      "numChunks": self.num_chunks},
+            "stats": stats,
             "compaction": {"level": self.level, "sources": list(self.sources)},
             "version": META_VERSION,
         }
@@ -134,6 +141,7 @@ def _meta_from_doc(doc: Any, path: Path) -> BlockMeta:
         level=integer(compaction["level"], "compaction level", 1),
         sources=tuple(sources),
         path=path,
+        num_tombstones=integer(stats.get("numTombstones", 0), "numTombstones", 0),
     )
     if meta.min_time > meta.max_time:
         raise ValueError(f"minTime {meta.min_time} is after maxTime {meta.max_time}")
@@ -281,7 +289,7 @@ def write_block(
                   out=chunk_start[1:])
         write_index(tmp / "index", layout,
                     ChunkMetas(chunk_start, c_mint[order], c_maxt[order], refs))
-        _write_file(tmp / "tombstones", _EMPTY_TOMBSTONES)
+        _write_file(tmp / tomb.FILENAME, tomb.encode(Tombstones.empty()))
         _fsync_dir(tmp / "chunks")
         _write_file(tmp / "meta.json", meta.to_json().encode())
         _fsync_dir(tmp)
@@ -296,39 +304,21 @@ def write_block(
 # --------------------------------------------------------------------------- reading
 
 
-def _check_tombstones(path: Path) -> None:
-    """Validate the tombstones file if there is one (Prometheus treats a missing one as
-    empty)."""
-    file = path / "tombstones"
-    try:
-        data = file.read_bytes()
-    except FileNotFoundError:
-        return
-    except OSError as e:
-        raise CorruptionError(f"{file}: cannot read: {e}") from None
-    if len(data) < len(_EMPTY_TOMBSTONES):
-        raise CorruptionError(f"{file}: {len(data)} bytes, too short")
-    if int.from_bytes(data[:4], "big") != MAGIC_TOMBSTONES:
-        raise CorruptionError(f"{file}: offset 0: bad magic")
-    if data[4] != TOMBSTONES_FORMAT_V1:
-        raise CorruptionError(f"{file}: offset 4: unsupported version {data[4]}")
-    body = np.frombuffer(data, dtype=np.uint8)
-    if k.crc32c(body, 5, len(data) - 4) != int.from_bytes(data[-4:], "big"):
-        raise CorruptionError(f"{file}: offset {len(data) - 4}: checksum mismatch")
-
-
 class Block:
     """A block directory opened for reading (``Block.open``).
 
     Series are named by block-local ids: their ordinal in label order, 0 … n-1. Every
-    method is synchronous, thread-safe and returns fresh arrays; ``close`` must not
-    race with them. Malformed data raises ``CorruptionError`` naming file and offset.
+    read leaves out the samples the block's tombstones delete. Every method is
+    synchronous, thread-safe and returns fresh arrays; ``close`` must not race with
+    them. Malformed data raises ``CorruptionError`` naming file and offset.
     """
 
-    def __init__(self, meta: BlockMeta, index: IndexFile, segments: ChunkSegments) -> None:
+    def __init__(self, meta: BlockMeta, index: IndexFile, segments: ChunkSegments,
+                 tombstones: Tombstones) -> None:
         self.meta = meta
         self._index = index
         self._segments = segments
+        self.tombstones = tombstones  # keyed by ordinal
 
     @classmethod
     def open(cls, path: Path) -> Block:
@@ -337,7 +327,7 @@ class Block:
         chunks."""
         path = Path(path)
         meta = read_meta(path)
-        _check_tombstones(path)
+        stones = tomb.read_file(path)
         try:
             index = IndexFile(path / "index")
         except FileNotFoundError:
@@ -350,7 +340,40 @@ class Block:
         except BaseException:
             index.close()
             raise
-        return cls(meta, index, segments)
+        return cls(meta, index, segments, _by_ordinal(index, stones))
+
+    # -- deletion -------------------------------------------------------------------
+
+    def delete(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> Block:
+        """Delete the samples in ``[mint, maxt]`` of the series matching ``matchers``:
+        each such series with a chunk there gets that interval, clamped to its own
+        time span, as a tombstone (as Prometheus does). Returns the block with its new
+        tombstones (itself when nothing changed)."""
+        ids = select(self._index, matchers) if mint <= maxt else np.empty(0, np.int64)
+        d = self._index.decode(ids, mint, maxt)
+        if len(d.chunk_series) == 0:
+            return self
+        hit = np.unique(d.chunk_series)  # positions in ids, ascending
+        span = self._index.decode(ids[hit])  # every chunk, for the series' time span
+        first = np.searchsorted(span.chunk_series, np.arange(len(hit)))
+        last = np.searchsorted(span.chunk_series, np.arange(len(hit)), side="right") - 1
+        new = Tombstones.of(ids[hit], np.maximum(mint, span.chunk_mint[first]),
+                            np.minimum(maxt, span.chunk_maxt[last]))
+        return self.with_tombstones(self.tombstones.add(new))
+
+    def with_tombstones(self, stones: Tombstones) -> Block:
+        """Make ``stones`` (keyed by ordinal) the block's tombstones on disk: the
+        tombstones file, then ``meta.json``'s count, each replaced atomically. Returns
+        the new value; this one keeps reading as before."""
+        refs = _index_refs(self._index)
+        tomb.write_file(self.meta.path, Tombstones(refs[stones.refs], stones.mint,
+                                                   stones.maxt))
+        meta = dataclasses.replace(self.meta, num_tombstones=len(stones))
+        tmp = self.meta.path / "meta.json.tmp"
+        _write_file(tmp, meta.to_json().encode())
+        os.replace(tmp, self.meta.path / "meta.json")
+        _fsync_dir(self.meta.path)
+        return Block(meta, self._index, self._segments, stones)
 
     @property
     def n_series(self) -> int:
@@ -358,14 +381,26 @@ class Block:
 
     def select_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> np.ndarray:
         """Sorted ids of the series matching every matcher (all series with none) that
-        have a chunk overlapping ``[mint, maxt]`` (inclusive)."""
+        have a sample in ``[mint, maxt]`` (inclusive) that no tombstone deletes."""
         if mint > maxt or maxt < self.meta.min_time or mint >= self.meta.max_time:
             return np.empty(0, dtype=np.int64)
         ids = select(self._index, matchers)
-        if mint <= self.meta.min_time and maxt >= self.meta.max_time - 1:
-            return ids  # every series has a chunk, and every chunk is inside the block
-        decoded = self._index.decode(ids, mint, maxt)
-        return ids[np.unique(decoded.chunk_series)]
+        if not (mint <= self.meta.min_time and maxt >= self.meta.max_time - 1):
+            decoded = self._index.decode(ids, mint, maxt)
+            ids = ids[np.unique(decoded.chunk_series)]
+        # Otherwise every series has a chunk, and every chunk is inside the block.
+        touched = np.flatnonzero(self.tombstones.overlap(
+            ids, np.full(len(ids), mint), np.full(len(ids), maxt)))
+        if len(touched) == 0:
+            return ids
+        left = self.chunks(ids[touched], mint, maxt)
+        ts, _, starts = chunkenc.decode_many(left.encoding, left.blob, left.offsets)
+        inside = (ts >= mint) & (ts <= maxt)
+        owner = np.repeat(left.series, np.diff(starts))[inside]
+        keep = np.ones(len(ids), bool)
+        keep[touched] = False
+        keep[touched[np.unique(owner)]] = True
+        return ids[keep]
 
     def _labels(self, ids: np.ndarray) -> DecodedSeries:
         # An empty time range: labels only, no chunk metas.
@@ -406,9 +441,17 @@ class Block:
 
     def chunks(self, ids: np.ndarray, mint: int, maxt: int) -> ChunkSet:
         """Chunks of the series ``ids`` that overlap ``[mint, maxt]`` (inclusive), bytes
-        copied out of the segments with their checksums verified."""
-        d = self._index.decode(np.asarray(ids, dtype=np.int64), mint, maxt)
+        copied out of the segments with their checksums verified, without the samples
+        the tombstones delete (see ``tombstones.trim_chunks``)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        d = self._index.decode(ids, mint, maxt)
         encoding, blob, offsets = self._segments.gather(d.chunk_ref)
+        stones = self.tombstones
+        if len(stones):
+            t = tomb.trim_chunks(stones, ids[d.chunk_series], d.chunk_mint, d.chunk_maxt,
+                                 encoding, blob, offsets)
+            return ChunkSet(d.chunk_series[t.source], t.mint, t.maxt, t.encoding, t.blob,
+                            t.offsets)
         return ChunkSet(d.chunk_series, d.chunk_mint, d.chunk_maxt, encoding, blob, offsets)
 
     def close(self) -> None:
@@ -421,3 +464,20 @@ class Block:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _index_refs(index: IndexFile) -> np.ndarray:
+    """Index reference (entry offset / 16) of each series ordinal: the names Prometheus
+    gives series in a block's tombstones file."""
+    return index._series_refs  # the index keeps them in ordinal order
+
+
+def _by_ordinal(index: IndexFile, stones: Tombstones) -> Tombstones:
+    """Tombstones read from the file (keyed by index reference) keyed by ordinal;
+    intervals of references that name no series are dropped (they delete nothing)."""
+    known = _index_refs(index)
+    if len(known) == 0 or len(stones) == 0:
+        return Tombstones.empty()
+    ords = np.minimum(np.searchsorted(known, stones.refs), len(known) - 1)
+    real = known[ords] == stones.refs
+    return Tombstones.of(ords[real], stones.mint[real], stones.maxt[real])

@@ -21,6 +21,12 @@ each safe to interrupt with ``kill -9``:
 
 On start the newest block's end is the head's minimum valid time, so replaying a WAL
 whose range is already in a block skips those samples instead of duplicating them.
+
+Deleting (``delete``) adds tombstones to the blocks and the head that hold matching
+series in the range (``storage.tombstones``); reads leave those samples out at once,
+persisting the head does not write them, and rewriting blocks (compaction,
+``clean_tombstones``) drops them for good. ``snapshot`` hard-links the blocks into a
+directory of its own, with the head written beside them as one more block.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +48,7 @@ from .batch import WriteBatch
 from .block import Block, BlockMeta, write_block
 from .chunk_merge import rebuild_chunks
 from .errors import CorruptionError, StorageError
-from .head import Head, HeadOptions, lock_directory
+from .head import Head, HeadOptions, lock_directory, without_deleted
 from .head_chunks import ChunkBatch
 from .interface import AppendResult
 from .matchers import Matcher
@@ -50,6 +56,7 @@ from .querier import Querier
 from .rwlock import RWLock
 from .samples import SampleSet
 from .series_set import SeriesSet
+from .tombstones import Tombstones
 from .wal import fsync_dir
 from .xor import ENCODING_XOR
 
@@ -87,6 +94,9 @@ class DB:
         self._blocks = blocks
         self._blocks_lock = threading.Lock()
         self._compact_lock = threading.Lock()
+        # Held by every change to the set of blocks or their tombstones, so that a
+        # deletion never lands on a block while it is being replaced.
+        self._maintenance = threading.RLock()
         self._read_lock = RWLock()  # see Querier: publish-and-truncate is exclusive
         self.open_report = problems
         self._wake = threading.Event()
@@ -143,17 +153,102 @@ class DB:
     def replace_blocks(self, new: BlockMeta | None, old: Sequence[Block]) -> None:
         """Serve the (durable) block ``new`` instead of the blocks ``old``, then delete
         those. Queries already reading an old block finish on it: its files are unlinked
-        but stay mapped until the last reader lets go."""
-        block = Block.open(new.path) if new is not None else None
-        gone = {b.meta.ulid for b in old}
-        with self._blocks_lock:
-            kept = [b for b in self._blocks if b.meta.ulid not in gone]
-            if block is not None:
-                kept.append(block)
-            kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
-            self._blocks = kept
-        for b in old:
-            _remove_block_dir(b.meta.path)
+        but stay mapped until the last reader lets go.
+
+        ``new`` must have been made from ``old`` as they are now: when one of them got
+        tombstones (or was replaced) since it was taken from ``blocks``, ``new`` may
+        still hold deleted samples, so it is deleted instead and ``StorageError`` asks
+        the caller to try again."""
+        with self._maintenance:
+            with self._blocks_lock:
+                current = {id(b) for b in self._blocks}
+            if new is not None and not all(id(b) in current for b in old):
+                _remove_block_dir(new.path)
+                raise StorageError(f"blocks {', '.join(b.meta.ulid for b in old)} changed "
+                                   f"while {new.ulid} was made from them (a deletion or "
+                                   "another compaction); discarded it, try again")
+            block = Block.open(new.path) if new is not None else None
+            gone = {b.meta.ulid for b in old}
+            with self._blocks_lock:
+                kept = [b for b in self._blocks if b.meta.ulid not in gone]
+                if block is not None:
+                    kept.append(block)
+                kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+                self._blocks = kept
+            for b in old:
+                _remove_block_dir(b.meta.path)
+
+    # -- deleting -----------------------------------------------------------------------
+
+    def delete(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> None:
+        """Delete the samples in ``[mint, maxt]`` (inclusive) of the series matching
+        ``matchers``, in the blocks and in the head. Durable when this returns: block
+        tombstones are written, head tombstones logged and synced."""
+        if mint > maxt:
+            return
+        # Not while a head range is being written to a block (its tombstones would be
+        # read before and truncated after) nor while blocks are being replaced.
+        with self._compact_lock, self._maintenance:
+            changed = {}
+            for block in self.blocks:
+                if block.meta.min_time <= maxt and mint < block.meta.max_time:
+                    after = block.delete(matchers, mint, maxt)
+                    if after is not block:
+                        changed[id(block)] = after
+            if changed:
+                with self._blocks_lock:
+                    self._blocks = [changed.get(id(b), b) for b in self._blocks]
+            if self.head.n_samples and self.head.min_time <= maxt \
+                    and mint <= self.head.max_time:
+                self.head.delete(matchers, mint, maxt)
+
+    def clean_tombstones(self, rewrite: Callable[[Block], BlockMeta]) -> int:
+        """Rewrite every block that has tombstones without its deleted samples and
+        serve the result instead; return how many blocks were rewritten.
+
+        ``rewrite(block)`` writes the new block (a compaction of that block alone: one
+        level up with the same sources, so that after a crash the old block is the one
+        deleted on start). A result without samples is dropped with the old block."""
+        done = 0
+        with self._maintenance:
+            for block in self.blocks:
+                if not len(block.tombstones):
+                    continue
+                meta = rewrite(block)
+                if meta.num_samples == 0:
+                    _remove_block_dir(meta.path)
+                    self.replace_blocks(None, [block])
+                else:
+                    self.replace_blocks(meta, [block])
+                done += 1
+                log.info("rewrote block %s without its deleted samples as %s", block.meta.ulid,
+                         meta.ulid if meta.num_samples else "nothing")
+        return done
+
+    # -- snapshots ----------------------------------------------------------------------
+
+    def snapshot(self, directory: str | os.PathLike[str], *, with_head: bool = True) -> None:
+        """Make ``directory`` (new or empty) a data directory holding the store as it
+        is: every block hard-linked (instant, no extra space), and unless ``with_head``
+        is false the head's samples written as one more block, as Prometheus does."""
+        target = Path(directory)
+        if target.resolve() == self.directory.resolve():
+            raise StorageError("cannot snapshot into the data directory itself")
+        target.mkdir(parents=True, exist_ok=True)
+        with self._compact_lock, self._maintenance:
+            for block in self.blocks:
+                _link_tree(block.meta.path, target / block.meta.ulid)
+            fsync_dir(target)
+            if not with_head:
+                return
+            head = self.head
+            with head.lock:
+                mint, maxt, empty = head.min_time, head.max_time, head.n_samples == 0
+            if empty:
+                return
+            parts = _range_parts(head, mint, maxt + 1)
+            if len(parts["chunk_mint"]):
+                write_block(target, mint=mint, maxt=maxt + 1, **parts)
 
     def querier(self, mint: int = _MIN_TIME, maxt: int = _MAX_TIME) -> Querier:
         """A reader over the head and the blocks overlapping ``[mint, maxt]``."""
@@ -217,8 +312,9 @@ class DB:
             last = head.wal.cut_segment() - 1
             refs = np.arange(head.registry.n_series, dtype=np.int64)
             keys = head.registry.keys(refs)
+            stones = head.tombstones
         chunks, late = _gather(head, len(refs), _MIN_TIME, _MAX_TIME)
-        checkpoint.write(wal_dir, last, _checkpoint_records(refs, keys, chunks, late))
+        checkpoint.write(wal_dir, last, _checkpoint_records(refs, keys, chunks, late, stones))
         head.wal.truncate_before(last + 1)
         checkpoint.remove_leftovers(wal_dir)
 
@@ -257,12 +353,24 @@ def _gather(head: Head, n_series: int, mint: int, maxt: int) -> tuple[ChunkBatch
 
 
 def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
-    """The head's data in ``[mint, maxt)`` as ``write_block`` arguments. Chunks never
-    cross a block-range boundary, so the range's chunks are taken whole; series with
-    out-of-order samples in the range get their chunks rebuilt with those merged in."""
+    """The head's data in ``[mint, maxt)`` as ``write_block`` arguments, without deleted
+    samples. Chunks never cross a block-range boundary, so a block range's chunks are
+    taken whole (chunks reaching past another range, as a snapshot's, are cut); series
+    with out-of-order samples in the range get their chunks rebuilt with those merged
+    in."""
     with head.lock:
         n_series = head.registry.n_series
+        stones = head.tombstones
     chunks, late = _gather(head, n_series, mint, maxt - 1)
+    outside = (chunks.mint < mint) | (chunks.maxt >= maxt)
+    if outside.any():
+        edge = np.unique(chunks.pos[outside])
+        n = len(edge)
+        stones = stones.add(Tombstones.of(
+            np.concatenate((edge, edge)),
+            np.concatenate((np.full(n, _MIN_TIME), np.full(n, maxt))),
+            np.concatenate((np.full(n, mint - 1), np.full(n, _MAX_TIME)))))
+    chunks, late = without_deleted(stones, chunks.pos, chunks, late)
     series = chunks.pos
     blob, offsets = chunks.blob, chunks.offsets
     cmin, cmax = chunks.mint, chunks.maxt
@@ -280,10 +388,11 @@ def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
 
 
 def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],
-                        chunks: ChunkBatch, late: SampleSet) -> Iterator[tuple[int, bytes]]:
-    """SERIES records for every head series, then the head's chunks as CHUNKS records
-    and its out-of-order samples as SAMPLES records, in slices that keep records
-    moderate."""
+                        chunks: ChunkBatch, late: SampleSet, stones: Tombstones
+                        ) -> Iterator[tuple[int, bytes]]:
+    """SERIES records for every head series, then the head's chunks as CHUNKS records,
+    its out-of-order samples as SAMPLES records and its tombstones as TOMBSTONES
+    records, in slices that keep records moderate."""
     blob, offsets = keys
     for lo in range(0, len(refs), _SERIES_PER_RECORD):
         hi = min(lo + _SERIES_PER_RECORD, len(refs))
@@ -296,6 +405,20 @@ def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],
         sl = slice(lo, lo + _SAMPLES_PER_RECORD)
         yield record.SAMPLES, record.encode_samples(late.refs[sl], late.timestamps[sl],
                                                     late.values[sl])
+    for lo in range(0, len(stones), _SAMPLES_PER_RECORD):
+        sl = slice(lo, lo + _SAMPLES_PER_RECORD)
+        yield record.TOMBSTONES, record.encode_tombstones(stones.refs[sl], stones.mint[sl],
+                                                          stones.maxt[sl])
+
+
+def _link_tree(source: Path, target: Path) -> None:
+    """Hard-link every file under ``source`` to the same place under ``target``."""
+    for root, _, files in os.walk(source):
+        into = target / Path(root).relative_to(source)
+        into.mkdir(parents=True, exist_ok=True)
+        for name in files:
+            os.link(Path(root) / name, into / name)
+        fsync_dir(into)
 
 
 def _remove_block_dir(path: Path) -> None:

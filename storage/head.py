@@ -5,7 +5,9 @@ The head owns the series registry (``series.py``), the postings index
 first timestamp) and the samples themselves: in-order samples in XOR chunks
 (``head_chunks.py``), the rare samples accepted inside the out-of-order window raw
 (``samples.py``). It implements ``Appendable`` (see ``head_append.py``),
-``IndexReader`` and ``Selectable``.
+``IndexReader`` and ``Selectable``. Deleted intervals (``delete``) are kept as
+tombstones, logged to the WAL, and left out of every read; the samples themselves go
+when their range is written to a block.
 
 Concurrency: one lock serialises appends (registry changes, sample checks, WAL writes
 in a consistent order); the expensive parts run in numba kernels that release the GIL,
@@ -27,8 +29,9 @@ from typing import Literal
 import numpy as np
 
 from . import _append_kernels as ak
+from . import record
 from .batch import WriteBatch
-from .errors import StorageError
+from .errors import StorageError, UnavailableError
 from .head_append import append
 from .head_chunks import ChunkBatch, HeadChunks
 from .head_wal import replay
@@ -39,9 +42,11 @@ from .postings import Postings, select
 from .samples import SampleLog, SampleSet
 from .series import RegistryView, SeriesRegistry
 from .series_set import SeriesSet, from_registry
+from .tombstones import Tombstones, trim_chunks
 from .wal import WAL
+from .xor import ENCODING_XOR
 
-__all__ = ["Head", "HeadOptions", "lock_directory"]
+__all__ = ["Head", "HeadOptions", "lock_directory", "without_deleted"]
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,7 @@ class Head:
         self.state = _SeriesState()
         self.chunks = HeadChunks(options.block_range_ms, self.directory / "chunks_head")
         self.out_of_order = SampleLog()
+        self.tombstones = Tombstones.empty()  # replaced, never changed, under the lock
         self.n_samples = 0  # samples held (in chunks and out of order)
         self.min_time = _MAX_TIME  # oldest sample held
         self.lock = threading.Lock()
@@ -164,6 +170,37 @@ class Head:
         """Store the valid samples of ``batch`` durably; see ``interface.Appendable``."""
         return append(self, batch)
 
+    def delete(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
+        """Delete the samples in ``[mint, maxt]`` of the series matching ``matchers``;
+        return how many series got a tombstone. Each interval is clamped to the series'
+        samples (later samples are not deleted), logged to the WAL and synced before
+        this returns, as Prometheus does."""
+        if mint > maxt:
+            return 0
+        refs = self.select_series(matchers, mint, maxt)
+        with self.lock:
+            if self.wal is None or self.failed is not None:
+                raise UnavailableError(self.failed or "storage is closed")
+            lo = np.maximum(mint, self.state.first_t[refs])
+            hi = np.minimum(maxt, self.state.last_t[refs])
+            keep = lo <= hi
+            refs, lo, hi = refs[keep], lo[keep], hi[keep]
+            if len(refs) == 0:
+                return 0
+            try:
+                position = self.wal.log([(record.TOMBSTONES,
+                                          record.encode_tombstones(refs, lo, hi))])
+            except OSError as exc:
+                self.failed = f"write-ahead log write failed: {exc}"
+                raise StorageError(self.failed) from exc
+            self.tombstones = self.tombstones.add(Tombstones.of(refs, lo, hi))
+        try:
+            self.wal.sync(position)
+        except StorageError as exc:
+            self.failed = f"write-ahead log sync failed: {exc}"
+            raise
+        return len(refs)
+
     # -- reading (IndexReader) ------------------------------------------------------------
 
     def _view(self) -> RegistryView:
@@ -174,9 +211,17 @@ class Head:
         with self.lock:
             view = self.registry.snapshot()
             first_t, last_t = self.state.first_t, self.state.last_t
+            stones = self.tombstones
         refs = select(self.postings.reader(view), matchers)
         if len(refs) and (mint > _NO_TIME or maxt < _MAX_TIME):
             refs = refs[(first_t[refs] <= maxt) & (last_t[refs] >= mint)]
+        touched = stones.overlap(refs, np.full(len(refs), mint), np.full(len(refs), maxt))
+        if touched.any():
+            # A series whose every sample in range is deleted is not in range.
+            left = self.read_samples(refs[touched > 0], mint, maxt)
+            keep = touched == 0
+            keep[np.searchsorted(refs, np.unique(left.refs))] = True
+            refs = refs[keep]
         return refs
 
     def registry_keys(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -214,10 +259,17 @@ class Head:
             batch = self.chunks.gather(refs, mint, maxt)
             late = self.out_of_order.read(refs, mint, maxt) if self.out_of_order.n_samples \
                 else None
+            stones = self.tombstones
         ts, vs, starts = batch.decode()
         owner = np.repeat(refs[batch.pos], np.diff(starts))
         keep = (ts >= mint) & (ts <= maxt)
         owner, ts, vs = owner[keep], ts[keep], vs[keep]
+        if len(stones):
+            alive = ~stones.deleted(owner, ts)
+            owner, ts, vs = owner[alive], ts[alive], vs[alive]
+            if late is not None:
+                alive = ~stones.deleted(late.refs, late.timestamps)
+                late = SampleSet(late.refs[alive], late.timestamps[alive], late.values[alive])
         if late is not None and len(late.refs):
             # Chunk samples first: on equal timestamps the in-order sample was stored first.
             owner = np.concatenate([owner, late.refs])
@@ -233,11 +285,14 @@ class Head:
     def read_chunks(self, refs: np.ndarray, mint: int, maxt: int
                     ) -> tuple[ChunkBatch, SampleSet]:
         """Copies of the chunks of ``refs`` (sorted unique) overlapping ``[mint, maxt]``,
-        and the out-of-order samples of ``refs`` in that range (not in any chunk)."""
+        and the out-of-order samples of ``refs`` in that range (not in any chunk), all
+        without deleted samples."""
         refs = np.asarray(refs, dtype=np.int64)
         with self.lock:
-            return (self.chunks.gather(refs, mint, maxt),
-                    self.out_of_order.read(refs, mint, maxt))
+            batch = self.chunks.gather(refs, mint, maxt)
+            late = self.out_of_order.read(refs, mint, maxt)
+            stones = self.tombstones
+        return without_deleted(stones, refs[batch.pos], batch, late)
 
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``."""
@@ -262,6 +317,7 @@ class Head:
             self.min_valid_time = max(self.min_valid_time, before)
             self.n_samples -= self.chunks.truncate(before)
             self.n_samples -= self.out_of_order.drop_before(before)
+            self.tombstones = self.tombstones.truncated_before(before)
             n = self.registry.n_series
             first = self.chunks.min_times(n)
             if self.out_of_order.n_samples:
@@ -334,3 +390,16 @@ class Head:
         """Bytes held by the head's arrays (capacity), for self-metrics."""
         return self.registry.memory_bytes() + self.state.memory_bytes() + \
             self.chunks.memory_bytes() + self.out_of_order.memory_bytes()
+
+
+def without_deleted(stones: Tombstones, owners: np.ndarray, batch: ChunkBatch,
+                    late: SampleSet) -> tuple[ChunkBatch, SampleSet]:
+    """Head chunks (of series ``owners[c]``) and out-of-order samples without the
+    samples ``stones`` delete; chunks an interval cuts into are re-encoded."""
+    if not len(stones):
+        return batch, late
+    t = trim_chunks(stones, owners, batch.mint, batch.maxt,
+                    np.full(batch.n_chunks, ENCODING_XOR, np.uint8), batch.blob, batch.offsets)
+    alive = ~stones.deleted(late.refs, late.timestamps)
+    return (ChunkBatch(batch.pos[t.source], t.mint, t.maxt, t.blob, t.offsets),
+            SampleSet(late.refs[alive], late.timestamps[alive], late.values[alive]))

@@ -1,7 +1,8 @@
 """Rebuilding the head from its WAL at start-up.
 
 Records are applied in log order with the same rules as live appends, so replay is
-idempotent: a sample logged twice is a duplicate the second time. Refs in the WAL are
+idempotent: a sample logged twice is a duplicate the second time, a deletion logged
+twice merges into the same tombstone. Refs in the WAL are
 mapped to the refs the registry assigns now (the same ones, unless records were lost
 to corruption); samples whose series record is missing are dropped and reported.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from . import _append_kernels as ak
 from . import checkpoint, record
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
+from .tombstones import Tombstones
 from .wal import WAL, Replay
 from .xor import decode_xor_many
 
@@ -65,6 +67,7 @@ def replay(head: Head, wal_dir: Path) -> None:
     for source in sources:
         d, s = _apply(head, source, refmap)
         dropped, samples = dropped + d, samples + s
+    head.tombstones = head.tombstones.truncated_before(head.min_valid_time)
     head.replay_report = []
     for source in sources:
         where = "checkpoint " if found and source is sources[0] else ""
@@ -92,6 +95,12 @@ def _apply(head: Head, result: Replay, refmap: _RefMap) -> tuple[int, int]:
             refs, _ = head.registry.resolve(canon)
             head.state.reserve(head.registry.n_series)
             refmap.set(wal_refs, refs)
+        elif rtype == record.TOMBSTONES:
+            wal_refs, mint, maxt = record.decode_tombstones(payload)
+            refs = refmap.get(wal_refs)
+            known = refs >= 0
+            head.tombstones = head.tombstones.add(
+                Tombstones.of(refs[known], mint[known], maxt[known]))
         elif rtype in (record.SAMPLES, record.CHUNKS):
             if rtype == record.SAMPLES:
                 wal_refs, timestamps, values = record.decode_samples(payload)

@@ -1,10 +1,11 @@
-"""What is inside WAL records: series and samples, encoded a whole batch at a time.
+"""What is inside WAL records: series, samples, chunks and tombstones, encoded a whole
+batch at a time.
 
 ``storage.wal`` frames, checksums and (with zstd) compresses records; this module only
 turns numpy columns into payload bytes and back, without a Python loop per item. The
 layouts are drawn in ``docs/format.md`` (section "WAL", "Record payloads").
 
-Both records start with an 8-byte header (encoding, three reserved zero bytes, item
+Every record starts with an 8-byte header (encoding, three reserved zero bytes, item
 count). Integer columns (series refs, timestamps) are stored as zigzag-encoded deltas
 split into byte planes: neighbouring refs and timestamps differ by little, so whole planes
 are zero and zstd all but erases them. Sample values are stored as their raw float64 bits,
@@ -28,18 +29,22 @@ __all__ = [
     "COLUMNS_V1",
     "SAMPLES",
     "SERIES",
+    "TOMBSTONES",
     "decode_chunks",
     "decode_samples",
     "decode_series",
+    "decode_tombstones",
     "encode_chunks",
     "encode_samples",
     "encode_series",
+    "encode_tombstones",
 ]
 
-# Record types (the WAL's type byte). 0 is invalid in the framing; 3 tombstones,
-# 4 exemplars, 5 metadata and 6 histogram samples are reserved for those records.
+# Record types (the WAL's type byte), numbered as Prometheus numbers its records. 0 is
+# invalid in the framing; 4 exemplars, 5 metadata and 6 histogram samples are reserved.
 SERIES = 1
 SAMPLES = 2
+TOMBSTONES = 3  # deleted intervals of head series
 CHUNKS = 7  # whole XOR chunks: how a checkpoint carries the head's samples compactly
 
 COLUMNS_V1 = 1  # payload encoding: the column layout described in the module docstring
@@ -162,6 +167,32 @@ def decode_chunks(payload: bytes | bytearray | memoryview,
         raise CorruptionError(f"chunks record: chunk lengths do not add up to the "
                               f"{size - fixed} bytes that follow them")
     return refs, np.frombuffer(payload, np.uint8, offset=fixed), offsets
+
+
+def encode_tombstones(refs: np.ndarray, mint: np.ndarray, maxt: np.ndarray) -> bytes:
+    """Payload of a TOMBSTONES record: series ``refs[i]`` lost its samples in
+    ``[mint[i], maxt[i]]`` (inclusive). Layout: header, then refs, mint and maxt as
+    packed ints."""
+    refs = _column(refs, _I64, "refs")
+    mint = _column(mint, _I64, "mint")
+    maxt = _column(maxt, _I64, "maxt")
+    n = _count(len(refs))
+    if len(mint) != n or len(maxt) != n:
+        raise ValueError(f"tombstones record: {n} refs, {len(mint)} mint, {len(maxt)} maxt")
+    return b"".join((_HEADER.pack(COLUMNS_V1, _RESERVED, n), _pack_ints(refs),
+                     _pack_ints(mint), _pack_ints(maxt)))
+
+
+def decode_tombstones(payload: bytes | bytearray | memoryview,
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Inverse of ``encode_tombstones``: ``(refs, mint, maxt)``, int64[n] each."""
+    n, size = _read_header(payload, "tombstones")
+    if size != _HEADER.size + 24 * n:
+        raise CorruptionError(f"tombstones record: {size} bytes do not hold {n} intervals "
+                              f"({_HEADER.size + 24 * n} expected)")
+    return (_unpack_ints(payload, _HEADER.size, n),
+            _unpack_ints(payload, _HEADER.size + 8 * n, n),
+            _unpack_ints(payload, _HEADER.size + 16 * n, n))
 
 
 def _column(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
