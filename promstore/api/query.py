@@ -8,6 +8,11 @@ and ``errorType`` values. The server keeps the store (a ``Selectable``, and for 
 TSDB status page something with a ``head``) under an ``aiohttp.web.AppKey`` and calls
 ``add_routes(app, key)``.
 
+Both query endpoints take ``max_source_resolution`` (``raw``/``0s``, ``5m``, ``1h``, any
+duration, or ``auto``, the default) as Thanos's querier does; it matters once the
+server has put a ``storage.downsampled.DownsampledStore`` under ``DOWNSAMPLED_KEY``,
+which queries then read beside the store (``docs/downsampling.md``).
+
 Queries run on a small thread pool of their own, so that a slow query neither blocks
 the event loop nor the write path; a client that goes away cancels its query.
 """
@@ -44,6 +49,8 @@ from promstore.promql import (
 from promstore.promql.encoding import encode_data
 from promstore.promql.engine import MAX_STEPS, check_range_type
 from promstore.promql.parser import MatrixSelector, Node, Subquery, VectorSelector, parse
+from promstore.promql.resolution import AUTO
+from storage.downsampled import DownsampledStore, TieredStore
 from storage.errors import BadDataError, StorageError
 from storage.matchers import Matcher, MatchType
 
@@ -66,7 +73,10 @@ from .params import (
     request_params,
 )
 
-__all__ = ["QueryApiOptions", "add_routes"]
+__all__ = ["DOWNSAMPLED_KEY", "QueryApiOptions", "add_routes"]
+
+DOWNSAMPLED_KEY = web.AppKey("downsampled", DownsampledStore)
+"""Where the server keeps the downsampled store, if it has one."""
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -174,6 +184,22 @@ def _timeout_param(params: MultiDictProxy[str]) -> float | None:
         raise invalid_param("timeout", str(exc)) from None
 
 
+def _resolution_param(params: MultiDictProxy[str]) -> int | None:
+    """``max_source_resolution`` in ms, or ``AUTO``."""
+    text = params.get("max_source_resolution", "")
+    if text in ("", "auto"):
+        return AUTO
+    if text == "raw":
+        return 0
+    try:
+        ns = parse_duration(text)
+    except BadDataError as exc:
+        raise invalid_param("max_source_resolution", str(exc)) from None
+    if ns < 0:
+        raise invalid_param("max_source_resolution", "negative duration")
+    return ns // 1_000_000
+
+
 def _time(params: MultiDictProxy[str], name: str) -> int:
     try:
         return parse_time(params.get(name, ""))
@@ -201,6 +227,14 @@ class _QueryApi:
         if store is None:  # still opening (replaying its WAL)
             raise ApiError(ErrorType.UNAVAILABLE, "storage not ready")
         return store
+
+    def _engine(self, request: web.Request) -> Engine:
+        """An engine over the store, and over the downsampled store beside it if any."""
+        store = self._store(request)
+        downsampled = request.app.get(DOWNSAMPLED_KEY)
+        if downsampled is not None:
+            store = TieredStore(store, downsampled)
+        return Engine(store, self._options.engine)
 
     async def _run(self, request: web.Request,
                    work: Callable[[threading.Event], str]) -> web.Response:
@@ -239,10 +273,11 @@ class _QueryApi:
         t = parse_time_param(params, "time", int(time.time() * 1000))
         timeout = _timeout_param(params)
         node = _query_param(params)
-        engine = Engine(self._store(request), self._options.engine)
+        resolution = _resolution_param(params)
+        engine = self._engine(request)
 
         def work(cancel: threading.Event) -> str:
-            return encode_data(engine.instant_query(node, t, timeout, cancel))
+            return encode_data(engine.instant_query(node, t, timeout, cancel, resolution))
 
         return await self._run(request, work)
 
@@ -269,10 +304,12 @@ class _QueryApi:
             check_range_type(node)
         except ParseError as exc:
             raise invalid_param("query", str(exc)) from None
-        engine = Engine(self._store(request), self._options.engine)
+        resolution = _resolution_param(params)
+        engine = self._engine(request)
 
         def work(cancel: threading.Event) -> str:
-            return encode_data(engine.range_query(node, start, end, step, timeout, cancel))
+            return encode_data(engine.range_query(node, start, end, step, timeout, cancel,
+                                                  resolution))
 
         return await self._run(request, work)
 

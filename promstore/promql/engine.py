@@ -55,6 +55,7 @@ from .parser import (
     VectorSelector,
     parse,
 )
+from .resolution import AUTO
 from .selectors import range_source, select_instant, window_matrix
 from .values import Grid, Scalar, String, Value, Vector, align_up, merge_same_labels
 
@@ -104,9 +105,11 @@ class Evaluator:
     """The state of one query's evaluation: store, string pool, limits, query range."""
 
     def __init__(self, store: Selectable, options: EngineOptions, start: int, end: int,
-                 deadline: float, cancel: threading.Event | None) -> None:
+                 deadline: float, cancel: threading.Event | None,
+                 max_resolution: int | None = AUTO) -> None:
         self.store = store
         self.options = options
+        self.max_resolution = max_resolution  # ms, or AUTO (see resolution.py)
         self.pool = StringPool()
         self.start = start
         self.end = end
@@ -256,16 +259,20 @@ class Engine:
         self.options = options or EngineOptions()
 
     def _evaluator(self, start: int, end: int, timeout_s: float | None,
-                   cancel: threading.Event | None) -> Evaluator:
+                   cancel: threading.Event | None, max_resolution: int | None) -> Evaluator:
         limit = self.options.timeout_s if timeout_s is None else \
             min(timeout_s, self.options.timeout_s)
-        return Evaluator(self.store, self.options, start, end, time.monotonic() + limit, cancel)
+        return Evaluator(self.store, self.options, start, end, time.monotonic() + limit, cancel,
+                         max_resolution)
 
     def instant_query(self, query: str | Node, t: int, timeout_s: float | None = None,
-                      cancel: threading.Event | None = None) -> QueryResult:
-        """Evaluate ``query`` at ``t`` (ms); ``ParseError`` for invalid text."""
+                      cancel: threading.Event | None = None,
+                      max_source_resolution: int | None = AUTO) -> QueryResult:
+        """Evaluate ``query`` at ``t`` (ms); ``ParseError`` for invalid text.
+        ``max_source_resolution`` (ms, or ``AUTO``) bounds the downsampled data read,
+        where the store keeps some (``resolution.py``)."""
         node = parse(query) if isinstance(query, str) else query
-        ev = self._evaluator(t, t, timeout_s, cancel)
+        ev = self._evaluator(t, t, timeout_s, cancel, max_source_resolution)
         grid = Grid.instant(t)
         value = ev.eval(node, grid)
         kind: Literal["vector", "scalar", "string", "matrix"]
@@ -281,13 +288,15 @@ class Engine:
 
     def range_query(self, query: str | Node, start: int, end: int, step: int,
                     timeout_s: float | None = None,
-                    cancel: threading.Event | None = None) -> QueryResult:
-        """Evaluate ``query`` at ``start, start + step, …, ≤ end`` (ms)."""
+                    cancel: threading.Event | None = None,
+                    max_source_resolution: int | None = AUTO) -> QueryResult:
+        """Evaluate ``query`` at ``start, start + step, …, ≤ end`` (ms); for
+        ``max_source_resolution`` see ``instant_query``."""
         node = parse(query) if isinstance(query, str) else query
         check_range_type(node)
         if step <= 0:
             raise ParseError("zero or negative query resolution step widths are not accepted")
-        ev = self._evaluator(start, end, timeout_s, cancel)
+        ev = self._evaluator(start, end, timeout_s, cancel, max_source_resolution)
         grid = Grid.between(start, end, step)
         parts: list[Vector] = []
         # Steps are independent, so slices of the grid evaluate separately. The first

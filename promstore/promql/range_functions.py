@@ -12,21 +12,36 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from storage.downsampled import Aggregate, Part
 from storage.matchers import MatchType
 
-from ._range_kernels import CODES, COUNT, range_function
+from ._range_kernels import CODES, COUNT, INCREASE, IRATE, MAX, MIN, RATE, SUM, range_function
 from .errors import EvaluationError
 from .labels import METRIC_NAME, Labels
 from .parser import Call, MatrixSelector, Subquery, ValueType, step_invariant
-from .selectors import RangeSource, range_source
+from .resolution import plan_parts
+from .selectors import Downsampled, RangeSource, range_source
 from .values import Grid, Vector, merge_same_labels
 
 if TYPE_CHECKING:
     from .engine import Evaluator
 
-__all__ = ["RANGE_FUNCTIONS", "absent_labels", "eval_range_function"]
+__all__ = ["AGGREGATED", "RANGE_FUNCTIONS", "absent_labels", "eval_range_function"]
 
 RANGE_FUNCTIONS = frozenset(CODES) | {"absent_over_time"}
+
+AGGREGATED: dict[str, tuple[Aggregate, int]] = {
+    "rate": (Aggregate.COUNTER, RATE), "increase": (Aggregate.COUNTER, INCREASE),
+    "irate": (Aggregate.COUNTER, IRATE),
+    "min_over_time": (Aggregate.MIN, MIN), "max_over_time": (Aggregate.MAX, MAX),
+    "sum_over_time": (Aggregate.SUM, SUM), "count_over_time": (Aggregate.COUNT, SUM),
+    "avg_over_time": (Aggregate.SUM, SUM),  # divided by the summed counts
+}
+"""The functions that may read downsampled data: the aggregate they read and how they
+fold it. ``count_over_time`` adds up the windows' counts (Thanos counts the windows);
+``avg_over_time`` divides the sums' total by the counts' total. Every other function
+needs samples an aggregate cannot give back (``resets`` every drop, which the adjusted
+counter hides) and reads raw data only."""
 
 
 def _range_seconds(range_ms: int) -> float:
@@ -98,6 +113,10 @@ def eval_range_function(ev: Evaluator, node: Call, grid: Grid) -> Vector:
     scalars = [ev.eval_scalar(a, grid) for i, a in enumerate(node.args) if i != k]
     p1 = scalars[0] if scalars else np.zeros(grid.n)
     p2 = scalars[1] if len(scalars) > 1 else np.zeros(grid.n)
+    if isinstance(arg, MatrixSelector) and node.name in AGGREGATED:
+        parts = plan_parts(ev, arg.selector, arg.range, grid, instant=False)
+        if parts:
+            return _downsampled(ev, node, arg, grid, parts)
     source = range_source(ev, arg, grid, drifting=not step_invariant(node))
     if node.name == "absent_over_time":
         _, present = _fold(COUNT, source, grid, p1, p2)
@@ -106,9 +125,31 @@ def eval_range_function(ev: Evaluator, node: Call, grid: Grid) -> Vector:
     if node.name == "holt_winters":
         _check_holt_winters(source, grid, p1, p2)
     values, present = _fold(CODES[node.name], source, grid, p1, p2)
-    labels = source.samples.labels
+    return _result(ev, node, source.samples.labels, values, present)
+
+
+def _result(ev: Evaluator, node: Call, labels: Labels, values: np.ndarray,
+            present: np.ndarray) -> Vector:
     if node.name != "last_over_time":
         labels = labels.drop((METRIC_NAME,))
     vec = Vector(labels, values, present).prune()
     ev.count_samples(vec.n_points)
     return merge_same_labels(vec, whole_range=True)
+
+
+def _downsampled(ev: Evaluator, node: Call, arg: MatrixSelector, grid: Grid,
+                 parts: list[Part]) -> Vector:
+    """A function of ``AGGREGATED`` over downsampled data (raw data where ``parts``
+    say so, read as windows of one sample)."""
+    aggregate, code = AGGREGATED[node.name]
+    zeros = np.zeros(grid.n)
+    source = range_source(ev, arg, grid, read=Downsampled(aggregate, parts))
+    values, present = _fold(code, source, grid, zeros, zeros)
+    if node.name == "avg_over_time":
+        counts = range_source(ev, arg, grid, read=Downsampled(Aggregate.COUNT, parts))
+        if not np.array_equal(counts.samples.labels.ids, source.samples.labels.ids):
+            raise EvaluationError("downsampled sums and counts disagree on their series")
+        total, _ = _fold(SUM, counts, grid, zeros, zeros)
+        with np.errstate(all="ignore"):
+            values = values / total
+    return _result(ev, node, source.samples.labels, values, present)

@@ -17,17 +17,28 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from storage.downsampled import Aggregate, Part
 from storage.series_set import SeriesSet
 
 from ._select_kernels import STALE_NAN_BITS, instant_select
 from .labels import Labels
 from .parser import MatrixSelector, Subquery, VectorSelector
+from .resolution import plan_parts
 from .values import Grid, Matrix, Vector, align_up
 
 if TYPE_CHECKING:
     from .engine import Evaluator
 
-__all__ = ["RangeSource", "range_source", "select_instant", "window_matrix"]
+__all__ = ["Downsampled", "RangeSource", "range_source", "select_instant", "window_matrix"]
+
+
+@dataclass(frozen=True)
+class Downsampled:
+    """How a selector reads downsampled data: which aggregate, over which parts of
+    time at which resolution (``resolution.plan_parts``)."""
+
+    aggregate: Aggregate
+    parts: list[Part]
 
 
 @dataclass(frozen=True)
@@ -52,16 +63,22 @@ def _labels(ev: Evaluator, ss: SeriesSet) -> Labels:
 
 
 def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
-            range_ms: int = 0) -> SeriesSet:
-    """The series of ``node`` with their samples in ``[mint, maxt]``, cut to the time
-    range Prometheus would load for the selector (which only matters where its
-    evaluation looks beyond that range, see ``Evaluator.load_range``)."""
+            range_ms: int = 0, read: Downsampled | None = None) -> SeriesSet:
+    """The series of ``node`` with their samples in ``[mint, maxt]`` (raw, or the
+    aggregate of ``read``), cut to the time range Prometheus would load for the
+    selector (which only matters where its evaluation looks beyond that range, see
+    ``Evaluator.load_range``)."""
     ev.check()
     lo, hi = ev.load_range(node, range_ms)
     mint, maxt = max(mint, lo), min(maxt, hi)
     if mint > maxt:
         return SeriesSet.empty()
-    ss = ev.store.select(list(node.matchers), mint, maxt)
+    if read is None:
+        ss = ev.store.select(list(node.matchers), mint, maxt)
+    else:
+        parts = [Part(p.resolution, max(p.mint, mint), min(p.maxt, maxt)) for p in read.parts
+                 if p.mint <= maxt and p.maxt >= mint]
+        ss = ev.store.select_aggregate(list(node.matchers), parts, read.aggregate)
     if ss.n_samples:
         times, starts = np.asarray(ss.timestamps), np.asarray(ss.starts)
         held = starts[:-1] < starts[1:]  # each series' samples are in time order
@@ -85,7 +102,9 @@ def select_instant(ev: Evaluator, node: VectorSelector, grid: Grid,
     lookback = ev.options.lookback_delta_ms
     if with_times and node.at is not None:
         refs = ev.ref_times(grid, 0, node.at)
-    ss = _select(ev, node, int(refs[0]) - lookback, int(refs[-1]))
+    parts = None if with_times else plan_parts(ev, node, lookback, grid, instant=True)
+    read = Downsampled(Aggregate.AVG, parts) if parts else None
+    ss = _select(ev, node, int(refs[0]) - lookback, int(refs[-1]), read=read)
     n, steps = ss.n_series, grid.n
     values = np.zeros((n, steps))
     present = np.zeros((n, steps), dtype=bool)
@@ -115,8 +134,9 @@ def _without_stale(ss: SeriesSet) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def range_source(ev: Evaluator, node: MatrixSelector | Subquery, grid: Grid,
-                 drifting: bool = False) -> RangeSource:
-    """The samples and windows of a range selector or subquery over ``grid``.
+                 drifting: bool = False, read: Downsampled | None = None) -> RangeSource:
+    """The samples and windows of a range selector or subquery over ``grid`` (for a
+    range selector, the aggregate of ``read`` where given).
 
     ``drifting`` reproduces how Prometheus 2.42 evaluates an argument with ``@`` of a
     function that is not step-invariant (``predict_linear(x[5m] @ t, …)``): the window
@@ -131,7 +151,7 @@ def range_source(ev: Evaluator, node: MatrixSelector | Subquery, grid: Grid,
     refs = ev.ref_times(grid, sel.offset, sel.at)
     if drift is not None:
         refs = refs + drift
-    ss = _select(ev, sel, int(refs[0]) - node.range, int(refs[-1]), node.range)
+    ss = _select(ev, sel, int(refs[0]) - node.range, int(refs[-1]), node.range, read)
     starts, times, values = _without_stale(ss)
     return RangeSource(Matrix(_labels(ev, ss), starts, times, values), refs, node.range)
 

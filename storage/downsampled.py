@@ -1,0 +1,557 @@
+"""The downsampled store: blocks of 5-minute and 1-hour aggregates, and reads that mix
+them with raw data.
+
+Downsampled blocks are Prometheus-format blocks (``storage.block``) whose chunks are
+aggregate chunks (``storage.aggregate``), kept apart from the raw store so that it never
+sees them::
+
+    DATA_DIR/downsampled/5m/<ULID>/     meta.json carries
+    DATA_DIR/downsampled/1h/<ULID>/     "thanos": {"downsample": {"resolution": 300000}}
+    DATA_DIR/downsampled/<res>/corrupted/<ULID>/   blocks that failed to open
+
+A block is created under a ``*.tmp-for-creation`` name and renamed into place once
+complete (``meta.json`` included); leftovers of a crash are deleted on open, as are
+blocks whose sources are all in another block of the same resolution (it replaced
+them, and the crash came before they were deleted).
+
+``DownsampledStore.select`` reads one aggregate of one resolution. ``TieredStore``
+puts the raw store and this one side by side for the PromQL engine: ``plan`` splits a
+time range between resolutions and ``select_aggregate`` reads every part as the same
+aggregate (raw samples become windows of one sample) and joins them per series.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from .aggregate import (
+    ENCODING_AGGREGATE,
+    STALE_NAN_BITS,
+    Column,
+    adjust_counters,
+    decode_column,
+    stitch_counters,
+)
+from .block import TMP_SUFFIX, Block, BlockMeta, write_block
+from .errors import CorruptionError, StorageError
+from .labels import NO_LIMITS, batch_from_keys, canonicalise
+from .matchers import Matcher
+from .series import SeriesRegistry
+from .series_set import SeriesSet, label_table
+from .wal import fsync_dir
+
+__all__ = [
+    "RESOLUTION_1H",
+    "RESOLUTION_5M",
+    "RESOLUTIONS",
+    "Aggregate",
+    "AggregateSet",
+    "DownsampledStore",
+    "Part",
+    "TieredStore",
+    "read_resolution",
+]
+
+log = logging.getLogger(__name__)
+
+RESOLUTION_5M = 300_000
+RESOLUTION_1H = 3_600_000
+RESOLUTIONS = (RESOLUTION_5M, RESOLUTION_1H)
+_DIR_NAMES = {RESOLUTION_5M: "5m", RESOLUTION_1H: "1h"}
+_BLOCK_NAME = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
+_MAX_META_BYTES = 64 << 20
+_NO_IDS = np.empty(0, np.int64)
+
+
+class Aggregate(StrEnum):
+    """What a downsampled read returns per window: one stored column, or ``avg``
+    (sum / count)."""
+
+    COUNT = "count"
+    SUM = "sum"
+    MIN = "min"
+    MAX = "max"
+    COUNTER = "counter"
+    AVG = "avg"
+
+
+_COLUMN = {Aggregate.COUNT: Column.COUNT, Aggregate.SUM: Column.SUM,
+           Aggregate.MIN: Column.MIN, Aggregate.MAX: Column.MAX,
+           Aggregate.COUNTER: Column.COUNTER}
+
+
+@dataclass(frozen=True)
+class AggregateSet:
+    """Series with one aggregate's samples; for ``counter``, also the raw counter values
+    at each series' first and last sample (NaN where a chunk was cut by the time
+    range), which joining with later data needs to see resets."""
+
+    series: SeriesSet
+    first_raw: np.ndarray
+    last_raw: np.ndarray
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+def read_resolution(path: Path) -> int:
+    """The ``thanos.downsample.resolution`` of the block at ``path`` (0 for raw
+    blocks); ``CorruptionError`` when meta.json is unreadable or the value malformed."""
+    file = path / "meta.json"
+    try:
+        with open(file, "rb") as f:
+            doc = json.loads(f.read(_MAX_META_BYTES + 1))
+    except (OSError, ValueError) as e:
+        raise CorruptionError(f"{file}: {e}") from None
+    res = (doc.get("thanos") or {}).get("downsample", {}).get("resolution", 0) \
+        if isinstance(doc, dict) else None
+    if type(res) is not int or res < 0:
+        raise CorruptionError(f"{file}: bad downsample resolution {res!r}")
+    return res
+
+
+def _meta_with_resolution(meta: BlockMeta, resolution: int) -> bytes:
+    doc = json.loads(meta.to_json())
+    doc["thanos"] = {"labels": {}, "downsample": {"resolution": resolution},
+                     "source": "compactor"}
+    return json.dumps(doc, indent="\t").encode()
+
+
+def _remove_dir(path: Path) -> None:
+    """Delete a block directory: renamed first, so a crash leaves a leftover that the
+    next open deletes, never a half-deleted block under its own name."""
+    doomed = path.with_name(path.name + ".deleting" + TMP_SUFFIX)
+    try:
+        os.rename(path, doomed)
+        fsync_dir(path.parent)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
+
+
+def _covers(outer: Block, inner: Block) -> bool:
+    return set(inner.meta.sources or (inner.meta.ulid,)) <= set(outer.meta.sources)
+
+
+class DownsampledStore:
+    """The downsampled blocks of one data directory, by resolution. Build with
+    ``open``; thread-safe (readers take a snapshot of the block lists)."""
+
+    def __init__(self, directory: Path, tiers: dict[int, list[Block]],
+                 problems: list[str]) -> None:
+        self.directory = directory
+        self._tiers = tiers
+        self._lock = threading.Lock()
+        self.open_report = problems
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str]) -> DownsampledStore:
+        """Open ``directory`` (``DATA_DIR/downsampled``), creating it if needed."""
+        path = Path(directory)
+        tiers: dict[int, list[Block]] = {}
+        problems: list[str] = []
+        for res in RESOLUTIONS:
+            tier_dir = path / _DIR_NAMES[res]
+            tier_dir.mkdir(parents=True, exist_ok=True)
+            tiers[res] = _open_tier(tier_dir, res, problems)
+        return cls(path, tiers, problems)
+
+    def close(self) -> None:
+        with self._lock:
+            for blocks in self._tiers.values():
+                for block in blocks:
+                    block.close()
+                blocks.clear()
+
+    def blocks(self, resolution: int) -> list[Block]:
+        """The blocks of ``resolution``, oldest first."""
+        with self._lock:
+            return list(self._tiers[resolution])
+
+    def coverage_end(self, resolution: int) -> int | None:
+        """The end (exclusive) of the newest block of ``resolution``, None if none."""
+        blocks = self.blocks(resolution)
+        return max(b.meta.max_time for b in blocks) if blocks else None
+
+    # -- writing ----------------------------------------------------------------------
+
+    def write(self, resolution: int, **block: Any) -> BlockMeta:
+        """Write a block of ``resolution`` (arguments as ``storage.block.write_block``
+        takes them, chunks being aggregate chunks), serve it, and delete the blocks of
+        the same resolution whose sources it holds (it was made from a merge of theirs).
+
+        Crash-safe: built in a ``*.tmp-for-creation`` directory with its meta.json
+        rewritten to carry the resolution, then renamed into place."""
+        tier_dir = self.directory / _DIR_NAMES[resolution]
+        staging = tier_dir / (f"staging-{os.getpid()}-{threading.get_ident()}" + TMP_SUFFIX)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        try:
+            meta = write_block(staging, **block)
+            meta_file = meta.path / "meta.json"
+            tmp_meta = meta.path / "meta.json.tmp"
+            with open(tmp_meta, "wb") as f:
+                f.write(_meta_with_resolution(meta, resolution))
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(tmp_meta, meta_file)
+            fsync_dir(meta.path)
+            final = tier_dir / meta.ulid
+            os.rename(meta.path, final)
+            fsync_dir(tier_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        new = Block.open(final)
+        with self._lock:
+            tier = self._tiers[resolution]
+            replaced = [b for b in tier if _covers(new, b)]
+            tier[:] = sorted([b for b in tier if b not in replaced] + [new],
+                             key=lambda b: (b.meta.min_time, b.meta.ulid))
+        for b in replaced:
+            _remove_dir(b.meta.path)
+        return new.meta
+
+    def remove(self, resolution: int, ulids: Sequence[str]) -> list[BlockMeta]:
+        """Stop serving and delete the blocks ``ulids`` of ``resolution``; queries
+        already reading them finish on them (their files stay mapped)."""
+        gone = set(ulids)
+        with self._lock:
+            tier = self._tiers[resolution]
+            doomed = [b for b in tier if b.meta.ulid in gone]
+            tier[:] = [b for b in tier if b.meta.ulid not in gone]
+        for b in doomed:
+            _remove_dir(b.meta.path)
+        return [b.meta for b in doomed]
+
+    def apply_retention(self, newest_ms: int, retention_ms: dict[int, int]) -> list[BlockMeta]:
+        """Delete the blocks whose every sample is older than ``newest_ms`` minus their
+        resolution's retention (0 keeps them forever), as raw retention does."""
+        removed: list[BlockMeta] = []
+        for res, keep in retention_ms.items():
+            if keep > 0:
+                old = [b.meta.ulid for b in self.blocks(res) if newest_ms - b.meta.max_time > keep]
+                removed += self.remove(res, old)
+        return removed
+
+    # -- reading -----------------------------------------------------------------------
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int, aggregate: Aggregate,
+               resolution: int) -> AggregateSet:
+        """Series matching ``matchers`` with ``aggregate`` of their windows of
+        ``resolution`` stamped in ``[mint, maxt]``, sorted by labels; counter samples
+        reset-adjusted across the chunks read (see ``AggregateSet``)."""
+        blocks = [b for b in self.blocks(resolution)
+                  if b.meta.min_time <= maxt and b.meta.max_time > mint]
+        registry = SeriesRegistry()
+        owners, times, values, run_lengths, firsts, lasts = [], [], [], [], [], []
+        for block in blocks:
+            ids = block.select_series(matchers, mint, maxt)
+            if len(ids) == 0:
+                continue
+            blob, offsets = block.series_keys(ids)
+            qids, _ = registry.resolve(canonicalise(batch_from_keys(blob, offsets), NO_LIMITS))
+            chunks = block.chunks(ids, mint, maxt)
+            if np.any(chunks.encoding != ENCODING_AGGREGATE):
+                raise CorruptionError(f"{block.meta.path}: a chunk is not an aggregate chunk")
+            ts, vs, starts, last_raw = _decode(chunks.blob, chunks.offsets, aggregate)
+            lengths = np.diff(starts)
+            owners.append(np.repeat(qids[chunks.series], lengths))
+            times.append(ts)
+            values.append(vs)
+            run_lengths.append(lengths)
+            firsts.append(np.where(lengths > 0, vs[np.minimum(starts[:-1], len(vs) - 1)],
+                                   np.nan) if len(vs) else np.full(len(lengths), np.nan))
+            lasts.append(last_raw)
+        if not owners:
+            return _empty_aggregate_set()
+        owner, ts, vs = np.concatenate(owners), np.concatenate(times), np.concatenate(values)
+        lengths = np.concatenate(run_lengths)
+        run_start = np.cumsum(lengths) - lengths
+        run_owner = owner[np.minimum(run_start, max(len(owner) - 1, 0))]
+        run_first_t = ts[np.minimum(run_start, max(len(ts) - 1, 0))]
+        order = np.lexsort((run_first_t, run_owner))  # blocks do not overlap in time
+        lengths, run_owner = lengths[order], run_owner[order]
+        new_start = np.cumsum(lengths) - lengths
+        take = np.repeat(run_start[order] - new_start, lengths) + np.arange(len(ts))
+        owner, ts, vs = owner[take], ts[take], vs[take]
+        first_raw, last_raw = np.concatenate(firsts)[order], np.concatenate(lasts)[order]
+        if aggregate == Aggregate.COUNTER:
+            bounds = np.append(new_start, len(ts))
+            same = np.zeros(len(lengths), bool)
+            same[1:] = run_owner[1:] == run_owner[:-1]
+            stitch_counters(bounds, same, first_raw, last_raw, vs)
+        # Raw values at each series' ends are known where the time range cut nothing.
+        run_of = np.repeat(np.arange(len(lengths)), lengths)
+        series_first = np.ones(len(lengths), bool)
+        series_first[1:] = run_owner[1:] != run_owner[:-1]
+        series_last = np.append(series_first[1:], True)
+        kept = np.flatnonzero((ts >= mint) & (ts <= maxt))
+        if len(kept) == 0:
+            return _empty_aggregate_set()
+        owner, ts, vs = owner[kept], ts[kept], vs[kept]
+        present, series = np.unique(owner, return_inverse=True)
+        starts = np.zeros(len(present) + 1, np.int64)
+        np.cumsum(np.bincount(series, minlength=len(present)), out=starts[1:])
+        head_at, tail_at = kept[starts[:-1]], kept[starts[1:] - 1]
+        head_run, tail_run = run_of[head_at], run_of[tail_at]
+        whole_head = series_first[head_run] & (head_at == new_start[head_run])
+        whole_tail = series_last[tail_run] & (tail_at == new_start[tail_run] + lengths[tail_run] - 1)
+        s_first = np.where(whole_head, first_raw[head_run], np.nan)
+        s_last = np.where(whole_tail, last_raw[tail_run], np.nan)
+        names, label_values, label_ids, by_label = label_table(registry.snapshot(), present)
+        ss = _reordered(names, label_values, label_ids, by_label, starts, ts, vs)
+        return AggregateSet(ss, s_first[by_label], s_last[by_label])
+
+
+def _decode(blob: np.ndarray, offsets: np.ndarray, aggregate: Aggregate
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    if aggregate == Aggregate.AVG:
+        ts, total, starts, last_raw = decode_column(blob, offsets, Column.SUM)
+        _, count, _, _ = decode_column(blob, offsets, Column.COUNT)
+        with np.errstate(all="ignore"):
+            return ts, total / count, starts, last_raw
+    return decode_column(blob, offsets, _COLUMN[aggregate])
+
+
+def _reordered(names: list[str], values: list[str], label_ids: np.ndarray,
+               order: np.ndarray, starts: np.ndarray, ts: np.ndarray, vs: np.ndarray
+               ) -> SeriesSet:
+    """The SeriesSet whose series ``i`` is the input's series ``order[i]``."""
+    lengths = np.diff(starts)[order]
+    new_starts = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(lengths, out=new_starts[1:])
+    take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) + np.arange(int(new_starts[-1]))
+    return SeriesSet(names, values, label_ids, new_starts, ts[take], vs[take])
+
+
+def _empty_aggregate_set() -> AggregateSet:
+    return AggregateSet(SeriesSet.empty(), np.empty(0), np.empty(0))
+
+
+def _open_tier(directory: Path, resolution: int, problems: list[str]) -> list[Block]:
+    """Open the complete blocks of one resolution: delete unfinished ones and those a
+    later block replaced, move unreadable ones to ``corrupted/``."""
+    blocks: list[Block] = []
+    for name in sorted(os.listdir(directory)):
+        path = directory / name
+        if name.endswith(TMP_SUFFIX):
+            shutil.rmtree(path, ignore_errors=True)
+            continue
+        if not _BLOCK_NAME.fullmatch(name) or not path.is_dir():
+            continue
+        try:
+            found = read_resolution(path)
+            if found != resolution:
+                raise CorruptionError(f"resolution {found}, expected {resolution}")
+            blocks.append(Block.open(path))
+        except (CorruptionError, StorageError, OSError) as exc:
+            aside = directory / "corrupted" / name
+            problems.append(f"downsampled block {name} cannot be read ({exc}); moved to {aside}")
+            log.error("%s", problems[-1])
+            aside.parent.mkdir(exist_ok=True)
+            os.rename(path, aside)
+    kept = []
+    for b in blocks:
+        if any(o is not b and len(o.meta.sources) > len(b.meta.sources) and _covers(o, b)
+               for o in blocks):
+            log.info("downsampled block %s was replaced by a later one; deleting it",
+                     b.meta.ulid)
+            b.close()
+            _remove_dir(b.meta.path)
+        else:
+            kept.append(b)
+    kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
+    return kept
+
+
+# --------------------------------------------------------------------------- tiers
+
+
+@dataclass(frozen=True)
+class Part:
+    """A piece of a time range and the resolution it is read at (0 = raw)."""
+
+    resolution: int
+    mint: int
+    maxt: int
+
+
+class RawStore(Protocol):
+    """What ``TieredStore`` needs of the raw store (``storage.db.DB`` has it)."""
+
+    @property
+    def blocks(self) -> list[Block]: ...
+
+    @property
+    def head(self) -> Any: ...
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet: ...
+
+
+class TieredStore:
+    """The raw store and the downsampled store read together by PromQL.
+
+    ``select`` is the raw store's. ``plan`` says which resolution serves which part of a
+    time range; ``select_aggregate`` reads the parts as one aggregate and joins them.
+    """
+
+    def __init__(self, raw: RawStore, downsampled: DownsampledStore) -> None:
+        self.raw = raw
+        self.downsampled = downsampled
+
+    @property
+    def head(self) -> Any:
+        return self.raw.head
+
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+        return self.raw.select(matchers, mint, maxt)
+
+    def raw_start(self) -> int:
+        """The oldest time raw data may exist for (the oldest block's start, or the
+        head's oldest sample)."""
+        blocks = self.raw.blocks
+        if blocks:
+            return min(b.meta.min_time for b in blocks)
+        return int(self.raw.head.min_time)
+
+    def plan(self, resolution: int, mint: int, maxt: int, prefer_raw: bool) -> list[Part]:
+        """Split ``[mint, maxt]`` between resolutions up to ``resolution``: from the
+        oldest end, the coarsest resolution where its blocks reach, then finer ones,
+        raw data for the rest. With ``prefer_raw``, downsampled data serves only times
+        before the raw data begins (it has been deleted by retention)."""
+        cursor = mint
+        parts = []
+        raw_start = self.raw_start()
+        for res in sorted((r for r in RESOLUTIONS if r <= resolution), reverse=True):
+            end = self.downsampled.coverage_end(res)
+            if end is None:
+                continue
+            if prefer_raw:
+                end = min(end, raw_start)
+            if end > cursor and cursor <= maxt:
+                parts.append(Part(res, cursor, min(end - 1, maxt)))
+                cursor = end
+        if cursor <= maxt:
+            parts.append(Part(0, cursor, maxt))
+        return parts
+
+    def select_aggregate(self, matchers: Sequence[Matcher], parts: Sequence[Part],
+                         aggregate: Aggregate) -> SeriesSet:
+        """Series matching ``matchers`` with ``aggregate`` over ``parts`` (in time
+        order), sorted by labels. Raw samples count as windows of one sample: 1 for
+        ``count``, their value for the others; counters are reset-adjusted throughout."""
+        pieces = []
+        for part in parts:
+            if part.resolution:
+                pieces.append(self.downsampled.select(matchers, part.mint, part.maxt,
+                                                      aggregate, part.resolution))
+            else:
+                pieces.append(_raw_as(self.raw.select(matchers, part.mint, part.maxt),
+                                      aggregate))
+        return _join(pieces, aggregate == Aggregate.COUNTER)
+
+
+def _raw_as(ss: SeriesSet, aggregate: Aggregate) -> AggregateSet:
+    """Raw samples as windows of one sample each."""
+    bits = np.asarray(ss.samples, np.float64).view(np.uint64)
+    stale = bits == STALE_NAN_BITS
+    nan = np.full(ss.n_series, np.nan)
+    if aggregate == Aggregate.COUNT:
+        values = np.where(stale, ss.samples, 1.0)
+        return AggregateSet(SeriesSet(ss.names, ss.values, ss.label_ids, ss.starts,
+                                      ss.timestamps, values), nan, nan)
+    if aggregate != Aggregate.COUNTER:
+        return AggregateSet(ss, nan, nan)
+    fresh = np.zeros(len(stale) + 1, np.int64)
+    np.cumsum(~stale, out=fresh[1:])
+    starts = fresh[ss.starts]
+    ts, raw = ss.timestamps[~stale], np.asarray(ss.samples)[~stale]
+    empty = starts[1:] == starts[:-1]
+    first = np.where(empty, np.nan, raw[np.minimum(starts[:-1], max(len(raw) - 1, 0))]) \
+        if len(raw) else nan
+    last = np.where(empty, np.nan, raw[np.maximum(starts[1:] - 1, 0)]) if len(raw) else nan
+    adjusted = adjust_counters(starts, raw)
+    return AggregateSet(SeriesSet(ss.names, ss.values, ss.label_ids, starts, ts, adjusted),
+                        first, last)
+
+
+def _join(pieces: list[AggregateSet], counter: bool) -> SeriesSet:
+    """One SeriesSet from sets covering consecutive time ranges: a series is the
+    concatenation of its samples in every set (counters stitched across sets)."""
+    pieces = [p for p in pieces if p.series.n_series]
+    if not pieces:
+        return SeriesSet.empty()
+    if len(pieces) == 1:
+        return pieces[0].series
+    names = sorted(set().union(*(p.series.names for p in pieces)))
+    texts = np.array([v for p in pieces for v in p.series.values] or [""], dtype=object)
+    values, inverse = np.unique(texts, return_inverse=True)
+    rows, value_base = [], 0
+    for p in pieces:
+        ss = p.series
+        row = np.full((ss.n_series, len(names)), -1, np.int64)
+        if ss.names:
+            cols = np.searchsorted(names, ss.names)
+            ids = ss.label_ids.astype(np.int64)
+            row[:, cols] = np.where(ids >= 0, inverse[value_base + np.maximum(ids, 0)], -1)
+        value_base += len(ss.values)
+        rows.append(row)
+    table = np.concatenate(rows)
+    distinct, series_of_row = np.unique(table, axis=0, return_inverse=True)
+    series_of_row = series_of_row.reshape(-1)
+    order = _label_order(distinct)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    # Runs: series i of piece k, in time order of the pieces.
+    run_rank = rank[series_of_row]
+    lengths = np.concatenate([np.diff(p.series.starts) for p in pieces])
+    run_src = np.concatenate([[0], np.cumsum([p.series.n_samples for p in pieces])[:-1]])
+    src_start = np.concatenate([p.series.starts[:-1] + base
+                                for p, base in zip(pieces, run_src)])
+    run_order = np.argsort(run_rank, kind="stable")  # pieces are already in time order
+    lengths = lengths[run_order]
+    new_start = np.cumsum(lengths) - lengths
+    take = np.repeat(src_start[run_order] - new_start, lengths) + np.arange(int(lengths.sum()))
+    ts = np.concatenate([p.series.timestamps for p in pieces])[take]
+    vs = np.concatenate([np.asarray(p.series.samples, np.float64) for p in pieces])[take]
+    if counter:
+        first = np.concatenate([p.first_raw for p in pieces])[run_order]
+        last = np.concatenate([p.last_raw for p in pieces])[run_order]
+        same = np.zeros(len(run_order), bool)
+        same[1:] = run_rank[run_order][1:] == run_rank[run_order][:-1]
+        stitch_counters(np.append(new_start, len(ts)), same, first, last, vs)
+    starts = np.zeros(len(order) + 1, np.int64)
+    np.cumsum(np.bincount(run_rank, weights=np.concatenate(
+        [np.diff(p.series.starts) for p in pieces]), minlength=len(order)).astype(np.int64),
+        out=starts[1:])
+    label_ids = distinct[order]
+    return SeriesSet(names, [str(v) for v in values], label_ids.astype(np.int32), starts, ts, vs)
+
+
+def _label_order(table: np.ndarray) -> np.ndarray:
+    """Prometheus's order of label sets given as rows of value ranks per (sorted) name,
+    -1 where absent: label by label, name then value; a set that is a prefix of
+    another first."""
+    n, width = table.shape
+    if n == 0 or width == 0:
+        return np.arange(n)
+    present = table >= 0
+    counts = present.sum(axis=1)
+    owner, name = np.nonzero(present)  # row-major: names ascending within a row
+    within = np.arange(len(owner)) - np.repeat(np.cumsum(counts) - counts, counts)
+    key = np.full((n, 2 * width), -1, np.int64)
+    key[owner, 2 * within] = name
+    key[owner, 2 * within + 1] = table[owner, name]
+    return np.lexsort(key.T[::-1])
