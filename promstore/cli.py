@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="samples one value of a query may hold in memory (50000000)")
     serve.add_argument("--query-max-concurrency", type=int,
                        help="queries evaluated at once; more wait for a slot (20)")
+    serve.add_argument("--enable-admin-api", "--web.enable-admin-api", action="store_true",
+                       default=None, dest="enable_admin_api",
+                       help="serve the admin endpoints /api/v1/admin/tsdb/{delete_series,"
+                            "clean_tombstones,snapshot} (off)")
     serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     compact = sub.add_parser(

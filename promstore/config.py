@@ -73,6 +73,9 @@ class Config:
     query_timeout: float = 120.0  # seconds
     query_max_samples: int = 50_000_000
     query_max_concurrency: int = 20
+    # The admin endpoints (delete_series, clean_tombstones, snapshot) change or copy
+    # stored data; off by default, as Prometheus's --web.enable-admin-api.
+    enable_admin_api: bool = False
     log_level: str = "info"
 
     @property
@@ -128,6 +131,8 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
                     "remote_read_max_bytes_in_frame",
                     "retention_size"):
             return parse_size(value)
+        if kind in (bool, "bool"):
+            return _parse_bool(value)
         if kind in (int, "int"):
             return int(value)
         if kind in (float, "float"):
@@ -135,6 +140,17 @@ def _coerce(name: str, kind: Any, value: Any) -> Any:
         return str(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"invalid value for {name}: {value!r} ({exc})") from exc
+
+
+def _parse_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true or false")
 
 
 def _read_file(path: Path) -> dict[str, Any]:

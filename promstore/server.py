@@ -21,7 +21,7 @@ from storage.db import DB, DBOptions
 from storage.head import HeadOptions
 from storage.labels import LabelLimits
 
-from .api import metadata, query
+from .api import admin, metadata, query
 from .config import Config
 from .metrics import ServerMetrics
 from .remote.read_handler import ReadHandler, ReadLimits
@@ -110,6 +110,7 @@ def build_app(config: Config) -> web.Application:
                                                     ReadLimits.from_config(config), metrics))
     metadata.add_routes(app, STORE_KEY)
     query.add_routes(app, STORE_KEY, query.QueryApiOptions.from_config(config))
+    admin.add_routes(app, STORE_KEY, admin.AdminApiOptions.from_config(config))
     app.router.add_get("/-/healthy", _healthy)
     app.router.add_get("/-/ready", _ready)
     app.router.add_get("/metrics", _metrics)
