@@ -53,9 +53,9 @@ from .series_set import SeriesSet, label_table
 from .wal import fsync_dir
 
 __all__ = [
+    "RESOLUTIONS",
     "RESOLUTION_1H",
     "RESOLUTION_5M",
-    "RESOLUTIONS",
     "Aggregate",
     "AggregateSet",
     "DownsampledStore",
@@ -307,7 +307,8 @@ class DownsampledStore:
         head_at, tail_at = kept[starts[:-1]], kept[starts[1:] - 1]
         head_run, tail_run = run_of[head_at], run_of[tail_at]
         whole_head = series_first[head_run] & (head_at == new_start[head_run])
-        whole_tail = series_last[tail_run] & (tail_at == new_start[tail_run] + lengths[tail_run] - 1)
+        whole_tail = series_last[tail_run] \
+            & (tail_at == new_start[tail_run] + lengths[tail_run] - 1)
         s_first = np.where(whole_head, first_raw[head_run], np.nan)
         s_last = np.where(whole_tail, last_raw[tail_run], np.nan)
         names, label_values, label_ids, by_label = label_table(registry.snapshot(), present)
@@ -332,7 +333,8 @@ def _reordered(names: list[str], values: list[str], label_ids: np.ndarray,
     lengths = np.diff(starts)[order]
     new_starts = np.zeros(len(order) + 1, np.int64)
     np.cumsum(lengths, out=new_starts[1:])
-    take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) + np.arange(int(new_starts[-1]))
+    take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) \
+        + np.arange(int(new_starts[-1]))
     return SeriesSet(names, values, label_ids, new_starts, ts[take], vs[take])
 
 

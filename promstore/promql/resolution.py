@@ -3,17 +3,20 @@
 Only a store that keeps downsampled data (``storage.downsampled.TieredStore``) offers a
 choice; against any other store every selector reads raw samples, exactly as before.
 
-The largest resolution allowed is the ``max_source_resolution`` of the query (``0`` for
-raw only), or with ``auto`` (the default) a fifth of the step, as Thanos's querier
-chooses (instant queries: raw). Within it a selector takes the coarsest resolution that
-its window still resolves: a range ``[r]`` needs at least five windows (``r >= 5 *
-resolution``), an instant selector a window no longer than the lookback delta. Then:
+A selector can read a resolution its window still resolves: a range ``[r]`` needs at
+least five windows (``r >= 5 * resolution``), an instant selector a window no longer
+than the lookback delta.
 
-- with an explicit resolution, downsampled data serves every time it covers, as
-  Thanos's store gateway serves it, and raw data the rest;
-- with ``auto``, downsampled data serves every time it covers when the query is long
-  (its range and window hold at least ``LONG_WINDOWS`` windows of the resolution), and
-  otherwise only times whose raw data is gone, so that short queries keep raw answers.
+- ``max_source_resolution`` given (``0`` for raw only): the coarsest such resolution up
+  to it serves every time its blocks cover, as Thanos's store gateway serves it, and
+  raw data the rest.
+- ``auto`` (the default): the coarsest such resolution up to a fifth of the step, as
+  Thanos's querier chooses; it serves every time its blocks cover when the query is
+  long (its range and window hold at least ``LONG_WINDOWS`` windows), otherwise only
+  times whose raw data is gone, so that short queries keep raw answers. When the step
+  allows no resolution (a fine step, an instant query), the finest resolution the
+  window allows still serves the times whose raw data is gone: a coarse answer there
+  rather than none.
 
 Only selectors whose function has a faithful aggregate read downsampled data (see
 ``range_functions.AGGREGATED``); plain selectors read the window average.
@@ -61,22 +64,30 @@ def plan_parts(ev: Evaluator, sel: VectorSelector, window_ms: int, grid: Grid,
     store = ev.store
     if not hasattr(store, "plan") or sel.at is not None:
         return None
-    limit = ev.max_resolution
-    auto = limit is AUTO
-    if limit is None:
-        limit = grid.step // _AUTO_STEP_DIVISOR  # an instant query's grid has step 1
-    fits = [r for r in RESOLUTIONS if r <= limit
-            and (r <= window_ms if instant else r * MIN_WINDOWS_PER_RANGE <= window_ms)]
-    if not fits:
-        return None
-    res = max(fits)
+    fits = [r for r in RESOLUTIONS
+            if (r <= window_ms if instant else r * MIN_WINDOWS_PER_RANGE <= window_ms)]
+    auto = ev.max_resolution is AUTO
+    if not auto:
+        fits = [r for r in fits if r <= ev.max_resolution]  # type: ignore[operator]
+        if not fits:
+            return None
+        res, prefer_raw = max(fits), False
+    else:
+        # An instant query's grid has step 1: raw only, unless raw data is gone.
+        by_step = [r for r in fits if r <= grid.step // _AUTO_STEP_DIVISOR]
+        if by_step:
+            res = max(by_step)
+            prefer_raw = ev.end - ev.start + window_ms < LONG_WINDOWS * res
+        elif fits:
+            res, prefer_raw = min(fits), True
+        else:
+            return None
     refs = ev.ref_times(grid, sel.offset, sel.at)
     lo, hi = ev.load_range(sel, 0 if instant else window_ms)
     mint, maxt = max(int(refs[0]) - window_ms, lo), min(int(refs[-1]), hi)
     if mint > maxt:
         return None
-    long = ev.end - ev.start + window_ms >= LONG_WINDOWS * res
-    parts: list[Part] = store.plan(res, mint, maxt, prefer_raw=auto and not long)
+    parts: list[Part] = store.plan(res, mint, maxt, prefer_raw=prefer_raw)
     if all(p.resolution == 0 for p in parts):
         return None
     return parts

@@ -78,7 +78,8 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
     else:
         parts = [Part(p.resolution, max(p.mint, mint), min(p.maxt, maxt)) for p in read.parts
                  if p.mint <= maxt and p.maxt >= mint]
-        ss = ev.store.select_aggregate(list(node.matchers), parts, read.aggregate)
+        ss = ev.store.select_aggregate(  # type: ignore[attr-defined]  # plan_parts checked
+            list(node.matchers), parts, read.aggregate)
     if ss.n_samples:
         times, starts = np.asarray(ss.timestamps), np.asarray(ss.starts)
         held = starts[:-1] < starts[1:]  # each series' samples are in time order
