@@ -389,8 +389,7 @@ class Block:
             decoded = self._index.decode(ids, mint, maxt)
             ids = ids[np.unique(decoded.chunk_series)]
         # Otherwise every series has a chunk, and every chunk is inside the block.
-        touched = np.flatnonzero(self.tombstones.overlap(
-            ids, np.full(len(ids), mint), np.full(len(ids), maxt)))
+        touched = np.flatnonzero(self.tombstones.overlap(ids, mint, maxt))
         if len(touched) == 0:
             return ids
         left = self.chunks(ids[touched], mint, maxt)

@@ -189,15 +189,12 @@ class DB:
         # Not while a head range is being written to a block (its tombstones would be
         # read before and truncated after) nor while blocks are being replaced.
         with self._compact_lock, self._maintenance:
-            changed = {}
             for block in self.blocks:
                 if block.meta.min_time <= maxt and mint < block.meta.max_time:
                     after = block.delete(matchers, mint, maxt)
-                    if after is not block:
-                        changed[id(block)] = after
-            if changed:
-                with self._blocks_lock:
-                    self._blocks = [changed.get(id(b), b) for b in self._blocks]
+                    if after is not block:  # serve each block's new tombstones at once
+                        with self._blocks_lock:
+                            self._blocks = [after if b is block else b for b in self._blocks]
             if self.head.n_samples and self.head.min_time <= maxt \
                     and mint <= self.head.max_time:
                 self.head.delete(matchers, mint, maxt)

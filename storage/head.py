@@ -215,7 +215,7 @@ class Head:
         refs = select(self.postings.reader(view), matchers)
         if len(refs) and (mint > _NO_TIME or maxt < _MAX_TIME):
             refs = refs[(first_t[refs] <= maxt) & (last_t[refs] >= mint)]
-        touched = stones.overlap(refs, np.full(len(refs), mint), np.full(len(refs), maxt))
+        touched = stones.overlap(refs, mint, maxt)
         if touched.any():
             # A series whose every sample in range is deleted is not in range.
             left = self.read_samples(refs[touched > 0], mint, maxt)

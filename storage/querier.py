@@ -8,7 +8,8 @@ one series here. It implements ``IndexReader`` and ``Selectable`` over those ids
 Samples from several parts are merged per series in time order; where parts overlap
 (a block and the head after a crash between writing the block and truncating the head,
 or blocks not yet compacted together) the first copy of a timestamp wins, taking parts
-oldest block first and the head last.
+oldest block first and the head last. Deleted samples never reach the merge: each part
+leaves out what its own tombstones delete (``Block.chunks``, ``Head.read_samples``…).
 """
 
 from __future__ import annotations

@@ -96,24 +96,9 @@ class Tombstones:
                              np.concatenate((self.mint, other.mint)),
                              np.concatenate((self.maxt, other.maxt)))
 
-    def series(self) -> np.ndarray:
-        """Sorted distinct refs that have intervals."""
-        return np.unique(self.refs)
-
     def where(self, keep: np.ndarray) -> Tombstones:
         """The intervals selected by the boolean mask ``keep`` (still sorted)."""
         return Tombstones(self.refs[keep], self.mint[keep], self.maxt[keep])
-
-    def for_refs(self, refs: np.ndarray) -> Tombstones:
-        """The intervals of the series ``refs``."""
-        return self.where(np.isin(self.refs, refs))
-
-    def renamed(self, new_refs: np.ndarray) -> Tombstones:
-        """The intervals with series ``r`` renamed ``new_refs[r]``; a negative new ref
-        drops the series."""
-        r = new_refs[self.refs]
-        keep = r >= 0
-        return Tombstones.of(r[keep], self.mint[keep], self.maxt[keep])
 
     def truncated_before(self, t: int) -> Tombstones:
         """Without intervals that end before ``t`` (their samples are gone anyway)."""
@@ -127,13 +112,18 @@ class Tombstones:
                       np.ascontiguousarray(timestamps, _I64), out)
         return out
 
-    def overlap(self, refs: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Per closed range ``[lo[i], hi[i]]`` of series ``refs[i]``: 0 when no interval
-        meets it, 1 when some do, 2 when one contains it."""
+    def overlap(self, refs: np.ndarray, lo: np.ndarray | int, hi: np.ndarray | int
+                ) -> np.ndarray:
+        """Per closed range ``[lo[i], hi[i]]`` of series ``refs[i]`` (``lo`` and ``hi``
+        may be one time for all): 0 when no interval meets it, 1 when some do, 2 when
+        one contains it."""
         out = np.zeros(len(refs), np.uint8)
         if len(self) and len(refs):
-            k.overlap(self.refs, self.mint, self.maxt, np.ascontiguousarray(refs, _I64),
-                      np.ascontiguousarray(lo, _I64), np.ascontiguousarray(hi, _I64), out)
+            r = np.ascontiguousarray(refs, _I64)
+            k.overlap(self.refs, self.mint, self.maxt, r,
+                      np.ascontiguousarray(np.broadcast_to(np.asarray(lo, _I64), r.shape)),
+                      np.ascontiguousarray(np.broadcast_to(np.asarray(hi, _I64), r.shape)),
+                      out)
         return out
 
 
