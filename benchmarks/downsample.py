@@ -1,0 +1,202 @@
+"""Downsampling benchmark: a month of counters queried raw and downsampled, in one run.
+
+Raw blocks of 54 hours (the largest Prometheus's leveled compaction builds for 30 days
+of retention) are written directly with ``storage.block.write_block``, dense-encoded as
+compaction leaves them: ``instances`` hosts each exposing ``per_instance`` counters
+``x{instance, n}`` scraped every ``scrape`` seconds, rates swinging over the day, a
+restart now and then. The data ends at the reference time ("now"). Then:
+
+1. downsampling as the maintainer would run it (5 m after 40 h, 1 h after 10 days), timed;
+2. bytes on disk: raw blocks, 5 m and 1 h aggregates;
+3. ``sum by (instance) (rate(x[1h]))`` at a 1 h step through the PromQL engine (in this
+   process, the query API's engine without HTTP), each query ``--repeat`` times, median
+   kept, raw (``max_source_resolution=0``) and ``auto`` (5 m windows, step / 5 = 12 m):
+
+   - ``now``: the 30 days ending now; the newest raw blocks (not yet 40 h old) are read
+     raw in both runs;
+   - ``old``: the 30 days before that, all downsampled.
+
+   The answers are compared: the largest and median relative difference are reported.
+
+Run: ``python -m benchmarks.downsample`` (see ``docs/benchmarks.md``, "Downsampling").
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from compaction.downsample import DownsampleOptions, downsample_due
+from compaction.retention import directory_bytes
+from promstore.promql import Engine
+from storage.block import write_block
+from storage.chunk_merge import encode_series
+from storage.db import DB, DBOptions
+from storage.downsampled import DownsampledStore, TieredStore
+
+__all__ = ["main"]
+
+HOUR_MS = 3_600_000
+DAY_MS = 24 * HOUR_MS
+BLOCK_MS = 54 * HOUR_MS
+QUERY = "sum by (instance) (rate(x[1h]))"
+RESULTS_DIR = Path(__file__).parent / "results"
+
+
+def _keys(instances: int, per_instance: int) -> tuple[np.ndarray, np.ndarray]:
+    keys = [b"__name__\xffx\xffinstance\xffhost-%04d:9100\xffn\xff%d\xff" % (i, n)
+            for i in range(instances) for n in range(per_instance)]
+    offsets = np.zeros(len(keys) + 1, np.int64)
+    np.cumsum([len(k) for k in keys], out=offsets[1:])
+    return np.frombuffer(b"".join(keys), np.uint8), offsets
+
+
+def write_dataset(directory: Path, instances: int, per_instance: int, days: int,
+                  scrape_ms: int, end: int, seed: int) -> int:
+    """Raw blocks of the counters over ``days`` ending at ``end``; returns the number of
+    samples written."""
+    rng = np.random.default_rng(seed)
+    series = instances * per_instance
+    keys_blob, keys_offsets = _keys(instances, per_instance)
+    base = rng.uniform(0.2, 20, series)[:, None]
+    phase = rng.uniform(0, 2 * np.pi, series)[:, None]
+    level = rng.uniform(0, 1e6, series)[:, None]
+    start = end - days * DAY_MS
+    total = 0
+    for lo in range(start // BLOCK_MS * BLOCK_MS, end, BLOCK_MS):
+        ts = np.arange(max(lo, start) + 1_000, min(lo + BLOCK_MS, end), scrape_ms,
+                       dtype=np.int64)
+        hours = ts / HOUR_MS
+        rate = base * (1.2 + np.sin(2 * np.pi * hours / 24 + phase))
+        inc = rng.poisson(rate * scrape_ms / 1000).astype(np.float64)
+        values = level + np.cumsum(inc, axis=1)
+        level = values[:, -1:]
+        restarts = rng.random(series) < 0.02  # a few restarts per block
+        at = rng.integers(0, len(ts), series)
+        for i in np.flatnonzero(restarts):  # a handful of series per block
+            values[i, at[i]:] -= values[i, at[i]]
+            level[i] = values[i, -1]
+        owner = np.repeat(np.arange(series), len(ts))
+        s, c_lo, c_hi, enc, blob, off = encode_series(owner, np.tile(ts, series),
+                                                      values.reshape(-1), dense=True)
+        write_block(directory, keys_blob=keys_blob, keys_offsets=keys_offsets,
+                    chunk_series=s, chunk_mint=c_lo, chunk_maxt=c_hi, chunk_encoding=enc,
+                    chunk_blob=blob, chunk_offsets=off, mint=lo, maxt=lo + BLOCK_MS,
+                    level=3)
+        total += values.size
+    return total
+
+
+def _time(engine: Engine, start: int, end: int, resolution: int | None, repeat: int
+          ) -> tuple[float, Any]:
+    runs, result = [], None
+    for _ in range(repeat):
+        began = time.perf_counter()
+        result = engine.range_query(QUERY, start, end, HOUR_MS, max_source_resolution=resolution)
+        runs.append(time.perf_counter() - began)
+    return statistics.median(runs), result
+
+
+def _difference(raw: Any, downsampled: Any) -> tuple[float, float]:
+    a = np.where(raw.value.present, raw.value.values, np.nan)
+    b = np.where(downsampled.value.present, downsampled.value.values, np.nan)
+    if a.shape != b.shape:
+        return float("inf"), float("inf")
+    rel = np.abs(b - a) / np.abs(a)
+    return float(np.nanmax(rel)), float(np.nanmedian(rel))
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    series = args.instances * args.per_instance
+    end = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+    workdir = Path(tempfile.mkdtemp(prefix="promstore-downsample-", dir=args.workdir))
+    report: dict[str, Any] = {
+        "benchmark": "downsample", "query": QUERY, "step": "1h",
+        "series": series, "instances": args.instances, "days": 2 * args.days,
+        "scrape_s": args.scrape, "machine": {"cpus": os.cpu_count(),
+                                             "platform": platform.platform(),
+                                             "python": platform.python_version()},
+    }
+    try:
+        began = time.perf_counter()
+        samples = write_dataset(workdir, args.instances, args.per_instance, 2 * args.days,
+                                args.scrape * 1000, end, args.seed)
+        report["samples"] = samples
+        report["write_s"] = time.perf_counter() - began
+        print(f"wrote {samples:,} samples of {series} series in "
+              f"{report['write_s']:.1f} s")
+        db = DB.open(workdir, DBOptions(compaction_interval=0))
+        store = DownsampledStore.open(workdir / "downsampled")
+        try:
+            began = time.perf_counter()
+            made = downsample_due(db, store, DownsampleOptions(), end)
+            report["downsample_s"] = time.perf_counter() - began
+            report["downsampled_blocks"] = len(made)
+            raw_bytes = sum(directory_bytes(b.meta.path) for b in db.blocks)
+            report["bytes"] = {"raw": raw_bytes,
+                               "5m": directory_bytes(store.directory / "5m"),
+                               "1h": directory_bytes(store.directory / "1h")}
+            report["bytes_per_raw_sample"] = {k: v / samples for k, v in report["bytes"].items()}
+            print(f"downsampled {len(made)} blocks in {report['downsample_s']:.1f} s; bytes "
+                  + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in report["bytes"].items()))
+            engine = Engine(TieredStore(db, store))
+            _time(engine, end - DAY_MS, end, None, 1)  # compile kernels, warm the caches
+            report["queries"] = {}
+            for name, q_end in (("now", end), ("old", end - args.days * DAY_MS)):
+                q_start = q_end - args.days * DAY_MS
+                raw_s, raw = _time(engine, q_start, q_end, 0, args.repeat)
+                ds_s, ds = _time(engine, q_start, q_end, None, args.repeat)
+                worst, median = _difference(raw, ds)
+                report["queries"][name] = {"raw_s": raw_s, "downsampled_s": ds_s,
+                                           "speedup": raw_s / ds_s,
+                                           "max_rel_difference": worst,
+                                           "median_rel_difference": median}
+                print(f"{name:>4}: raw {raw_s:.3f} s, downsampled {ds_s:.3f} s, "
+                      f"{raw_s / ds_s:.1f}x faster; difference max {worst:.2%}, "
+                      f"median {median:.3%}")
+        finally:
+            store.close()
+            db.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.downsample",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("--instances", type=int, default=50)
+    p.add_argument("--per-instance", type=int, default=4, help="counters per instance")
+    p.add_argument("--days", type=int, default=30, help="days per query (data: twice this)")
+    p.add_argument("--scrape", type=int, default=15, help="scrape interval in seconds")
+    p.add_argument("--repeat", type=int, default=3, help="runs of each query; median kept")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--workdir", type=Path, default=None, help="where the data goes (temporary)")
+    p.add_argument("--out", type=Path, default=RESULTS_DIR)
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    report = run(args)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = args.out / f"downsample-{stamp}.json"
+    path.write_text(json.dumps(report, indent=2))
+    print(f"results: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
