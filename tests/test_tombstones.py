@@ -332,3 +332,19 @@ def test_block_ignores_tombstones_of_unknown_series(tmp_path):
     write_file(meta.path, Tombstones.of(np.array([1 << 40]), np.array([LO]), np.array([HI])))
     with Block.open(meta.path) as block:
         assert len(block.tombstones) == 0
+
+
+def test_a_crash_before_the_old_block_is_deleted_keeps_the_rewritten_one(tmp_path):
+    db = DB.open(tmp_path, _options())
+    _write(db, 2, range(0, 4 * 240))
+    db.compact_head()
+    db.delete(_eq("i", "0"), T0, T0 + 99 * STEP)
+    want = _dump(db)
+    (block,) = db.blocks
+    rewritten = compact(tmp_path, [block])  # clean_tombstones stopped right after this
+    db.close()
+    db = DB.open(tmp_path, _options())
+    assert [b.meta.ulid for b in db.blocks] == [rewritten.ulid]
+    assert not block.meta.path.exists()
+    assert _dump(db) == want
+    db.close()
