@@ -50,7 +50,7 @@ from .chunk_merge import rebuild_chunks
 from .errors import CorruptionError, StorageError
 from .head import Head, HeadOptions, lock_directory, without_deleted
 from .head_chunks import ChunkBatch
-from .interface import AppendResult
+from .interface import AppendResult, Shard
 from .matchers import Matcher
 from .querier import Querier
 from .rwlock import RWLock
@@ -251,8 +251,9 @@ class DB:
         """A reader over the head and the blocks overlapping ``[mint, maxt]``."""
         return Querier(self.head, lambda: self.blocks, self._read_lock, mint, maxt)
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
-        return self.querier(mint, maxt).select(matchers, mint, maxt)
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet:
+        return self.querier(mint, maxt).select(matchers, mint, maxt, shard)
 
     # -- persisting the head ----------------------------------------------------------------
 

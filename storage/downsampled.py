@@ -46,6 +46,7 @@ from .aggregate import (
 )
 from .block import TMP_SUFFIX, Block, BlockMeta, write_block
 from .errors import CorruptionError, StorageError
+from .interface import Shard
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
 from .series import SeriesRegistry
@@ -399,7 +400,8 @@ class RawStore(Protocol):
     @property
     def head(self) -> Any: ...
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet: ...
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet: ...
 
 
 class TieredStore:
@@ -417,8 +419,9 @@ class TieredStore:
     def head(self) -> Any:
         return self.raw.head
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
-        return self.raw.select(matchers, mint, maxt)
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet:
+        return self.raw.select(matchers, mint, maxt, shard)
 
     def raw_start(self) -> int:
         """The oldest time raw data may exist for (the oldest block's start, or the

@@ -35,7 +35,7 @@ from .errors import StorageError, UnavailableError
 from .head_append import append
 from .head_chunks import ChunkBatch, HeadChunks
 from .head_wal import replay
-from .interface import AppendResult
+from .interface import AppendResult, Shard
 from .labels import LabelLimits
 from .matchers import Matcher
 from .postings import Postings, select
@@ -224,6 +224,11 @@ class Head:
             refs = refs[keep]
         return refs
 
+    def series_hashes(self, refs: np.ndarray) -> np.ndarray:
+        """Label-set hashes of ``refs``, as ``labels.canonicalise`` computes them."""
+        with self.lock:
+            return self.registry.ser_hash[np.asarray(refs, np.int64)]
+
     def registry_keys(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Canonical label keys of ``refs`` (blob and offsets)."""
         with self.lock:
@@ -294,9 +299,12 @@ class Head:
             stones = self.tombstones
         return without_deleted(stones, refs[batch.pos], batch, late)
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``."""
         refs = self.select_series(matchers, mint, maxt)
+        if shard is not None:
+            refs = refs[shard.holds(self.series_hashes(refs))]
         got = self.read_samples(refs, mint, maxt)
         present = np.unique(got.refs)
         starts = np.searchsorted(got.refs, np.append(present, _MAX_TIME))

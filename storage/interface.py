@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -19,7 +19,8 @@ from .batch import WriteBatch
 from .matchers import Matcher
 from .series_set import SeriesSet
 
-__all__ = ["AppendResult", "Appendable", "IndexReader", "Queryable", "RejectReason", "Selectable"]
+__all__ = ["AppendResult", "Appendable", "IndexReader", "Queryable", "RejectReason", "Selectable",
+           "Shard"]
 
 
 class RejectReason:
@@ -94,17 +95,34 @@ class IndexReader(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Part ``index`` of ``count`` disjoint parts of a store's series, by the hash of their
+    label sets (the same in every part of the store), for evaluating a query over a
+    large fleet a part at a time."""
+
+    index: int
+    count: int
+
+    def holds(self, hashes: np.ndarray) -> np.ndarray:
+        """Which of the label-set ``hashes`` belong to this shard."""
+        return hashes % np.uint64(self.count) == np.uint64(self.index)
+
+
 class Selectable(Protocol):
     """Series with their samples, for PromQL and remote read.
 
     ``select`` returns the series matching all ``matchers`` that hold samples in
     ``[mint, maxt]`` (inclusive milliseconds), with exactly those samples, merged over
-    every part of the store and de-duplicated, sorted by labels. Thread-safe.
+    every part of the store and de-duplicated, sorted by labels; only those of
+    ``shard`` when one is given. Thread-safe.
     """
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet: ...
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet: ...
 
 
+@runtime_checkable
 class Queryable(Protocol):
     """A store that hands out readers: ``querier(mint, maxt)`` returns an object that is
     both an ``IndexReader`` and a ``Selectable`` over every part of the store that may

@@ -24,6 +24,7 @@ import numpy as np
 from . import chunkenc
 from .chunk_merge import rebuild_chunks, take_chunks
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
+from .interface import Shard
 from .matchers import Matcher
 from .rwlock import RWLock
 from .samples import SampleSet
@@ -71,6 +72,16 @@ class Querier:
         self.mint, self.maxt = mint, maxt
         self._registry = SeriesRegistry()
         self._blocks: list[Block] = []
+        self._selected: dict[tuple[Block, tuple[Matcher, ...]], tuple[np.ndarray, np.ndarray]] = {}
+
+    @property
+    def head(self) -> Head:
+        return self._head
+
+    @property
+    def blocks(self) -> list[Block]:
+        """The store's blocks now (each read takes them anew)."""
+        return list(self._all_blocks())
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -89,9 +100,11 @@ class Querier:
         ids, _ = self._registry.resolve(canon)
         return ids
 
-    def _head_parts(self, matchers: Sequence[Matcher], mint: int, maxt: int
-                    ) -> tuple[np.ndarray, np.ndarray]:
+    def _head_parts(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+                    shard: Shard | None = None) -> tuple[np.ndarray, np.ndarray]:
         refs = self._head.select_series(matchers, mint, maxt)
+        if shard is not None and len(refs):
+            refs = refs[shard.holds(self._head.series_hashes(refs))]
         if len(refs) == 0:
             return refs, _NO_IDS
         return refs, self._intern(*self._head.registry_keys(refs))
@@ -137,24 +150,43 @@ class Querier:
 
     # -- Selectable -----------------------------------------------------------------------
 
+    def _block_series(self, block: Block, matchers: Sequence[Matcher]
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Ids in ``block`` of the series matching ``matchers`` anywhere in it, with their
+        querier ids. Kept for the querier's life: a range query selects again for every
+        slice of its steps, and over a large fleet finding and interning the series
+        would otherwise cost more than reading their samples."""
+        key = (block, tuple(matchers))
+        found = self._selected.get(key)
+        if found is None:
+            ids = block.select_series(matchers, block.meta.min_time, block.meta.max_time - 1)
+            found = (ids, self._intern(*block.series_keys(ids)) if len(ids) else _NO_IDS)
+            self._selected[key] = found
+        return found
+
     @_read
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``, merged
         over blocks and head."""
         if not self._blocks:
-            return self._head.select(matchers, mint, maxt)
+            return self._head.select(matchers, mint, maxt, shard)
         owners, times, values = [], [], []
         for block in self._blocks:
-            ids = block.select_series(matchers, mint, maxt)
+            if block.meta.min_time > maxt or block.meta.max_time <= mint:
+                continue
+            ids, qids = self._block_series(block, matchers)
+            if shard is not None:
+                mine = shard.holds(self._registry.ser_hash[qids])
+                ids, qids = ids[mine], qids[mine]
             if len(ids) == 0:
                 continue
-            qids = self._intern(*block.series_keys(ids))
             chunks = block.chunks(ids, mint, maxt)
             ts, vs, starts = chunkenc.decode_many(chunks.encoding, chunks.blob, chunks.offsets)
             owners.append(np.repeat(qids[chunks.series], np.diff(starts)))
             times.append(ts)
             values.append(vs)
-        refs, qids = self._head_parts(matchers, mint, maxt)
+        refs, qids = self._head_parts(matchers, mint, maxt, shard)
         if len(refs):
             got = self._head.read_samples(refs, mint, maxt)
             owners.append(qids[np.searchsorted(refs, got.refs)])

@@ -52,6 +52,7 @@ from promstore.promql.parser import MatrixSelector, Node, Subquery, VectorSelect
 from promstore.promql.resolution import AUTO
 from storage.downsampled import DownsampledStore, TieredStore
 from storage.errors import BadDataError, StorageError
+from storage.interface import Queryable
 from storage.matchers import Matcher, MatchType
 
 from .envelope import (
@@ -86,6 +87,7 @@ _MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
 _WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still there
 _COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/deflate)
 _TRIM_AFTER_S = 0.05  # queries that ran longer hand freed memory back to the system
+_ALL_TIME = (-(2**63), 2**63 - 1)  # a reader over every part of the store
 
 
 def _find_malloc_trim() -> Callable[[int], int] | None:
@@ -229,8 +231,11 @@ class _QueryApi:
         return store
 
     def _engine(self, request: web.Request) -> Engine:
-        """An engine over the store, and over the downsampled store beside it if any."""
+        """An engine over a reader of the store (one per query, so that what it finds
+        in blocks is found once), and over the downsampled store beside it if any."""
         store = self._store(request)
+        if isinstance(store, Queryable):
+            store = store.querier(_ALL_TIME[0], _ALL_TIME[1])
         downsampled = request.app.get(DOWNSAMPLED_KEY)
         if downsampled is not None:
             store = TieredStore(store, downsampled)

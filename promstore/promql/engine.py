@@ -27,7 +27,7 @@ from typing import Literal
 
 import numpy as np
 
-from storage.interface import Selectable
+from storage.interface import Selectable, Shard
 
 from .aggregations import eval_aggregate
 from .binary import eval_binary
@@ -57,6 +57,7 @@ from .parser import (
 )
 from .resolution import AUTO
 from .selectors import range_source, select_instant, window_matrix
+from .sharding import ShardUnsupportedError, combine, partials, shardable
 from .values import Grid, Scalar, String, Value, Vector, align_up, merge_same_labels
 
 __all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "SliceUse",
@@ -84,6 +85,9 @@ class EngineOptions:
     # sample while it reads and merges them.
     max_cells: int = 8_000_000
     max_slice_samples: int = 2_000_000
+    # An aggregation over at least four times this many series is evaluated this many
+    # series at a time (``sharding``), so that each slice covers hours of their data.
+    shard_series: int = 1_000
 
 
 @dataclass(frozen=True)
@@ -121,6 +125,7 @@ class Evaluator:
         # move it).
         self._origins = [start]
         self.slice = SliceUse()
+        self.shard: Shard | None = None  # the part of the series being evaluated
 
     # -- limits ---------------------------------------------------------------------------
 
@@ -298,10 +303,20 @@ class Engine:
             raise ParseError("zero or negative query resolution step widths are not accepted")
         ev = self._evaluator(start, end, timeout_s, cancel, max_source_resolution)
         grid = Grid.between(start, end, step)
+        value = self._sliced(ev, node, grid, shard_after_first=shardable(node))
+        ev.count_samples(value.n_points)
+        order = value.labels.sort_order(ev.pool)
+        return QueryResult(value.take(order), grid, ev.pool, "matrix")
+
+    def _sliced(self, ev: Evaluator, node: Node, grid: Grid,
+                shard_after_first: bool = False) -> Vector:
+        """``node`` over ``grid``, a slice of steps at a time. Steps are independent, so
+        slices evaluate separately. The first slice spans a few minutes, however long
+        the steps; what it selected and held sizes the next ones. With
+        ``shard_after_first``, a query whose first slice selected a large fleet starts
+        again shard by shard (see ``sharding``)."""
         parts: list[Vector] = []
-        # Steps are independent, so slices of the grid evaluate separately. The first
-        # slice spans a few minutes, however long the steps; what it selected and held
-        # sizes the next ones.
+        step = grid.step
         done, size = 0, max(1, min(_FIRST_SLICE, _FIRST_SPAN_MS // step))
         while done < grid.n:
             piece = Grid(grid.start + done * step, step, min(size, grid.n - done))
@@ -311,13 +326,32 @@ class Engine:
                 value = Vector(Labels.empty(1), value.values[None, :],
                                np.ones((1, piece.n), dtype=bool))
             assert isinstance(value, Vector)
+            if shard_after_first and done == 0 and piece.n < grid.n \
+                    and ev.slice.selected_series >= _SHARDED_FROM * self.options.shard_series \
+                    and not ev.slice.downsampled:
+                assert isinstance(node, Aggregate)
+                count = -(-ev.slice.selected_series // self.options.shard_series)
+                return self._sharded(ev, node, grid, count)
             parts.append(value)
             done += piece.n
             size = ev.slice.next_size(piece.n, step, self.options)
-        value = _join_slices(parts, grid)
-        ev.count_samples(value.n_points)
-        order = value.labels.sort_order(ev.pool)
-        return QueryResult(value.take(order), grid, ev.pool, "matrix")
+        return _join_slices(parts, grid)
+
+    def _sharded(self, ev: Evaluator, node: Aggregate, grid: Grid, count: int) -> Vector:
+        """``node`` from the partial aggregates of ``count`` shards of its series, each
+        evaluated over the whole grid; an unsharded evaluation where a shard would read
+        downsampled data (its store does not shard)."""
+        partial = []
+        try:
+            for index in range(count):
+                ev.shard = Shard(index, count)
+                partial.append(partials(node, self._sliced(ev, node.expr, grid)))
+        except ShardUnsupportedError:
+            ev.shard = None
+            return self._sliced(ev, node, grid)
+        finally:
+            ev.shard = None
+        return combine(node, partial, grid.n)
 
 
 _FIRST_SLICE = 64  # steps evaluated before the size of a step is known
@@ -326,6 +360,7 @@ _FIRST_SPAN_MS = 10 * 60_000  # and the time they may span at most
 # made from unusual data (series that appear later in the range) is soon corrected.
 _GROWTH = 64
 _MIN_SERIES_SAMPLES = 64  # samples per selected series a slice may read in any case
+_SHARDED_FROM = 4  # shards (of ``shard_series`` series) at which a query is sharded
 
 
 @dataclass
@@ -338,6 +373,7 @@ class SliceUse:
     selected_ms: int = 0
     selected_series: int = 0
     selections: int = 0
+    downsampled: bool = False  # a selector read downsampled data
 
     def next_size(self, steps: int, step: int, options: EngineOptions) -> int:
         """Steps for the next slice, so that it holds about ``max_cells`` cells and

@@ -24,6 +24,7 @@ from ._select_kernels import STALE_NAN_BITS, instant_select
 from .labels import Labels
 from .parser import MatrixSelector, Subquery, VectorSelector
 from .resolution import plan_parts
+from .sharding import ShardUnsupportedError
 from .values import Grid, Matrix, Vector, align_up
 
 if TYPE_CHECKING:
@@ -74,8 +75,12 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
     if mint > maxt:
         return SeriesSet.empty()
     if read is None:
-        ss = ev.store.select(list(node.matchers), mint, maxt)
+        ss = ev.store.select(list(node.matchers), mint, maxt, shard=ev.shard) \
+            if ev.shard is not None else ev.store.select(list(node.matchers), mint, maxt)
     else:
+        if ev.shard is not None:
+            raise ShardUnsupportedError()
+        ev.slice.downsampled = True
         parts = [Part(p.resolution, max(p.mint, mint), min(p.maxt, maxt)) for p in read.parts
                  if p.mint <= maxt and p.maxt >= mint]
         ss = ev.store.select_aggregate(  # type: ignore[attr-defined]  # plan_parts checked

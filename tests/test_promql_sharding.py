@@ -1,0 +1,99 @@
+"""Aggregations over a large fleet, evaluated shard by shard, answer as unsharded."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from promstore.promql.engine import Engine, EngineOptions
+from promstore.promql.parser import parse
+from promstore.promql.sharding import shardable
+from storage.batch import WriteBatch
+from storage.db import DB, DBOptions
+
+MINUTE = 60_000
+T0 = 1_700_000_000_000 // (2 * 3_600_000) * (2 * 3_600_000)
+HOURS = 6
+N_HOSTS, PER_HOST = 60, 50  # 3,000 series
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Blocks and a head holding counters and gauges of a fleet, with a reset and a gap."""
+    db = DB.open(tmp_path_factory.mktemp("sharding"), DBOptions(compaction_interval=0))
+    rng = np.random.default_rng(7)
+    steps = HOURS * 60
+    times = T0 + np.arange(steps) * MINUTE
+    series = []
+    for host in range(N_HOSTS):
+        for k in range(PER_HOST):
+            counter = np.cumsum(rng.integers(0, 50, steps)).astype(float)
+            if k % 7 == 0:
+                counter[steps // 2:] -= counter[steps // 2]  # a reset
+            keep = slice(0, steps) if k % 11 else slice(steps // 3, steps)  # starts late
+            labels = {"__name__": "requests_total", "instance": f"h{host}", "code": str(k % 5),
+                      "path": f"/p{k}"}
+            series.append((labels, list(zip(times[keep].tolist(), counter[keep].tolist()))))
+            gauge = {**labels, "__name__": "temperature"}
+            series.append((gauge, list(zip(times.tolist(), rng.normal(50, 10, steps).tolist()))))
+    db.append(WriteBatch.from_series(series))
+    db.compact_head()  # the older ranges into blocks, the rest stays in the head
+    assert db.blocks
+    yield db
+    db.close()
+
+
+class _Counting:
+    """A store that counts the selections made for a shard."""
+
+    def __init__(self, store) -> None:
+        self.store, self.sharded = store, 0
+
+    def select(self, matchers, mint, maxt, shard=None):
+        self.sharded += shard is not None
+        return self.store.select(matchers, mint, maxt, shard)
+
+
+QUERIES = [
+    "sum by (instance) (rate(requests_total[5m]))",
+    "sum(increase(requests_total[10m]))",
+    "avg by (code) (irate(requests_total[5m]))",
+    "max without (path) (temperature)",
+    "min by (instance) (delta(temperature[15m]) * 2)",
+    "count by (code) (requests_total > 1000)",
+    "group by (instance) (requests_total)",
+    "sum by (code) (avg_over_time(temperature[30m]) - 50)",
+    "count(changes(requests_total[20m]))",
+]
+
+
+@pytest.mark.parametrize("query", QUERIES)
+def test_sharded_range_query_answers_as_unsharded(store, query):
+    assert shardable(parse(query))
+    options = EngineOptions()
+    start, end, step = T0 + 10 * MINUTE, T0 + HOURS * 3_600_000 - MINUTE, 60_000
+    whole = Engine(store.querier(), dataclasses.replace(options, shard_series=10**9)) \
+        .range_query(query, start, end, step)
+    counting = _Counting(store.querier())
+    sharded = Engine(counting, dataclasses.replace(options, shard_series=300)) \
+        .range_query(query, start, end, step)
+    assert counting.sharded > 0
+    assert whole.value.labels.to_dicts(whole.pool) == sharded.value.labels.to_dicts(sharded.pool)
+    assert np.array_equal(whole.value.present, sharded.value.present)
+    present = whole.value.present
+    np.testing.assert_allclose(sharded.value.values[present], whole.value.values[present],
+                               rtol=1e-9, atol=0)
+
+
+@pytest.mark.parametrize("query", [
+    "topk(3, rate(requests_total[5m]))",
+    "sum(rate(requests_total[5m])) / count(requests_total)",
+    "sum by (instance) (label_replace(requests_total, 'x', '$1', 'path', '(.*)'))",
+    "sum(requests_total * on (instance, code, path) temperature)",
+    "sum({__name__=~'requests_total|temperature'})",
+    "sum(scalar(sum(requests_total)) * requests_total)",
+])
+def test_what_is_not_sharded(query):
+    assert not shardable(parse(query))
