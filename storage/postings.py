@@ -58,7 +58,7 @@ class _Table:
 class Postings:
     """Keeps a CSR postings table fresh enough for the registry it indexes."""
 
-    def __init__(self, min_tail: int = 4096, tail_fraction: float = 0.125) -> None:
+    def __init__(self, min_tail: int = 256, tail_fraction: float = 0.125) -> None:
         self._table = _Table(0, 0, np.zeros(1, dtype=np.int64), np.empty(0, dtype=np.int32))
         self._lock = threading.Lock()
         self._min_tail = min_tail
@@ -138,7 +138,7 @@ def _pairs_matching(reader: LabelIndex, m: Matcher, want_match: bool) -> np.ndar
 
 def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
     """Sorted refs of the series that satisfy every matcher."""
-    result: np.ndarray | None = None
+    include: list[np.ndarray] = []
     exclude: list[np.ndarray] = []
     for m in matchers:
         if m.matches_empty:
@@ -148,11 +148,24 @@ def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
                 exclude.append(reader.refs_for_pairs(bad))
             continue
         refs = reader.refs_for_pairs(_pairs_matching(reader, m, want_match=True))
-        result = refs if result is None else np.intersect1d(result, refs, assume_unique=True)
+        if len(refs) == 0:
+            return _NO_REFS
+        include.append(refs)
+    # Smallest first: each step then costs the size of what is left, not of the lists.
+    include.sort(key=len)
+    result = include[0] if include else reader.all_refs()
+    for refs in include[1:]:
+        result = result[_contained(result, refs)]
         if len(result) == 0:
             return _NO_REFS
-    if result is None:
-        result = reader.all_refs()
     for refs in exclude:
-        result = result[~np.isin(result, refs, assume_unique=True)]
+        result = result[~_contained(result, refs)]
     return result
+
+
+def _contained(refs: np.ndarray, sorted_refs: np.ndarray) -> np.ndarray:
+    """Which of ``refs`` are in the sorted array ``sorted_refs`` (a binary search each)."""
+    if len(sorted_refs) == 0:
+        return np.zeros(len(refs), bool)
+    at = np.minimum(np.searchsorted(sorted_refs, refs), len(sorted_refs) - 1)
+    return sorted_refs[at] == refs
