@@ -52,6 +52,9 @@ class Config:
     # Encoding of compacted blocks: "dense" (several times smaller) or "xor" (the blocks
     # stay readable by Prometheus and promtool, as the 2h blocks always are).
     compacted_encoding: str = "dense"
+    # Samples compaction may merge per second (0 = unpaced); it also always runs at the
+    # lowest CPU priority. See docs/configuration.md for how it was chosen.
+    compaction_rate_limit: int = 2_000_000
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000
@@ -218,6 +221,8 @@ def _validate(config: Config) -> None:
     for name in ("query_lookback_delta", "query_timeout"):
         if getattr(config, name) < 0.001:
             raise ConfigError(f"{name} must be at least 1ms")
+    if config.compaction_rate_limit < 0:
+        raise ConfigError("compaction_rate_limit must not be negative (0 = unpaced)")
     if config.remote_read_sample_limit < 0:
         raise ConfigError("remote_read_sample_limit must not be negative (0 = no limit)")
     if config.wal_fsync_interval <= 0:

@@ -246,3 +246,117 @@ def test_dense_compaction_shrinks_blocks_and_reads_the_same(tmp_path):
         assert meta2.num_samples > 0
     finally:
         db.close()
+
+
+# -- throttling ---------------------------------------------------------------------------
+
+
+def test_throttle_keeps_work_within_its_rate_after_a_one_second_burst():
+    import threading
+
+    from compaction.throttle import Throttle
+
+    now = [100.0]
+    stopped = threading.Event()
+    stopped.set()  # sleeps return at once: only the delays asked for are checked
+    t = Throttle(100, stop=stopped, clock=lambda: now[0])
+    assert t.pace(50) == 0.0  # within the second's worth banked while idle
+    assert t.pace(100) == 0.5
+    now[0] += 0.5
+    assert t.pace(100) == 1.0  # still behind: the sleep was cut short
+    now[0] += 60  # a quiet minute banks one second, not sixty
+    assert t.pace(100) == 0.0
+    assert t.pace(100) == 1.0
+    assert Throttle(0, stop=stopped).pace(10**12) == 0.0
+
+
+def test_throttle_rejects_a_negative_rate():
+    import pytest
+
+    from compaction.throttle import Throttle
+
+    with pytest.raises(ValueError, match="negative"):
+        Throttle(-1)
+
+
+def test_metered_blocks_report_every_sample_a_merge_reads(tmp_path):
+    from compaction.throttle import MeteredBlock, chunk_samples
+
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 9 * 60))
+        db.compact_head()
+        sources = db.blocks[:3]
+        for block in sources:
+            ids = np.arange(block.n_series, dtype=np.int64)
+            assert chunk_samples(block.chunks(ids, LO, HI)) == block.meta.num_samples
+        reported: list[int] = []
+        metered = [MeteredBlock.open_paced(b.meta.path, reported.append) for b in sources]
+        # Slices of a few series: every source is read once per slice.
+        meta = compact(tmp_path, metered, slice_samples=300)
+        for block in metered:
+            block.close()
+        assert len(reported) > len(sources)
+        assert sum(reported) == meta.num_samples == sum(b.meta.num_samples for b in sources)
+    finally:
+        db.close()
+
+
+def test_lower_priority_lowers_another_process_only():
+    import os
+    import subprocess
+    import sys
+
+    import pytest
+
+    from compaction.throttle import lower_priority
+
+    if not hasattr(os, "getpriority"):
+        pytest.skip("no nice values here")
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        assert lower_priority(child.pid, 19)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == 19
+        assert not lower_priority(child.pid, 10)  # never raised back
+        assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+    finally:
+        child.communicate(b"")
+
+
+def test_a_merge_failing_in_the_worker_changes_nothing(tmp_path):
+    import pytest
+
+    from storage.errors import StorageError
+
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 30 * 60, 5))
+        db.compact_head()
+        before = _dump(db)
+        blocks = [b.meta.ulid for b in db.blocks]
+        # A new file under the old name: the worker opens it, the server keeps its mapping.
+        index = db.blocks[0].meta.path / "index"
+        index.with_name("index.new").write_bytes(b"not an index")
+        index.with_name("index.new").replace(index)
+        m = Maintainer(db, MaintainerOptions(retention_ms=0, rate_limit=0))
+        with pytest.raises(StorageError, match="compaction failed in the worker"):
+            m.run_once()
+        assert [b.meta.ulid for b in db.blocks] == blocks
+        assert m.stats.compactions == 0
+        assert _dump(db) == before  # the server still reads its own mapping
+    finally:
+        db.close()
+
+
+def test_compaction_rate_limit_setting():
+    import pytest
+
+    from promstore.config import ConfigError, load_config
+
+    assert load_config({}, environ={}).compaction_rate_limit == 2_000_000
+    config = load_config({}, environ={"PROMSTORE_COMPACTION_RATE_LIMIT": "0"})
+    assert config.compaction_rate_limit == 0
+    with pytest.raises(ConfigError, match="compaction_rate_limit"):
+        load_config({"compaction_rate_limit": -1}, environ={})
