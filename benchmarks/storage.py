@@ -9,11 +9,15 @@ report gives, per target:
 
 - bytes per sample on disk: blocks only, and every file (blocks, WAL, head chunks);
 - resident memory per active series (after the load, and its growth over idle);
+- bytes per sample after compaction: the blocks of promstore merged into one by
+  promstore's compactor (``compaction.compactor.compact``, dense chunks), those of
+  Prometheus merged the way Prometheus merges them (XOR chunks carried over), and
+  VictoriaMetrics's data once its background merges have settled;
 - read throughput in samples per second: every sample through the PromQL API (a range
   selector at hourly instants), every sample read raw (remote read, or
   ``/api/v1/export`` for VictoriaMetrics), and the target's blocks read in this process
-  with promstore's ``storage.block`` and ``storage.xor.decode_xor_many`` (both write
-  the Prometheus block format), whole and decoding alone;
+  with promstore's ``storage.block`` and ``storage.chunkenc.decode_many`` (both write
+  the Prometheus block format), whole and decoding alone, before and after compaction;
 
 and promstore's figures as ratios to each peer's. Results go to stdout and to
 ``benchmarks/results/`` as JSON.
@@ -26,10 +30,13 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import shlex
+import shutil
 import signal
 import statistics
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -39,21 +46,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import snappy  # type: ignore[import-untyped]
 
 from benchmarks import loadgen
-from benchmarks._encode import Segments, concat_rows
 from benchmarks.corpus import Capture, StretchedCorpus, capture_real, read_request, remote_read
 from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm, select_targets
-from benchmarks.peers import VICTORIAMETRICS, Server, Target, machine_info, running
+from benchmarks.peers import PROMETHEUS, VICTORIAMETRICS, Server, Target, machine_info, running
 from benchmarks.workloads import Workload, make_workload
+from compaction.compactor import compact
 from promstore.remote.pb import remote_pb2
+from storage import chunkenc
 from storage.block import Block
 from storage.errors import CorruptionError
-from storage.xor import ENCODING_XOR, decode_xor_many
 
-__all__ = ["PRESETS", "Preset", "bench_target", "main", "read_blocks", "wait_for_blocks"]
+__all__ = ["PRESETS", "Preset", "bench_target", "compacted", "main", "read_blocks",
+           "wait_for_blocks"]
 
 _HOUR_MS = 3_600_000
 _END_BEFORE_NOW_MS = 5 * 60_000  # VictoriaMetrics hides the last 30 s from queries
@@ -203,9 +210,9 @@ def read_blocks(block_dirs: list[Path], repeat: int) -> dict[str, Any]:
 
     Per block: ``Block.open``, every series (``select_series`` without matchers), their
     chunks (``Block.chunks``: index decoded, chunk bytes gathered and checksummed) and
-    ``storage.xor.decode_xor_many`` over them. Reports the whole read and the decoding
-    alone, median of ``repeat`` runs after one to warm up (kernels load or compile).
-    Raises ``CorruptionError`` for a block storage cannot read.
+    ``storage.chunkenc.decode_many`` over them (XOR and dense chunks alike). Reports the
+    whole read and the decoding alone, median of ``repeat`` runs after one to warm up
+    (kernels load or compile). Raises ``CorruptionError`` for a block storage cannot read.
     """
     reads, decodes = [], []
     samples = chunks = chunk_bytes = 0
@@ -219,16 +226,12 @@ def read_blocks(block_dirs: list[Path], repeat: int) -> dict[str, Any]:
                 ids = block.select_series([], meta.min_time, meta.max_time - 1)
                 found = block.chunks(ids, meta.min_time, meta.max_time - 1)
             gathered = time.perf_counter()
-            xor = found.encoding == ENCODING_XOR
-            blob, offsets = found.blob, found.offsets
-            if not xor.all():
-                blob, offsets = _only(blob, offsets, xor)
-            samples += len(decode_xor_many(blob, offsets)[0])
+            samples += len(chunkenc.decode_many(found.encoding, found.blob, found.offsets)[0])
             done = time.perf_counter()
             read_s += done - began
             decode_s += done - gathered
-            chunks += int(xor.sum())
-            chunk_bytes += int(offsets[-1])
+            chunks += found.n_chunks
+            chunk_bytes += int(found.offsets[-1])
         if run:  # the first run warms up
             reads.append(read_s)
             decodes.append(decode_s)
@@ -239,10 +242,32 @@ def read_blocks(block_dirs: list[Path], repeat: int) -> dict[str, Any]:
             "decode_samples_per_s": samples / decode_s if decode_s else None}
 
 
-def _only(blob: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The chunks ``keep`` of ``blob``, back to back."""
-    rows = concat_rows([Segments(blob, offsets[:-1][keep], np.diff(offsets)[keep])])
-    return rows.source, np.append(rows.starts, len(rows.source))
+def compacted(block_dirs: list[Path], *, dense: bool, repeat: int) -> dict[str, Any]:
+    """The blocks merged into one by promstore's compactor in a scratch directory, with
+    dense chunks or (``dense`` false) with their XOR chunks carried over, as Prometheus's
+    own compaction keeps them: its bytes per sample, and ``read_blocks`` of it.
+
+    The blocks are hard-linked first, so that a server compacting or deleting its own
+    meanwhile does not pull them away."""
+    with tempfile.TemporaryDirectory(prefix="bench-compacted-") as scratch:
+        sources = []
+        for path in block_dirs:
+            sources.append(Path(scratch) / "sources" / path.name)
+            shutil.copytree(path, sources[-1], copy_function=os.link)
+        blocks = [Block.open(p) for p in sources]
+        began = time.perf_counter()
+        try:
+            meta = compact(Path(scratch), blocks, dense=dense)
+        finally:
+            for block in blocks:
+                block.close()
+        seconds = time.perf_counter() - began
+        size = _dir_bytes(meta.path)
+        read = read_blocks([meta.path], repeat)
+    return {"encoding": "dense" if dense else "xor", "blocks_merged": len(block_dirs),
+            "bytes": size, "samples": meta.num_samples, "compact_seconds": round(seconds, 2),
+            "bytes_per_sample": size / meta.num_samples if meta.num_samples else None,
+            "block_read": read}
 
 
 # -- reading through HTTP -----------------------------------------------------------------
@@ -366,12 +391,22 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
         in_process = (_measure("block read",
                                lambda: read_blocks(block_dirs, 5 * args.query_repeat))
                       if block_dirs else {"error": "no blocks"})
+        # promstore's own figure is for its dense encoding; Prometheus's for what its
+        # compaction would keep (XOR chunks as they are, one index).
+        merged = (_measure("compaction",
+                           lambda: compacted(block_dirs, dense=target is not PROMETHEUS,
+                                             repeat=5 * args.query_repeat))
+                  if block_dirs else {"error": "no blocks"})
         argv = server.argv
     accepted = load.samples_accepted
     active = load.series_created or n_series
     if target is VICTORIAMETRICS:
-        # Every file of VictoriaMetrics is long-term storage: it keeps no WAL or head.
+        # Every file of VictoriaMetrics is long-term storage: it keeps no WAL or head, and
+        # what it holds once its background merges settle is its compacted form.
         disk["block_bytes"], disk["block_samples"] = disk["total_bytes"], accepted
+        merged = {"encoding": "victoriametrics", "bytes": disk["total_bytes"],
+                  "samples": accepted,
+                  "bytes_per_sample": disk["total_bytes"] / accepted if accepted else None}
     return {
         "target": target.name,
         "version": target.version(),
@@ -389,6 +424,7 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
         "promql": promql,
         "raw_read": raw,
         "block_read": in_process,
+        "compacted": merged,
     }
 
 
@@ -399,6 +435,7 @@ _COLUMNS: list[tuple[str, Callable[[dict[str, Any]], float | None], str, bool]] 
     ("ingest samples/s", lambda r: r["load"]["samples_per_s"], ",.0f", True),
     ("blocks", lambda r: r["disk"]["blocks"], "d", True),
     ("B/sample blocks", lambda r: r["bytes_per_sample_blocks"], ".2f", False),
+    ("B/sample compacted", lambda r: r["compacted"].get("bytes_per_sample"), ".3f", False),
     ("B/sample all files", lambda r: r["bytes_per_sample_all"], ".2f", False),
     ("RSS/series B", lambda r: r["rss_per_series_bytes"], ",.0f", False),
     ("ΔRSS/series B", lambda r: r["rss_delta_per_series_bytes"], ",.0f", False),
@@ -406,6 +443,8 @@ _COLUMNS: list[tuple[str, Callable[[dict[str, Any]], float | None], str, bool]] 
     ("raw read samples/s", lambda r: r["raw_read"].get("samples_per_s"), ",.0f", True),
     ("block read samples/s", lambda r: r["block_read"].get("samples_per_s"), ",.0f", True),
     ("decode samples/s", lambda r: r["block_read"].get("decode_samples_per_s"), ",.0f", True),
+    ("compacted decode/s",
+     lambda r: r["compacted"].get("block_read", {}).get("decode_samples_per_s"), ",.0f", True),
 ]
 
 
@@ -463,6 +502,15 @@ def _narrate(row: dict[str, Any], expected: int) -> None:
         short = f" (expected {want:,})" if want is not None and m["samples"] != want else ""
         print(f"   {key}: {m['samples']:,} samples{short} in {m['seconds']:.3f} s "
               f"({_fmt(m['samples_per_s'], ',.0f')}/s)")
+    merged = row["compacted"]
+    if "error" in merged:
+        print(f"   compacted: {merged['error']}")
+    elif "blocks_merged" in merged:
+        print(f"   compacted: {merged['blocks_merged']} blocks merged into one "
+              f"({merged['encoding']} chunks) in {merged['compact_seconds']} s: "
+              f"{merged['bytes']:,} bytes, "
+              f"{_fmt(merged['bytes_per_sample'], '.3f')} B/sample, "
+              f"{merged['samples']:,} samples")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -546,7 +594,10 @@ def main(argv: list[str] | None = None) -> int:
           "all files: the whole data directory / samples accepted (VictoriaMetrics has no "
           "WAL: all its files count as blocks). block read: the target's blocks read in this "
           "process with storage.block (index, chunks, checksums) and decoded with "
-          "storage.xor.decode_xor_many; decode: the decoding alone.")
+          "storage.chunkenc.decode_many; decode: the decoding alone. B/sample compacted: "
+          "promstore's blocks merged into one by its compactor (dense chunks), "
+          "Prometheus's merged as Prometheus does (XOR chunks kept), VictoriaMetrics's "
+          "data after its merges; compacted decode: the merged block read in this process.")
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"storage-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

@@ -21,13 +21,16 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import multiprocessing.connection
+import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
+from typing import Any
 
 from storage.block import Block, BlockMeta
 from storage.db import DB
@@ -171,19 +174,26 @@ class Maintainer:
             self._worker.join()
             self._worker = None
 
-    def _compact(self, link: Connection, sources: Sequence[Block]) -> None:
-        """Merge ``sources`` in the worker and serve the result instead of them."""
-        started = time.monotonic()
-        before = sum(directory_bytes(b.meta.path) for b in sources)
-        link.send((self.db.directory, [b.meta.path for b in sources], self.options.dense))
+    def _in_worker(self, link: Connection, step: Callable[..., BlockMeta], *args: Any
+                   ) -> BlockMeta:
+        """``step(*args, throttle)`` run in the worker (any heavy step belongs there);
+        ``StorageError`` when it fails or the worker ends."""
+        link.send((step, args))
         try:
             outcome = link.recv()
         except (EOFError, OSError):
             code = self._worker.exitcode if self._worker is not None else None
             raise StorageError(f"the compaction worker ended (exit code {code})") from None
         if isinstance(outcome, str):
-            raise StorageError(f"compaction failed in the worker: {outcome}")
-        meta: BlockMeta = outcome
+            raise StorageError(f"{step.__name__.strip('_')} failed in the worker: {outcome}")
+        return outcome
+
+    def _compact(self, link: Connection, sources: Sequence[Block]) -> None:
+        """Merge ``sources`` in the worker and serve the result instead of them."""
+        started = time.monotonic()
+        before = sum(directory_bytes(b.meta.path) for b in sources)
+        meta = self._in_worker(link, _merge, self.db.directory,
+                               [b.meta.path for b in sources], self.options.dense)
         self.db.replace_blocks(meta, sources)
         self.stats.compactions += 1
         self.stats.compaction_seconds += time.monotonic() - started
@@ -210,17 +220,26 @@ class Maintainer:
                      ", ".join(sorted(ulids)))
 
 
-
 def _serve(link: Connection, rate: int) -> None:
-    """The worker process: merge the blocks each request names, answering with the new
-    block's meta or an error message, until asked to end (``None``)."""
+    """The worker process: run each step asked for with the shared throttle, answering
+    with its result or an error message, until asked to end (``None``)."""
+    server = multiprocessing.parent_process()
+    if server is not None:
+        threading.Thread(target=_end_with, args=(server.sentinel,), daemon=True).start()
     throttle = Throttle(rate)
     while (request := link.recv()) is not None:
-        parent, paths, dense = request
+        step, args = request
         try:
-            link.send(_merge(parent, paths, dense, throttle))
+            link.send(step(*args, throttle))
         except Exception as exc:
             link.send(f"{type(exc).__name__}: {exc}")
+
+
+def _end_with(sentinel: int) -> None:
+    """End the worker as soon as the server is gone, even mid-merge (a server killed
+    outright cannot tell it to): the unfinished block is deleted on the next start."""
+    multiprocessing.connection.wait([sentinel])
+    os._exit(1)
 
 
 def _merge(parent: Path, paths: Sequence[Path], dense: bool, throttle: Throttle) -> BlockMeta:

@@ -341,7 +341,7 @@ def test_a_merge_failing_in_the_worker_changes_nothing(tmp_path):
         index.with_name("index.new").write_bytes(b"not an index")
         index.with_name("index.new").replace(index)
         m = Maintainer(db, MaintainerOptions(retention_ms=0, rate_limit=0))
-        with pytest.raises(StorageError, match="compaction failed in the worker"):
+        with pytest.raises(StorageError, match="merge failed in the worker"):
             m.run_once()
         assert [b.meta.ulid for b in db.blocks] == blocks
         assert m.stats.compactions == 0
@@ -360,3 +360,29 @@ def test_compaction_rate_limit_setting():
     assert config.compaction_rate_limit == 0
     with pytest.raises(ConfigError, match="compaction_rate_limit"):
         load_config({"compaction_rate_limit": -1}, environ={})
+
+
+def test_stop_ends_a_paced_merge_and_the_store_reopens_whole(tmp_path):
+    import time
+
+    db = _db(tmp_path)
+    _write(db, range(0, 30 * 60, 5))
+    db.compact_head()
+    before = _dump(db)
+    # A budget so small that the first merge would take minutes.
+    m = Maintainer(db, MaintainerOptions(retention_ms=0, rate_limit=1, interval=3600))
+    m.start()
+    deadline = time.monotonic() + 60
+    while m._worker is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker = m._worker
+    assert worker is not None
+    m.stop()
+    assert worker.exitcode is not None and worker.exitcode < 0  # ended, not finished
+    assert m.stats.compactions == 0
+    db.close()
+    db = _db(tmp_path)
+    try:
+        assert _dump(db) == before
+    finally:
+        db.close()
