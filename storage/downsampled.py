@@ -423,6 +423,12 @@ class TieredStore:
                shard: Shard | None = None) -> SeriesSet:
         return self.raw.select(matchers, mint, maxt, shard)
 
+    def estimate_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
+        """The raw store's estimate (``Querier.estimate_series``); 0 when it has none,
+        so that queries are not sharded."""
+        estimate = getattr(self.raw, "estimate_series", None)
+        return estimate(matchers, mint, maxt) if estimate is not None else 0
+
     def raw_start(self) -> int:
         """The oldest time raw data may exist for (the oldest block's start, or the
         head's oldest sample)."""

@@ -165,6 +165,16 @@ class Querier:
         return found
 
     @_read
+    def estimate_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
+        """The most series matching ``matchers`` in one part of the store (a block, the
+        head) that overlaps ``[mint, maxt]``: found from indexes alone, a lower bound
+        of how many ``select`` would return, for sizing work before reading samples."""
+        counts = [len(self._block_series(b, matchers)[0]) for b in self._blocks
+                  if b.meta.min_time <= maxt and b.meta.max_time > mint]
+        counts.append(len(self._head.select_series(matchers, mint, maxt)))
+        return max(counts)
+
+    @_read
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
                shard: Shard | None = None) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``, merged

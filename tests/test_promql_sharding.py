@@ -55,6 +55,9 @@ class _Counting:
         self.sharded += shard is not None
         return self.store.select(matchers, mint, maxt, shard)
 
+    def estimate_series(self, matchers, mint, maxt):
+        return self.store.estimate_series(matchers, mint, maxt)
+
 
 QUERIES = [
     "sum by (instance) (rate(requests_total[5m]))",

@@ -303,18 +303,32 @@ class Engine:
             raise ParseError("zero or negative query resolution step widths are not accepted")
         ev = self._evaluator(start, end, timeout_s, cancel, max_source_resolution)
         grid = Grid.between(start, end, step)
-        value = self._sliced(ev, node, grid, shard_after_first=shardable(node))
+        shards = self._shards(ev, node, grid)
+        value = self._sharded(ev, node, grid, shards) if shards > 1 else \
+            self._sliced(ev, node, grid)
         ev.count_samples(value.n_points)
         order = value.labels.sort_order(ev.pool)
         return QueryResult(value.take(order), grid, ev.pool, "matrix")
 
-    def _sliced(self, ev: Evaluator, node: Node, grid: Grid,
-                shard_after_first: bool = False) -> Vector:
+    def _shards(self, ev: Evaluator, node: Node, grid: Grid) -> int:
+        """How many shards to evaluate ``node`` in: one unless it is a ``shardable``
+        aggregation whose selectors match at least ``_SHARDED_FROM`` shards' worth of
+        series in some part of the store (as the store estimates from its index,
+        before any sample is read)."""
+        estimate = getattr(ev.store, "estimate_series", None)
+        if estimate is None or not shardable(node):
+            return 1
+        lo = grid.start - self.options.lookback_delta_ms
+        end = grid.start + (grid.n - 1) * grid.step
+        series = max((estimate(list(sel.matchers), lo - reach, end)
+                      for sel, reach in _selectors(node)), default=0)
+        per_shard = self.options.shard_series
+        return -(-series // per_shard) if series >= _SHARDED_FROM * per_shard else 1
+
+    def _sliced(self, ev: Evaluator, node: Node, grid: Grid) -> Vector:
         """``node`` over ``grid``, a slice of steps at a time. Steps are independent, so
         slices evaluate separately. The first slice spans a few minutes, however long
-        the steps; what it selected and held sizes the next ones. With
-        ``shard_after_first``, a query whose first slice selected a large fleet starts
-        again shard by shard (see ``sharding``)."""
+        the steps; what it selected and held sizes the next ones."""
         parts: list[Vector] = []
         step = grid.step
         done, size = 0, max(1, min(_FIRST_SLICE, _FIRST_SPAN_MS // step))
@@ -326,21 +340,16 @@ class Engine:
                 value = Vector(Labels.empty(1), value.values[None, :],
                                np.ones((1, piece.n), dtype=bool))
             assert isinstance(value, Vector)
-            if shard_after_first and done == 0 and piece.n < grid.n \
-                    and ev.slice.selected_series >= _SHARDED_FROM * self.options.shard_series \
-                    and not ev.slice.downsampled:
-                assert isinstance(node, Aggregate)
-                count = -(-ev.slice.selected_series // self.options.shard_series)
-                return self._sharded(ev, node, grid, count)
             parts.append(value)
             done += piece.n
             size = ev.slice.next_size(piece.n, step, self.options)
         return _join_slices(parts, grid)
 
-    def _sharded(self, ev: Evaluator, node: Aggregate, grid: Grid, count: int) -> Vector:
+    def _sharded(self, ev: Evaluator, node: Node, grid: Grid, count: int) -> Vector:
         """``node`` from the partial aggregates of ``count`` shards of its series, each
         evaluated over the whole grid; an unsharded evaluation where a shard would read
         downsampled data (its store does not shard)."""
+        assert isinstance(node, Aggregate)
         partial = []
         try:
             for index in range(count):
@@ -373,7 +382,6 @@ class SliceUse:
     selected_ms: int = 0
     selected_series: int = 0
     selections: int = 0
-    downsampled: bool = False  # a selector read downsampled data
 
     def next_size(self, steps: int, step: int, options: EngineOptions) -> int:
         """Steps for the next slice, so that it holds about ``max_cells`` cells and
@@ -397,6 +405,27 @@ class SliceUse:
             room = budget / density - windows
             size = min(size, max(1, int(room / (self.selections * step)) + 1))
         return size
+
+
+def _selectors(node: Node) -> Iterator[tuple[VectorSelector, int]]:
+    """Every vector selector in ``node`` with the range (ms) it is read over, if any."""
+    if isinstance(node, VectorSelector):
+        yield node, 0
+    elif isinstance(node, MatrixSelector):
+        yield node.selector, node.range
+    else:
+        for child in _children(node):
+            yield from _selectors(child)
+
+
+def _children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, Binary):
+        return node.lhs, node.rhs
+    if isinstance(node, Aggregate | Unary | Subquery):
+        return (node.expr,)
+    return ()
 
 
 def _join_slices(parts: list[Vector], grid: Grid) -> Vector:

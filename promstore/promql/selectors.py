@@ -80,7 +80,6 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
     else:
         if ev.shard is not None:
             raise ShardUnsupportedError()
-        ev.slice.downsampled = True
         parts = [Part(p.resolution, max(p.mint, mint), min(p.maxt, maxt)) for p in read.parts
                  if p.mint <= maxt and p.maxt >= mint]
         ss = ev.store.select_aggregate(  # type: ignore[attr-defined]  # plan_parts checked
