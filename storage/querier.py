@@ -17,14 +17,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
+from . import _merge_kernels as mk
 from . import chunkenc
 from .chunk_merge import rebuild_chunks, take_chunks
-from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .interface import Shard
+from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
 from .rwlock import RWLock
 from .samples import SampleSet
@@ -39,6 +41,34 @@ if TYPE_CHECKING:
 __all__ = ["Querier"]
 
 _NO_IDS = np.empty(0, np.int64)
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Samples of one part of the store as runs: run ``r`` holds series ``owner[r]``'s
+    samples ``ts[starts[r]:starts[r+1]]`` in time order."""
+
+    owner: np.ndarray
+    starts: np.ndarray
+    ts: np.ndarray
+    vs: np.ndarray
+
+
+def _first_copies(ts: np.ndarray, vs: np.ndarray, rank: np.ndarray, src: np.ndarray,
+                  lengths: np.ndarray, dirty: np.ndarray, n_series: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sort the samples of the ``dirty`` series (ranks) by time, keeping for each
+    timestamp the copy of the earliest part (lowest source position); returns the
+    samples and the count per series."""
+    out_start = np.cumsum(lengths) - lengths
+    source = np.repeat(src - out_start, lengths) + np.arange(len(ts))
+    owner = np.repeat(rank, lengths)
+    at = np.flatnonzero(np.isin(owner, dirty))
+    local = np.lexsort((source[at], ts[at], owner[at]))
+    ts[at], vs[at] = ts[at][local], vs[at][local]
+    first = np.ones(len(ts), bool)
+    first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
+    return ts[first], vs[first], np.bincount(owner[first], minlength=n_series)
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -181,7 +211,7 @@ class Querier:
         over blocks and head."""
         if not self._blocks:
             return self._head.select(matchers, mint, maxt, shard)
-        owners, times, values = [], [], []
+        runs: list[_Runs] = []
         for block in self._blocks:
             if block.meta.min_time > maxt or block.meta.max_time <= mint:
                 continue
@@ -193,64 +223,52 @@ class Querier:
                 continue
             chunks = block.chunks(ids, mint, maxt)
             ts, vs, starts = chunkenc.decode_many(chunks.encoding, chunks.blob, chunks.offsets)
-            owners.append(np.repeat(qids[chunks.series], np.diff(starts)))
-            times.append(ts)
-            values.append(vs)
+            runs.append(_Runs(qids[chunks.series], starts, ts, vs))  # a run per chunk
         refs, qids = self._head_parts(matchers, mint, maxt, shard)
         if len(refs):
             got = self._head.read_samples(refs, mint, maxt)
-            owners.append(qids[np.searchsorted(refs, got.refs)])
-            times.append(got.timestamps)
-            values.append(got.values)
-        if not owners:
+            first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
+            owner = qids[np.searchsorted(refs, got.refs[first[:-1]])]
+            runs.append(_Runs(owner, first, got.timestamps, got.values))
+        if not runs:
             return SeriesSet.empty()
-        return self._merge(owners, times, values, mint, maxt)
+        return self._merge(runs, mint, maxt)
 
-    def _merge(self, owners: list[np.ndarray], times: list[np.ndarray],
-               values: list[np.ndarray], mint: int, maxt: int) -> SeriesSet:
-        """One SeriesSet from per-part samples, each part grouped by series and sorted by
-        time within a series. Work is per run (a series in a part) where parts do not
-        overlap; only series whose runs overlap in time are sorted sample by sample."""
-        part_start = np.cumsum([0] + [len(o) for o in owners[:-1]])
-        owner, ts, vs = np.concatenate(owners), np.concatenate(times), np.concatenate(values)
-        keep = (ts >= mint) & (ts <= maxt)
-        new_start: np.ndarray = np.cumsum(keep) - keep  # position of each sample after trimming
-        part_start = new_start[part_start[part_start < len(keep)]]
-        owner, ts, vs = owner[keep], ts[keep], vs[keep]
-        n = len(ts)
-        if n == 0:
+    def _merge(self, parts: list[_Runs], mint: int, maxt: int) -> SeriesSet:
+        """One SeriesSet from parts' runs (samples of one series in time order). Runs are
+        trimmed to ``[mint, maxt]``, put in label order (older parts first for a series)
+        and copied once; only series whose runs overlap in time are sorted sample by
+        sample, the first copy of a timestamp winning."""
+        base = np.cumsum([0] + [len(p.ts) for p in parts[:-1]])
+        run_owner = np.concatenate([p.owner for p in parts])
+        lo = np.concatenate([p.starts[:-1] + b for p, b in zip(parts, base)])
+        hi = np.concatenate([p.starts[1:] + b for p, b in zip(parts, base)])
+        ts = np.concatenate([p.ts for p in parts])
+        vs = np.concatenate([p.vs for p in parts])
+        lo, hi = mk.trim_runs(ts, lo, hi, mint, maxt)
+        held = hi > lo
+        run_owner, lo, hi = run_owner[held], lo[held], hi[held]
+        if len(lo) == 0:
             return SeriesSet.empty()
-        brk = np.zeros(n, bool)
-        brk[0] = True
-        brk[1:] = owner[1:] != owner[:-1]
-        brk[part_start[part_start < n]] = True
-        run_start = np.flatnonzero(brk)
-        run_end = np.append(run_start[1:], n)
-        present, run_series = np.unique(owner[run_start], return_inverse=True)
+        present, run_series = np.unique(run_owner, return_inverse=True)
         names, labels, ids, order = label_table(self._registry.snapshot(), present)
         rank = np.empty(len(present), np.int64)
         rank[order] = np.arange(len(present))
         run_rank = rank[run_series]
-        first_t, last_t = ts[run_start], ts[run_end - 1]
-        run_order = np.lexsort((np.arange(len(run_start)), first_t, run_rank))
-        r_rank = run_rank[run_order]
-        lengths = (run_end - run_start)[run_order]
-        out_start = np.cumsum(lengths) - lengths
-        take = np.repeat(run_start[run_order] - out_start, lengths) + np.arange(n)
-        owner_rank, ts, vs = np.repeat(r_rank, lengths), ts[take], vs[take]
+        first_t, last_t = ts[lo], ts[hi - 1]
+        run_order = np.lexsort((np.arange(len(lo)), first_t, run_rank))
+        r_rank, r_lo = run_rank[run_order], lo[run_order]
+        lengths = (hi - lo)[run_order]
+        out_ts, out_vs = mk.gather_runs(ts, vs, r_lo, lengths)
+        per_series = np.bincount(r_rank, weights=lengths, minlength=len(present))
         # Sorted by start, a series' runs overlap somewhere iff two neighbours do.
         clash = (r_rank[1:] == r_rank[:-1]) & (first_t[run_order][1:] <= last_t[run_order][:-1])
         if clash.any():
-            dirty = np.isin(owner_rank, r_rank[1:][clash])
-            at = np.flatnonzero(dirty)
-            local = np.lexsort((take[at], ts[at], owner_rank[at]))  # ties: earlier parts first
-            ts[at], vs[at] = ts[at][local], vs[at][local]
-            first = np.ones(n, bool)
-            first[1:] = (owner_rank[1:] != owner_rank[:-1]) | (ts[1:] != ts[:-1])
-            owner_rank, ts, vs = owner_rank[first], ts[first], vs[first]
+            out_ts, out_vs, per_series = _first_copies(out_ts, out_vs, r_rank, r_lo, lengths,
+                                                       r_rank[1:][clash], len(present))
         starts = np.zeros(len(present) + 1, np.int64)
-        np.cumsum(np.bincount(owner_rank, minlength=len(present)), out=starts[1:])
-        return SeriesSet(names, labels, ids, starts, ts, vs)
+        np.cumsum(per_series.astype(np.int64), out=starts[1:])
+        return SeriesSet(names, labels, ids, starts, out_ts, out_vs)
 
     @_read
     def select_chunks(self, matchers: Sequence[Matcher], mint: int, maxt: int

@@ -57,7 +57,7 @@ from .parser import (
 )
 from .resolution import AUTO
 from .selectors import range_source, select_instant, window_matrix
-from .sharding import ShardUnsupportedError, combine, partials, shardable
+from .sharding import ShardUnsupportedError, finish, fold, partials, shardable
 from .values import Grid, Scalar, String, Value, Vector, align_up, merge_same_labels
 
 __all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "SliceUse",
@@ -350,17 +350,19 @@ class Engine:
         evaluated over the whole grid; an unsharded evaluation where a shard would read
         downsampled data (its store does not shard)."""
         assert isinstance(node, Aggregate)
-        partial = []
+        folded: list[Vector] | None = None
         try:
             for index in range(count):
                 ev.shard = Shard(index, count)
-                partial.append(partials(node, self._sliced(ev, node.expr, grid)))
+                mine = partials(node, self._sliced(ev, node.expr, grid))
+                folded = mine if folded is None else fold(node, folded, mine)
         except ShardUnsupportedError:
             ev.shard = None
             return self._sliced(ev, node, grid)
         finally:
             ev.shard = None
-        return combine(node, partial, grid.n)
+        assert folded is not None
+        return finish(node, folded)
 
 
 _FIRST_SLICE = 64  # steps evaluated before the size of a step is known

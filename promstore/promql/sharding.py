@@ -10,14 +10,12 @@ For ``sum``, ``min``, ``max``, ``count``, ``group`` and ``avg`` of an expression
 which every output series depends on one input series only (functions of a selector,
 arithmetic with scalars), the series can be split instead: each shard of the series
 (by a hash of their labels, ``Selectable.select(..., shard=)``) is evaluated over the
-whole range, with slices of hours, and is reduced to partial aggregates per group;
-partials of all shards are then combined. Only the order of floating-point additions
-differs from an unsharded evaluation (``sum`` and ``avg`` agree to rounding).
+whole range, with slices of hours, and is reduced to partial aggregates per group,
+which are folded into those of the shards before it. Only the order of floating-point
+additions differs from an unsharded evaluation (``sum`` and ``avg`` agree to rounding).
 """
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import numpy as np
 
@@ -39,13 +37,13 @@ from .parser import (
 )
 from .values import Vector
 
-__all__ = ["SHARDED_OPS", "ShardUnsupportedError", "combine", "partials", "shardable"]
+__all__ = ["SHARDED_OPS", "ShardUnsupportedError", "finish", "fold", "partials", "shardable"]
 
 class ShardUnsupportedError(Exception):
     """A shard would read data its store cannot split into shards (downsampled data)."""
 
 
-# An aggregation and the partial aggregates of a shard it is combined from.
+# An aggregation and the partial aggregates of a shard it is made from.
 SHARDED_OPS: dict[str, tuple[str, ...]] = {
     "sum": ("sum",), "min": ("min",), "max": ("max",), "count": ("count",),
     "group": ("group",), "avg": ("sum", "count"),
@@ -69,8 +67,8 @@ _SET_OPERATORS = frozenset({"and", "or", "unless"})
 
 
 def shardable(node: Node) -> bool:
-    """Whether ``node`` is an aggregation that :func:`partials` and :func:`combine`
-    can evaluate shard by shard with the same answer."""
+    """Whether ``node`` is an aggregation that :func:`partials`, :func:`fold` and
+    :func:`finish` can evaluate shard by shard with the same answer."""
     return (isinstance(node, Aggregate) and node.op in SHARDED_OPS and node.param is None
             and _series_local(node.expr))
 
@@ -130,22 +128,28 @@ def partials(node: Aggregate, inner: Vector) -> list[Vector]:
             for op in SHARDED_OPS[node.op]]
 
 
-def combine(node: Aggregate, shards: Sequence[list[Vector]], steps: int) -> Vector:
-    """The aggregation from every shard's :func:`partials`."""
-    ops = SHARDED_OPS[node.op]
-    folded = []
-    for k, op in enumerate(ops):
-        parts = [s[k] for s in shards if s[k].n]
-        if not parts:
-            return Vector.empty(steps)
+def fold(node: Aggregate, a: list[Vector], b: list[Vector]) -> list[Vector]:
+    """The partials of two sets of shards together, from the partials of each (so that
+    shards are folded in one by one and only two sets are held at once)."""
+    out = []
+    for k, op in enumerate(SHARDED_OPS[node.op]):
+        parts = [p[k] for p in (a, b) if p[k].n]
+        if len(parts) < 2:
+            out.append(parts[0] if parts else a[k])
+            continue
         labels = Labels.concat([p.labels for p in parts])
         rows, first = group_rows(labels.ids)
         values = np.concatenate([p.values for p in parts])
         present = np.concatenate([p.present for p in parts])
-        folded.append((labels.take(first).compact(),
-                       *_fold(_FOLD[op], values, present, rows, len(first))))
-    labels, values, present = folded[0]
-    if node.op == "avg":
-        with np.errstate(divide="ignore", invalid="ignore"):
-            values = values / folded[1][1]
-    return Vector(labels, values, present)
+        out.append(Vector(labels.take(first).compact(),
+                          *_fold(_FOLD[op], values, present, rows, len(first))))
+    return out
+
+
+def finish(node: Aggregate, folded: list[Vector]) -> Vector:
+    """The aggregation from the partials of every shard folded together."""
+    if node.op != "avg":
+        return folded[0]
+    total, count = folded
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return Vector(total.labels, total.values / count.values, total.present)
