@@ -7,16 +7,16 @@ ending before the load's first sample. Two seeds of a data directory are made fr
 as the store opens; and *compacted*, the same blocks already compacted in this process,
 where the maintainer finds nothing to do.
 
-Each round starts promstore fresh on a hard-linked copy of each seed in turn (once per
-``--rate-limit`` on the pending seed), sends the same bounded remote-write load
-(``benchmarks.loadgen``, in the time range just after the history) and records the
-request latencies and the compactions finished meanwhile. The order of the servers
-rotates from round to round, so that load from elsewhere on the machine falls on all of
-them. The report gives each server's p50, p99 and maximum over its pooled latencies,
-its median samples/s, and the median over the rounds of each round's p99, which one
-disturbed round cannot move: the ratio of that figure with compaction running to the
-figure without is the result. A run in which compaction finished before the load did
-is flagged, since it measured less than it says.
+Each round starts promstore fresh on a hard-linked copy of each seed in turn (on the
+pending seed once with the default settings and once per ``--rate-limit``), sends the
+same bounded remote-write load (``benchmarks.loadgen``, in the time range just after
+the history) and records the request latencies and the compactions finished meanwhile.
+The order of the servers rotates from round to round, so that load from elsewhere on
+the machine falls on all of them. The report gives each server's p50, p99 and maximum
+over its pooled latencies, its median samples/s, and the median over the rounds of each
+round's p99, which one disturbed round cannot move: its ratio with compaction running
+(default settings) to without is the result. A run in which compaction finished before
+the load did is flagged, since it measured less than it says.
 
 Run: ``python -m benchmarks.compaction --preset quick`` (see ``docs/benchmarks.md``).
 """
@@ -53,6 +53,7 @@ __all__ = ["PRESETS", "Preset", "main", "make_seeds"]
 _HOUR_MS = 3_600_000
 _LOAD_FIRST_HOST = 1 << 20  # the load's hosts: no series shared with the history
 _TARGET_P99_RATIO = 1.2  # the issue's bound on p99 with compaction running
+_DEFAULT = "compacting"  # the server with the default settings
 
 
 @dataclass(frozen=True)
@@ -206,8 +207,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, help="rounds (overrides the preset)")
     p.add_argument("--rate-limit", default="",
                    help="comma-separated compaction_rate_limit values (samples/s, 0 = "
-                        "unpaced) to run a compacting server with each, e.g. 0,2e6; "
-                        "default: one compacting server with the default")
+                        "unpaced), each for one more compacting server beside the one with "
+                        "the default, e.g. 0,5e5")
     p.add_argument("--bound", type=float, default=60.0, help="wall-clock bound per load, s")
     p.add_argument("--settle", type=float, default=2.0,
                    help="seconds between ready and the load (the first merge gets under way)")
@@ -274,14 +275,17 @@ def main(argv: list[str] | None = None) -> int:
               f"({facts['bytes'] / 2**20:,.0f} MiB); compacted: {facts['compacted_blocks']} "
               f"blocks after {needed} compactions (built in {facts['build_s']} s)")
         limits = [x.strip() for x in args.rate_limit.split(",") if x.strip()]
-        servers: dict[str, tuple[Path, dict[str, str]]] = {"idle": (compacted, {})}
-        for limit in limits or [""]:
-            settings = ({"PROMSTORE_COMPACTION_RATE_LIMIT": str(int(float(limit)))}
-                        if limit else {})
-            servers["compacting" + (f" {limit}" if limit else "")] = (pending, settings)
+        servers: dict[str, tuple[Path, dict[str, str]]] = {"idle": (compacted, {}),
+                                                            _DEFAULT: (pending, {})}
+        for limit in limits:
+            servers[f"compacting at {limit}/s"] = (
+                pending, {"PROMSTORE_COMPACTION_RATE_LIMIT": str(int(float(limit)))})
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
         latencies: dict[str, list[np.ndarray]] = {name: [] for name in servers}
         names = list(servers)
+        # A first run, not counted, pays for what only the first start of a checkout
+        # pays (compiling kernels into numba's cache, reading code into the page cache).
+        _run(compacted, {}, plan, args.bound, args.settle, args.ready_timeout)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 seed_dir, settings = servers[name]
@@ -306,13 +310,12 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(_table(conditions, "idle"))
     idle_p99 = conditions["idle"]["p99_median_round_ms"]
-    worst = max(c["p99_median_round_ms"] / idle_p99 for n, c in conditions.items()
-                if n != "idle")
+    ratio = conditions[_DEFAULT]["p99_median_round_ms"] / idle_p99
     under = all(r["compactions_at_end"] < needed for n, rs in runs.items() if n != "idle"
                 for r in rs)
-    print(f"p99 with compaction running / without (median of the rounds' p99): {worst:.2f} "
-          f"(bound {_TARGET_P99_RATIO}); "
-          f"compaction {'ran through every load' if under else 'FINISHED DURING SOME LOADS'}")
+    print(f"p99 with compaction running (default settings) / without, median of the rounds' "
+          f"p99: {ratio:.2f} (bound {_TARGET_P99_RATIO}); compaction "
+          f"{'ran through every load' if under else 'FINISHED DURING SOME LOADS'}")
     print("p50, p99, max: latencies pooled over the rounds (one disturbed round can move "
           "them; the median round's p99 is the figure compared); idle: the history already "
           "compacted, so the maintainer has nothing to do; compacting: the same history as "
@@ -323,10 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"command": command, "date": started.isoformat(timespec="seconds"),
               "machine": machine, "preset": args.preset, "history": facts,
               "plan": plan.describe(), "conditions": conditions, "runs": runs,
-              "p99_ratio": worst, "compaction_ran_through": under}
+              "p99_ratio": ratio, "compaction_ran_through": under}
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(f"results: {path}")
-    failed = any(c["non_2xx"] for c in conditions.values()) or worst > _TARGET_P99_RATIO
+    failed = any(c["non_2xx"] for c in conditions.values()) or ratio > _TARGET_P99_RATIO
     return 1 if failed else 0
 
 
