@@ -12,6 +12,7 @@ checking each chunk's checksum on the way.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -37,6 +38,7 @@ SEGMENT_HEADER_SIZE = 8
 MAX_SEGMENT_SIZE = 512 * 1024 * 1024
 _HEADER = MAGIC_CHUNKS.to_bytes(4, "big") + bytes([CHUNKS_FORMAT_V1, 0, 0, 0])
 _WRITE_PIECE = 1 << 26  # bytes of chunk records built in memory at a time
+_RECORD_OVERHEAD = 16  # a chunk record's bytes around its data, at most (length, encoding, CRC)
 
 
 def _segment_name(index: int) -> str:
@@ -138,7 +140,19 @@ class ChunkSegments:
                                         offsets[idx], out_enc)
             self._checked((None, status, i), refs[idx])
             encoding[idx] = out_enc
+            self._release(int(seg[idx[0]]), int(off[idx].min()),
+                          int((off[idx] + lengths[idx]).max()) + _RECORD_OVERHEAD)
         return encoding, blob, offsets
+
+    def _release(self, segment: int, start: int, end: int) -> None:
+        """Drop the pages of ``[start, end)`` from this process's mapping once read: the
+        bytes were copied out, the page cache keeps them for the next read, and the
+        process's resident memory shows what queries hold rather than every block page
+        they have ever read."""
+        mm = self._maps[segment]
+        start -= start % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            mm.madvise(mmap.MADV_DONTNEED, start, min(end, len(mm)) - start)
 
     def _checked(self, result: tuple, refs: np.ndarray) -> np.ndarray:
         values, status, i = result
