@@ -46,10 +46,10 @@ __all__ = ["Maintainer", "MaintainerOptions", "MaintenanceStats"]
 log = logging.getLogger(__name__)
 
 DAY_MS = 24 * 3_600_000
-DEFAULT_RATE_LIMIT = 2_000_000  # samples merged per second; see docs/configuration.md
+DEFAULT_RATE_LIMIT = 1_000_000  # samples merged per second; see docs/configuration.md
 
 # Samples merged per slice: small enough that a slice's decoded samples stay in the CPU
-# caches (a third less CPU than 8M-sample slices) and the worker stays small.
+# caches (a fifth less CPU than 8M-sample slices) and the worker stays small.
 SLICE_SAMPLES = 1 << 20
 
 
@@ -64,7 +64,7 @@ class MaintainerOptions:
     interval: float = 60.0
     dense: bool = True  # compacted blocks in the dense encoding (False: XOR, Prometheus-readable)
     rate_limit: int = DEFAULT_RATE_LIMIT  # samples merged per second, 0 = unpaced
-    nice: int = LOW_PRIORITY  # the worker process's nice value (at most the server's: unchanged)
+    nice: int = LOW_PRIORITY  # the worker process's nice value, if lower than the server's
 
     def block_ranges(self, base_ms: int) -> list[int]:
         limit = self.max_block_ms or min(31 * DAY_MS, self.retention_ms // 10 or 31 * DAY_MS)
@@ -117,6 +117,8 @@ class Maintainer:
             try:
                 self.run_once()
             except Exception:
+                if self._stop.is_set():  # stop() ended the worker: not a failure
+                    return
                 self.stats.compactions_failed += 1
                 log.exception("block maintenance failed; will retry")
             self._wake.wait(self.options.interval)
@@ -178,8 +180,8 @@ class Maintainer:
                    ) -> BlockMeta:
         """``step(*args, throttle)`` run in the worker (any heavy step belongs there);
         ``StorageError`` when it fails or the worker ends."""
-        link.send((step, args))
         try:
+            link.send((step, args))
             outcome = link.recv()
         except (EOFError, OSError):
             code = self._worker.exitcode if self._worker is not None else None

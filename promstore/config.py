@@ -54,7 +54,7 @@ class Config:
     compacted_encoding: str = "dense"
     # Samples compaction may merge per second (0 = unpaced); it also always runs at the
     # lowest CPU priority. See docs/configuration.md for how it was chosen.
-    compaction_rate_limit: int = 2_000_000
+    compaction_rate_limit: int = 1_000_000
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000

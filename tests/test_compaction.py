@@ -355,7 +355,7 @@ def test_compaction_rate_limit_setting():
 
     from promstore.config import ConfigError, load_config
 
-    assert load_config({}, environ={}).compaction_rate_limit == 2_000_000
+    assert load_config({}, environ={}).compaction_rate_limit == 1_000_000
     config = load_config({}, environ={"PROMSTORE_COMPACTION_RATE_LIMIT": "0"})
     assert config.compaction_rate_limit == 0
     with pytest.raises(ConfigError, match="compaction_rate_limit"):
