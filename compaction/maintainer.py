@@ -96,6 +96,7 @@ class Maintainer:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._worker: BaseProcess | None = None
+        self._link: Connection | None = None  # to the worker, while a run has one
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="compactor", daemon=True)
@@ -127,30 +128,27 @@ class Maintainer:
     def run_once(self) -> int:
         """Compact until nothing is left to compact, then apply retention; return how
         many blocks were written."""
-        written = self._compact_all()
-        # Downsampling belongs here: it reads the compacted blocks, and retention must
-        # see the blocks it writes.
-        self._apply_retention()
+        try:
+            written = self._compact_all()
+            # Downsampling belongs here, its heavy part through ``_in_worker``: it reads
+            # the compacted blocks, and retention must see the blocks it writes.
+            self._apply_retention()
+        finally:
+            self._end_worker()
         return written
 
     def _compact_all(self) -> int:
         block_ranges = self.options.block_ranges(self.db.head.options.block_range_ms)
         written = 0
-        link: Connection | None = None
-        try:
-            while not self._stop.is_set():
-                blocks = self.db.blocks
-                spans = [BlockSpan(b.meta.ulid, b.meta.min_time, b.meta.max_time)
-                         for b in blocks]
-                group = {s.ulid for s in plan(spans, block_ranges)}
-                if not group:
-                    break
-                link = link or self._start_worker()
-                self._compact(link, [b for b in blocks if b.meta.ulid in group])
-                written += 1
-        finally:
-            if link is not None:
-                self._end_worker(link)
+        while not self._stop.is_set():
+            blocks = self.db.blocks
+            spans = [BlockSpan(b.meta.ulid, b.meta.min_time, b.meta.max_time)
+                     for b in blocks]
+            group = {s.ulid for s in plan(spans, block_ranges)}
+            if not group:
+                break
+            self._compact([b for b in blocks if b.meta.ulid in group])
+            written += 1
         return written
 
     def _start_worker(self) -> Connection:
@@ -168,7 +166,10 @@ class Maintainer:
             worker.terminate()
         return link
 
-    def _end_worker(self, link: Connection) -> None:
+    def _end_worker(self) -> None:
+        link, self._link = self._link, None
+        if link is None:
+            return
         with contextlib.suppress(OSError):  # it may be gone already
             link.send(None)
         link.close()
@@ -176,10 +177,11 @@ class Maintainer:
             self._worker.join()
             self._worker = None
 
-    def _in_worker(self, link: Connection, step: Callable[..., BlockMeta], *args: Any
-                   ) -> BlockMeta:
-        """``step(*args, throttle)`` run in the worker (any heavy step belongs there);
-        ``StorageError`` when it fails or the worker ends."""
+    def _in_worker(self, step: Callable[..., BlockMeta], *args: Any) -> BlockMeta:
+        """``step(*args, throttle)`` run in the worker, started for the run on first use
+        (any heavy step belongs there); ``StorageError`` when it fails or the worker
+        ends."""
+        link = self._link = self._link or self._start_worker()
         try:
             link.send((step, args))
             outcome = link.recv()
@@ -190,12 +192,12 @@ class Maintainer:
             raise StorageError(f"{step.__name__.strip('_')} failed in the worker: {outcome}")
         return outcome
 
-    def _compact(self, link: Connection, sources: Sequence[Block]) -> None:
+    def _compact(self, sources: Sequence[Block]) -> None:
         """Merge ``sources`` in the worker and serve the result instead of them."""
         started = time.monotonic()
         before = sum(directory_bytes(b.meta.path) for b in sources)
-        meta = self._in_worker(link, _merge, self.db.directory,
-                               [b.meta.path for b in sources], self.options.dense)
+        meta = self._in_worker(_merge, self.db.directory, [b.meta.path for b in sources],
+                               self.options.dense)
         self.db.replace_blocks(meta, sources)
         self.stats.compactions += 1
         self.stats.compaction_seconds += time.monotonic() - started
