@@ -3,7 +3,7 @@ process that merges, and a budget of samples per second for its work.
 
 A nice value of 19 makes the kernel's scheduler give ingestion the cores whenever both
 want them, yet on a small machine a merge running flat out still costs ingestion a
-third more p99 latency (caches, memory traffic; see ``benchmarks/compaction.py``): the
+third or more of its p99 latency (caches, memory traffic; see ``benchmarks/compaction.py``): the
 cost comes with every burst of merging, so only a low duty cycle keeps it away. The
 budget counts samples rather than bytes because merging costs about the same per
 sample whatever the encoding, while dense chunks hold four times more samples per byte.
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,17 +38,16 @@ class Throttle:
 
     ``pace(n)`` is called with ``n`` units of work and sleeps until that work fits the
     budget: over any stretch of time the units paced stay at most ``rate`` per second
-    plus one second's worth. ``rate`` 0 never sleeps. Setting ``stop`` ends a sleep
-    early, so that shutting down never waits for the budget. One thread at a time.
+    plus one second's worth. ``rate`` 0 never sleeps. One thread at a time.
     """
 
-    def __init__(self, rate: float, *, stop: threading.Event | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, rate: float, *, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep) -> None:
         if rate < 0:
             raise ValueError(f"rate must not be negative, not {rate}")
         self.rate = float(rate)
-        self._stop = stop or threading.Event()
         self._clock = clock
+        self._sleep = sleep
         self._ready_at = -float("inf")  # when the work paced so far fits the budget
 
     def pace(self, units: int) -> float:
@@ -61,7 +59,7 @@ class Throttle:
         delay = self._ready_at - now
         if delay <= 0:
             return 0.0
-        self._stop.wait(delay)
+        self._sleep(delay)
         return delay
 
 
@@ -99,12 +97,13 @@ class MeteredBlock(Block):
 
 def lower_priority(pid: int, nice: int = LOW_PRIORITY) -> bool:
     """Give process ``pid`` (on Linux: its main thread, and the threads that starts
-    later) the nice value ``nice`` unless it is lower already; True if done.
+    later) the nice value ``nice``, unless its nice value is that high already; True if
+    done.
 
-    The server calls it on the compaction worker right after starting it, before the
-    worker has imported anything, so that all of the worker's work is below the
-    server's. A refusal (a sandbox forbidding it) or a system without nice values is
-    logged and otherwise ignored: compaction still works, only less politely.
+    The server calls it on the compaction worker right after starting it, while the
+    worker is still starting up, so that its work runs below the server's. A refusal (a
+    sandbox forbidding it) or a system without nice values is logged and otherwise
+    ignored: compaction still works, only less politely.
     """
     try:
         if os.getpriority(os.PRIO_PROCESS, pid) >= nice:

@@ -239,7 +239,7 @@ def test_dense_compaction_shrinks_blocks_and_reads_the_same(tmp_path):
         assert _dump(db) == before
         # Remote read's chunk path serves dense data as XOR chunks with the same samples.
         cs = db.querier(LO, HI).select_chunks(ALL, LO, HI)
-        ts, vs, _ = decode_xor_many(cs.blob, cs.offsets)
+        ts, _, _ = decode_xor_many(cs.blob, cs.offsets)
         assert len(ts) == sum(len(t) for t, _ in before.values())
         # Compacting dense blocks again (a higher level) keeps every sample.
         meta2 = compact(tmp_path, [b for b in db.blocks if b.meta.level >= 1][:2])
@@ -252,14 +252,11 @@ def test_dense_compaction_shrinks_blocks_and_reads_the_same(tmp_path):
 
 
 def test_throttle_keeps_work_within_its_rate_after_a_one_second_burst():
-    import threading
-
     from compaction.throttle import Throttle
 
     now = [100.0]
-    stopped = threading.Event()
-    stopped.set()  # sleeps return at once: only the delays asked for are checked
-    t = Throttle(100, stop=stopped, clock=lambda: now[0])
+    slept: list[float] = []  # not slept: only the delays asked for are checked
+    t = Throttle(100, clock=lambda: now[0], sleep=slept.append)
     assert t.pace(50) == 0.0  # within the second's worth banked while idle
     assert t.pace(100) == 0.5
     now[0] += 0.5
@@ -267,7 +264,8 @@ def test_throttle_keeps_work_within_its_rate_after_a_one_second_burst():
     now[0] += 60  # a quiet minute banks one second, not sixty
     assert t.pace(100) == 0.0
     assert t.pace(100) == 1.0
-    assert Throttle(0, stop=stopped).pace(10**12) == 0.0
+    assert slept == [0.5, 1.0, 1.0]
+    assert Throttle(0, sleep=slept.append).pace(10**12) == 0.0
 
 
 def test_throttle_rejects_a_negative_rate():
