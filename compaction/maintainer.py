@@ -34,9 +34,11 @@ from typing import Any
 
 from storage.block import Block, BlockMeta
 from storage.db import DB
+from storage.downsampled import DownsampledStore
 from storage.errors import StorageError
 
 from .compactor import compact
+from .downsample import DownsampleOptions, downsample_due, retain
 from .planner import BlockSpan, plan, ranges
 from .retention import directory_bytes, expired
 from .throttle import LOW_PRIORITY, MeteredBlock, Throttle, lower_priority
@@ -65,6 +67,7 @@ class MaintainerOptions:
     dense: bool = True  # compacted blocks in the dense encoding (False: XOR, Prometheus-readable)
     rate_limit: int = DEFAULT_RATE_LIMIT  # samples merged per second, 0 = unpaced
     nice: int = LOW_PRIORITY  # the worker process's nice value, if lower than the server's
+    downsample: DownsampleOptions = field(default_factory=DownsampleOptions)
 
     def block_ranges(self, base_ms: int) -> list[int]:
         limit = self.max_block_ms or min(31 * DAY_MS, self.retention_ms // 10 or 31 * DAY_MS)
@@ -85,10 +88,12 @@ class MaintenanceStats:
 
 @dataclass
 class Maintainer:
-    """Keeps ``db``'s blocks compacted and within retention."""
+    """Keeps ``db``'s blocks compacted and within retention, and old blocks downsampled
+    into ``downsampled`` when there is one."""
 
     db: DB
     options: MaintainerOptions = field(default_factory=MaintainerOptions)
+    downsampled: DownsampledStore | None = None
     stats: MaintenanceStats = field(default_factory=MaintenanceStats)
 
     def __post_init__(self) -> None:
@@ -130,12 +135,23 @@ class Maintainer:
         many blocks were written."""
         try:
             written = self._compact_all()
-            # Downsampling belongs here, its heavy part through ``_in_worker``: it reads
-            # the compacted blocks, and retention must see the blocks it writes.
+            # Downsampling reads the compacted blocks, and must be done with a block
+            # before retention may delete it.
+            if self.downsampled is not None and not self._stop.is_set():
+                self._downsample(self.downsampled)
             self._apply_retention()
         finally:
             self._end_worker()
         return written
+
+    def _downsample(self, store: DownsampledStore) -> None:
+        """Downsample the blocks old enough, and drop aggregates past their retention.
+        Ages count back from the newest sample in the store. This runs in the
+        maintainer's thread, unpaced: each block is downsampled once in its life, and
+        its aggregates are a small fraction of what compaction merges."""
+        newest = max([self.db.head.max_time] + [b.meta.max_time for b in self.db.blocks])
+        downsample_due(self.db, store, self.options.downsample, newest)
+        retain(store, self.options.downsample, newest)
 
     def _compact_all(self) -> int:
         block_ranges = self.options.block_ranges(self.db.head.options.block_range_ms)

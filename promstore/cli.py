@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
@@ -119,7 +120,9 @@ def _compact(config: Config) -> int:
         return 1
     try:
         persisted = db.compact_head()
-        maintainer = Maintainer(db, maintainer_options(config))
+        # Offline, nothing competes with the merges: unpaced.
+        maintainer = Maintainer(db, dataclasses.replace(maintainer_options(config),
+                                                        rate_limit=0))
         merged = maintainer.run_once()
         print(f"promstore: {len(persisted)} blocks written from the head, {merged} by "
               f"compaction, {maintainer.stats.blocks_deleted_by_retention} deleted by "

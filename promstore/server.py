@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from compaction.maintainer import Maintainer, MaintainerOptions
 from storage.db import DB, DBOptions
+from storage.downsampled import DownsampledStore
 from storage.head import HeadOptions
 from storage.labels import LabelLimits
 
@@ -61,7 +62,8 @@ def head_options(config: Config) -> HeadOptions:
 def maintainer_options(config: Config) -> MaintainerOptions:
     return MaintainerOptions(retention_ms=int(config.retention_time * 1000),
                              retention_bytes=config.retention_size,
-                             dense=config.compacted_encoding == "dense")
+                             dense=config.compacted_encoding == "dense",
+                             rate_limit=config.compaction_rate_limit)
 
 
 def build_app(config: Config) -> web.Application:
@@ -87,15 +89,19 @@ def build_app(config: Config) -> web.Application:
         await loop.run_in_executor(executor, warm_up)
         options = DBOptions(head=head_options(config))
         store = await loop.run_in_executor(executor, DB.open, data_dir, options)
-        maintainer = Maintainer(store, maintainer_options(config))
+        downsampled = await loop.run_in_executor(executor, DownsampledStore.open,
+                                                 data_dir / "downsampled")
+        maintainer = Maintainer(store, maintainer_options(config), downsampled=downsampled)
         maintainer.start()
         app[STORE_KEY] = store
+        app[query.DOWNSAMPLED_KEY] = downsampled
         app[_MAINTAINER_KEY] = maintainer
         log.info("storage ready: %d blocks, %d series in the head", len(store.blocks),
                  store.head.n_series)
         yield
         await loop.run_in_executor(None, maintainer.stop)
         await loop.run_in_executor(None, store.close)
+        await loop.run_in_executor(None, downsampled.close)
         executor.shutdown(wait=True)
         log.info("storage closed")
 

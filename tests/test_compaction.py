@@ -384,3 +384,22 @@ def test_stop_ends_a_paced_merge_and_the_store_reopens_whole(tmp_path):
         assert _dump(db) == before
     finally:
         db.close()
+
+
+def test_maintainer_downsamples_blocks_old_enough(tmp_path):
+    from storage.downsampled import RESOLUTION_5M, DownsampledStore
+
+    db = _db(tmp_path)
+    store = DownsampledStore.open(tmp_path / "downsampled")
+    try:
+        _write(db, range(0, 60 * 60, 5))  # 60 hours, a sample every 5 minutes
+        db.compact_head()
+        Maintainer(db, MaintainerOptions(rate_limit=0),  # blocks up to 18 hours
+                   downsampled=store).run_once()
+        made = store.blocks(RESOLUTION_5M)
+        assert made, "blocks older than 40 hours were not downsampled"
+        newest = max(b.meta.max_time for b in db.blocks)
+        assert all(b.meta.max_time <= newest - 40 * HOUR for b in made)
+    finally:
+        store.close()
+        db.close()
