@@ -445,8 +445,11 @@ def _read_timestamps(src, p, end, n, ts_out, o):
             u, p = _get_uvarint(src, p, end)
             if p < 0:
                 return (TRUNCATED if p == -1 else BAD_VARINT), i
-        delta = u if i == 1 else delta + _unzigzag(u)
-        nxt = t + delta
+        # Sums in uint64, whose wrap-around is defined: with int64 sums the compiler may
+        # assume no overflow and turn the check below into ``delta <= 0``, refusing a
+        # first delta of 2**63 or more between valid timestamps.
+        delta = u if i == 1 else np.int64(np.uint64(delta) + np.uint64(_unzigzag(u)))
+        nxt = np.int64(np.uint64(t) + np.uint64(delta))
         if nxt <= t:  # also catches a sum that wrapped around
             return UNORDERED, i
         t = nxt

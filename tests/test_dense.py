@@ -488,3 +488,12 @@ def test_codec_benchmark_runs(tmp_path, capsys) -> None:  # type: ignore[no-unty
     out = capsys.readouterr().out
     assert "synthetic  dense (zstd 19)  60" in out
     assert len(list(tmp_path.glob("codecs-*.json"))) == 1
+
+
+def test_timestamps_at_the_ends_of_int64_round_trip() -> None:
+    # Steps of 2**63 and more: the decoder's sums must wrap as the encoder's did.
+    for ts in ([-(2**63), 0], [-(2**63), 2**63 - 1], [-(2**63), -(2**63) + 1, 2**63 - 1],
+               [5, 2**62, 2**63 - 1]):
+        times = np.array(ts, np.int64)
+        values = np.arange(len(times), dtype=np.float64)
+        assert_same(decode_dense(encode_dense(times, values)), times, values)
