@@ -14,13 +14,12 @@ caller's job, once the new block is durable.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from storage import chunkenc
-from storage.block import Block, BlockMeta, write_block
+from storage.block import Block, BlockMeta, ChunkSet, write_block
 from storage.chunk_merge import encode_series, merge_samples, rebuild_chunks, take_chunks
 from storage.labels import NO_LIMITS, batch_from_keys, canonicalise
 from storage.series import SeriesRegistry
@@ -34,18 +33,6 @@ _ALL = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
 # samples, so that compacting a day of a large fleet (hundreds of millions of samples)
 # holds a few hundred MiB of decoded samples rather than the whole range.
 SLICE_SAMPLES = 8_000_000
-
-
-@dataclass
-class _Merged:
-    """Merged chunks of one slice of series (ids of the merged registry, ascending)."""
-
-    series: np.ndarray
-    mint: np.ndarray
-    maxt: np.ndarray
-    encoding: np.ndarray
-    blob: np.ndarray
-    offsets: np.ndarray
 
 
 def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True,
@@ -84,8 +71,9 @@ def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True,
 
 
 def _merge_slice(blocks: Sequence[Block], members: Sequence[np.ndarray], first: int,
-                 stop: int, dense: bool) -> _Merged:
-    """The merged chunks of the series with merged ids in ``[first, stop)``."""
+                 stop: int, dense: bool) -> ChunkSet:
+    """The merged chunks of the series with merged ids in ``[first, stop)`` (their
+    ``series`` are those ids, ascending)."""
     series, cmin, cmax, enc, blobs, lengths = [], [], [], [], [], []
     for block, merged in zip(blocks, members):
         local = np.flatnonzero((merged >= first) & (merged < stop))
@@ -111,7 +99,7 @@ def _merge_slice(blocks: Sequence[Block], members: Sequence[np.ndarray], first: 
     if dense:
         ts, vs, starts = chunkenc.decode_many(kinds, blob, offsets)
         owner, ts, vs = merge_samples(np.repeat(s, np.diff(starts)), ts, vs)
-        return _Merged(*encode_series(owner, ts, vs, dense=True))
+        return ChunkSet(*encode_series(owner, ts, vs, dense=True))
     # Sorted by start, a series' chunks overlap somewhere iff two neighbours do.
     redo = np.zeros(len(s), bool)
     redo[1:] = (s[1:] == s[:-1]) & (lo[1:] <= hi[:-1])
@@ -119,4 +107,4 @@ def _merge_slice(blocks: Sequence[Block], members: Sequence[np.ndarray], first: 
     if redo.any():
         s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo,
                                                   encoding=kinds)
-    return _Merged(s, lo, hi, np.full(len(lo), ENCODING_XOR, np.uint8), blob, offsets)
+    return ChunkSet(s, lo, hi, np.full(len(lo), ENCODING_XOR, np.uint8), blob, offsets)

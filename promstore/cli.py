@@ -80,28 +80,21 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-        try:
-            config = load_config(flags, config_file=args.config)
-        except ConfigError as exc:
-            print(f"promstore: {exc}", file=sys.stderr)
-            return 2
-        logging.basicConfig(level=config.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from .server import serve
-
-        serve(config)
-    elif args.command == "compact":
-        flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
-        try:
-            config = load_config(flags, config_file=args.config)
-        except ConfigError as exc:
-            print(f"promstore: {exc}", file=sys.stderr)
-            return 2
-        logging.basicConfig(level=config.log_level.upper(),
-                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command not in ("serve", "compact"):
+        return 0
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        config = load_config(flags, config_file=args.config)
+    except ConfigError as exc:
+        print(f"promstore: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=config.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "compact":
         return _compact(config)
+    from .server import serve
+
+    serve(config)
     return 0
 
 

@@ -52,6 +52,7 @@ __all__ = [
     "BlockMeta",
     "ChunkSet",
     "read_meta",
+    "remove_block_dir",
     "write_block",
 ]
 
@@ -186,6 +187,19 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def remove_block_dir(path: Path) -> None:
+    """Delete a block directory so that no half of it is ever read as a block: first
+    rename it to an unfinished block's name (which opening a store deletes), then
+    delete that."""
+    doomed = path.with_name(path.name + ".deleting" + TMP_SUFFIX)
+    try:
+        os.rename(path, doomed)
+        _fsync_dir(path.parent)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(doomed, ignore_errors=True)
 
 
 def _write_file(path: Path, data: bytes) -> None:

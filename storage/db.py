@@ -45,7 +45,7 @@ import numpy as np
 
 from . import checkpoint, record
 from .batch import WriteBatch
-from .block import Block, BlockMeta, write_block
+from .block import Block, BlockMeta, remove_block_dir, write_block
 from .chunk_merge import rebuild_chunks
 from .errors import CorruptionError, StorageError
 from .head import Head, HeadOptions, lock_directory, without_deleted
@@ -163,7 +163,7 @@ class DB:
             with self._blocks_lock:
                 current = {id(b) for b in self._blocks}
             if new is not None and not all(id(b) in current for b in old):
-                _remove_block_dir(new.path)
+                remove_block_dir(new.path)
                 raise StorageError(f"blocks {', '.join(b.meta.ulid for b in old)} changed "
                                    f"while {new.ulid} was made from them (a deletion or "
                                    "another compaction); discarded it, try again")
@@ -176,7 +176,7 @@ class DB:
                 kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))
                 self._blocks = kept
             for b in old:
-                _remove_block_dir(b.meta.path)
+                remove_block_dir(b.meta.path)
 
     # -- deleting -----------------------------------------------------------------------
 
@@ -213,7 +213,7 @@ class DB:
                     continue
                 meta = rewrite(block)
                 if meta.num_samples == 0:
-                    _remove_block_dir(meta.path)
+                    remove_block_dir(meta.path)
                     self.replace_blocks(None, [block])
                 else:
                     self.replace_blocks(meta, [block])
@@ -419,18 +419,6 @@ def _link_tree(source: Path, target: Path) -> None:
         fsync_dir(into)
 
 
-def _remove_block_dir(path: Path) -> None:
-    """Delete a block directory so that no half of it is ever read as a block: first
-    rename it to an unfinished block's name, then delete that."""
-    doomed = path.with_name(path.name + ".deleting" + _CREATING)
-    try:
-        os.rename(path, doomed)
-        fsync_dir(path.parent)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
 def _drop_compacted(blocks: list[Block]) -> list[Block]:
     """Blocks left over from a compaction that finished writing its result: every
     source of such a block is also a source of a later-level block, which replaces it."""
@@ -442,7 +430,7 @@ def _drop_compacted(blocks: list[Block]) -> list[Block]:
         if covered:
             log.info("block %s was compacted into a later block; deleting it", b.meta.ulid)
             b.close()
-            _remove_block_dir(b.meta.path)
+            remove_block_dir(b.meta.path)
         else:
             kept.append(b)
     return kept

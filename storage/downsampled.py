@@ -44,7 +44,7 @@ from .aggregate import (
     decode_column,
     stitch_counters,
 )
-from .block import TMP_SUFFIX, Block, BlockMeta, write_block
+from .block import TMP_SUFFIX, Block, BlockMeta, remove_block_dir, write_block
 from .errors import CorruptionError, StorageError
 from .interface import Shard
 from .labels import NO_LIMITS, batch_from_keys, canonicalise
@@ -130,18 +130,6 @@ def _meta_with_resolution(meta: BlockMeta, resolution: int) -> bytes:
     return json.dumps(doc, indent="\t").encode()
 
 
-def _remove_dir(path: Path) -> None:
-    """Delete a block directory: renamed first, so a crash leaves a leftover that the
-    next open deletes, never a half-deleted block under its own name."""
-    doomed = path.with_name(path.name + ".deleting" + TMP_SUFFIX)
-    try:
-        os.rename(path, doomed)
-        fsync_dir(path.parent)
-    except FileNotFoundError:
-        return
-    shutil.rmtree(doomed, ignore_errors=True)
-
-
 def _covers(outer: Block, inner: Block) -> bool:
     return set(inner.meta.sources or (inner.meta.ulid,)) <= set(outer.meta.sources)
 
@@ -221,7 +209,7 @@ class DownsampledStore:
             tier[:] = sorted([b for b in tier if b not in replaced] + [new],
                              key=lambda b: (b.meta.min_time, b.meta.ulid))
         for b in replaced:
-            _remove_dir(b.meta.path)
+            remove_block_dir(b.meta.path)
         return new.meta
 
     def remove(self, resolution: int, ulids: Sequence[str]) -> list[BlockMeta]:
@@ -233,7 +221,7 @@ class DownsampledStore:
             doomed = [b for b in tier if b.meta.ulid in gone]
             tier[:] = [b for b in tier if b.meta.ulid not in gone]
         for b in doomed:
-            _remove_dir(b.meta.path)
+            remove_block_dir(b.meta.path)
         return [b.meta for b in doomed]
 
     def apply_retention(self, newest_ms: int, retention_ms: dict[int, int]) -> list[BlockMeta]:
@@ -372,7 +360,7 @@ def _open_tier(directory: Path, resolution: int, problems: list[str]) -> list[Bl
             log.info("downsampled block %s was replaced by a later one; deleting it",
                      b.meta.ulid)
             b.close()
-            _remove_dir(b.meta.path)
+            remove_block_dir(b.meta.path)
         else:
             kept.append(b)
     kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 import urllib.parse
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,7 @@ class Prometheus:
     """A Prometheus server over the storage directory ``data``, on a free loopback port,
     scraping nothing."""
 
-    def __init__(self, data: Path, workdir: Path) -> None:
+    def __init__(self, data: Path, workdir: Path, flags: Sequence[str] = ()) -> None:
         self.port = free_port()
         config = workdir / "prometheus.yml"
         config.write_text("global:\n  scrape_interval: 1h\n")
@@ -53,7 +54,7 @@ class Prometheus:
             self.proc = subprocess.Popen(
                 [binary("prometheus"), f"--config.file={config}",
                  f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=100y",
-                 f"--web.listen-address=127.0.0.1:{self.port}"],
+                 f"--web.listen-address=127.0.0.1:{self.port}", *flags],
                 stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
 
     def wait_ready(self) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import time
 import urllib.parse
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +18,7 @@ from storage import chunkenc
 from storage.block import Block, write_block
 from storage.matchers import Matcher, MatchType
 from storage.tombstones import read_file
-from tests.helpers import free_port, http_request
+from tests.helpers import http_request
 from tests.test_block_prometheus import (
     WAIT_S,
     Prometheus,
@@ -32,22 +31,6 @@ from tests.test_block_prometheus import (
 pytestmark = pytest.mark.slow
 
 MIN_T, MAX_T = -(1 << 63), (1 << 63) - 1
-
-
-class AdminPrometheus(Prometheus):
-    """The test Prometheus with its admin API on."""
-
-    def __init__(self, data: Path, workdir: Path) -> None:
-        self.port = free_port()
-        config = workdir / "prometheus.yml"
-        config.write_text("global:\n  scrape_interval: 1h\n")
-        self.log_path = workdir / "prometheus.log"
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [binary("prometheus"), f"--config.file={config}",
-                 f"--storage.tsdb.path={data}", "--storage.tsdb.retention.time=100y",
-                 f"--web.listen-address=127.0.0.1:{self.port}", "--web.enable-admin-api"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=workdir)
 
 
 def test_prometheus_honours_our_tombstones(tmp_path):
@@ -102,7 +85,7 @@ def test_we_honour_tombstones_prometheus_writes(tmp_path):
     (path,) = data.iterdir()
 
     gone = (int(ts[10]), int(ts[100]))
-    prometheus = AdminPrometheus(data, tmp_path)
+    prometheus = Prometheus(data, tmp_path, ["--web.enable-admin-api"])
     try:
         prometheus.wait_ready()
         query = urllib.parse.urlencode({"match[]": 'block_test_a{instance=~"host-[12]"}',
