@@ -20,7 +20,7 @@ import numpy as np
 from benchmarks._encode import encode_write_request
 from benchmarks.workloads import ValueStream, Workload
 from promstore.remote.wire import WireLimits, decode_write_request
-from storage.block import write_block
+from storage.block import BlockMeta, write_block
 from storage.chunk_merge import encode_series
 from storage.labels import NO_LIMITS, canonicalise
 from storage.series import SeriesRegistry
@@ -94,7 +94,7 @@ def write_blocks(directory: Path, workloads: Sequence[Workload], start_ms: int, 
 
 def _write_block(directory: Path, streams: Sequence[ValueStream], first_id: np.ndarray,
                  ts: np.ndarray, keys_blob: np.ndarray, keys_offsets: np.ndarray,
-                 mint: int, maxt: int):
+                 mint: int, maxt: int) -> BlockMeta:
     """One block of the scrapes at ``ts`` of every series, series after series."""
     owners, times, values = [], [], []
     for stream, first in zip(streams, first_id):

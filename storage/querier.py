@@ -243,8 +243,8 @@ class Querier:
         run_owner = np.concatenate([p.owner for p in parts])
         lo = np.concatenate([p.starts[:-1] + b for p, b in zip(parts, base)])
         hi = np.concatenate([p.starts[1:] + b for p, b in zip(parts, base)])
-        ts = np.concatenate([p.ts for p in parts])
-        vs = np.concatenate([p.vs for p in parts])
+        ts = parts[0].ts if len(parts) == 1 else np.concatenate([p.ts for p in parts])
+        vs = parts[0].vs if len(parts) == 1 else np.concatenate([p.vs for p in parts])
         lo, hi = mk.trim_runs(ts, lo, hi, mint, maxt)
         held = hi > lo
         run_owner, lo, hi = run_owner[held], lo[held], hi[held]

@@ -35,7 +35,8 @@ def test_slices_write_the_same_block_as_one_pass(tmp_path, dense):
     (tmp_path / "sliced").mkdir()
     try:
         whole = compact(tmp_path / "whole", sources, dense=dense, slice_samples=1 << 40)
-        sliced = compact(tmp_path / "sliced", sources, dense=dense, slice_samples=1)  # a series each
+        # A slice for every series:
+        sliced = compact(tmp_path / "sliced", sources, dense=dense, slice_samples=1)
     finally:
         for block in sources:
             block.close()

@@ -57,7 +57,7 @@ from .parser import (
 )
 from .resolution import AUTO
 from .selectors import range_source, select_instant, window_matrix
-from .sharding import ShardUnsupportedError, finish, fold, partials, shardable
+from .sharding import ShardUnsupportedError, finish, fold, partials, selectors, shardable
 from .values import Grid, Scalar, String, Value, Vector, align_up, merge_same_labels
 
 __all__ = ["MAX_STEPS", "Engine", "EngineOptions", "Evaluator", "QueryResult", "SliceUse",
@@ -321,7 +321,7 @@ class Engine:
         lo = grid.start - self.options.lookback_delta_ms
         end = grid.start + (grid.n - 1) * grid.step
         series = max((estimate(list(sel.matchers), lo - reach, end)
-                      for sel, reach in _selectors(node)), default=0)
+                      for sel, reach in selectors(node)), default=0)
         per_shard = self.options.shard_series
         return -(-series // per_shard) if series >= _SHARDED_FROM * per_shard else 1
 
@@ -407,27 +407,6 @@ class SliceUse:
             room = budget / density - windows
             size = min(size, max(1, int(room / (self.selections * step)) + 1))
         return size
-
-
-def _selectors(node: Node) -> Iterator[tuple[VectorSelector, int]]:
-    """Every vector selector in ``node`` with the range (ms) it is read over, if any."""
-    if isinstance(node, VectorSelector):
-        yield node, 0
-    elif isinstance(node, MatrixSelector):
-        yield node.selector, node.range
-    else:
-        for child in _children(node):
-            yield from _selectors(child)
-
-
-def _children(node: Node) -> tuple[Node, ...]:
-    if isinstance(node, Call):
-        return node.args
-    if isinstance(node, Binary):
-        return node.lhs, node.rhs
-    if isinstance(node, Aggregate | Unary | Subquery):
-        return (node.expr,)
-    return ()
 
 
 def _join_slices(parts: list[Vector], grid: Grid) -> Vector:

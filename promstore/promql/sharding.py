@@ -17,6 +17,8 @@ additions differs from an unsharded evaluation (``sum`` and ``avg`` agree to rou
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from storage.matchers import MatchType
@@ -32,12 +34,14 @@ from .parser import (
     Node,
     NumberLiteral,
     StringLiteral,
+    Subquery,
     Unary,
     VectorSelector,
 )
 from .values import Vector
 
-__all__ = ["SHARDED_OPS", "ShardUnsupportedError", "finish", "fold", "partials", "shardable"]
+__all__ = ["SHARDED_OPS", "ShardUnsupportedError", "finish", "fold", "partials", "selectors",
+           "shardable"]
 
 class ShardUnsupportedError(Exception):
     """A shard would read data its store cannot split into shards (downsampled data)."""
@@ -153,3 +157,24 @@ def finish(node: Aggregate, folded: list[Vector]) -> Vector:
     total, count = folded
     with np.errstate(divide="ignore", invalid="ignore"):
         return Vector(total.labels, total.values / count.values, total.present)
+
+
+def selectors(node: Node) -> Iterator[tuple[VectorSelector, int]]:
+    """Every vector selector in ``node`` with the range (ms) it is read over, if any."""
+    if isinstance(node, VectorSelector):
+        yield node, 0
+    elif isinstance(node, MatrixSelector):
+        yield node.selector, node.range
+    else:
+        for child in _children(node):
+            yield from selectors(child)
+
+
+def _children(node: Node) -> tuple[Node, ...]:
+    if isinstance(node, Call):
+        return node.args
+    if isinstance(node, Binary):
+        return node.lhs, node.rhs
+    if isinstance(node, Aggregate | Unary | Subquery):
+        return (node.expr,)
+    return ()

@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from storage.batch import WriteBatch
+from storage.interface import Shard
+from storage.labels import NO_LIMITS, canonicalise
 from storage.matchers import Matcher
 from storage.series_set import SeriesSet
 
@@ -48,6 +51,11 @@ from .values import Matrix, Scalar, String, Vector
 __all__ = ["STALE_NAN", "MemoryStore", "ScriptError", "run_script"]
 
 STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+
+
+def _label_hash(labels: dict[str, str]) -> np.ndarray:
+    """The label-set hash stores shard by (``labels.canonicalise``), as a 1-array."""
+    return canonicalise(WriteBatch.from_series([(labels, [])]), NO_LIMITS).hashes
 
 
 @dataclass
@@ -68,10 +76,13 @@ class MemoryStore:
         self.series.append((dict(labels), [int(timestamps[k]) for k in order],
                             [float(values[k]) for k in order]))
 
-    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> SeriesSet:
+    def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+               shard: Shard | None = None) -> SeriesSet:
         out = []
         for labels, ts, vs in self.series:
             if not all(m.matches(labels.get(m.name, "")) for m in matchers):
+                continue
+            if shard is not None and not shard.holds(_label_hash(labels))[0]:
                 continue
             keep = [k for k, t in enumerate(ts) if mint <= t <= maxt]
             if keep:
