@@ -13,15 +13,21 @@ A downsampled block has its source's time range and sources, so a block already
 downsampled is recognised, and when compaction later merges raw blocks that were
 downsampled one by one, the merge is downsampled again and replaces their aggregates.
 
-``downsample_due`` is the step the block maintainer runs after compaction; ``retain``
-applies the downsampled tiers' own retention.
+Deleted data stays deleted: raw blocks are read without their deleted samples, 5-minute
+blocks without their deleted windows, and a new block is served only if its source did
+not get a deletion while it was made (``still_current``).
+
+``downsample_due`` is the step the block maintainer runs after compaction (building the
+blocks in its paced worker process); ``retain`` applies the downsampled tiers' own
+retention; ``clean_tombstones`` rewrites downsampled blocks without deleted windows.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,16 +44,40 @@ from storage.aggregate import (
 )
 from storage.block import Block, BlockMeta
 from storage.dense import MAX_SAMPLES_PER_CHUNK
-from storage.downsampled import RESOLUTION_1H, RESOLUTION_5M, DownsampledStore
+from storage.downsampled import (
+    RESOLUTION_1H,
+    RESOLUTION_5M,
+    RESOLUTIONS,
+    DownsampledStore,
+    stage_block,
+    surviving,
+)
+from storage.errors import StorageError
+from storage.tombstones import Tombstones
 
-__all__ = ["DownsampleOptions", "downsample_block", "downsample_due", "retain"]
+__all__ = [
+    "Builder",
+    "DownsampleJob",
+    "DownsampleOptions",
+    "build_block",
+    "clean_tombstones",
+    "downsample_block",
+    "downsample_due",
+    "due",
+    "retain",
+    "still_current",
+]
 
 log = logging.getLogger(__name__)
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 _ALL = (np.iinfo(np.int64).min, np.iinfo(np.int64).max)
-_SERIES_PER_SLICE = 1 << 14  # series decoded at once, to bound memory on large blocks
+# Samples read at once: bounds memory on large blocks, and is the grain at which a
+# metered block paces the work.
+SLICE_SAMPLES = 1 << 20
+_MAX_SERIES_PER_SLICE = 1 << 14
+_NOTHING = Tombstones.empty()
 
 
 @dataclass(frozen=True)
@@ -62,26 +92,82 @@ class DownsampleOptions:
     retention_1h_ms: int = 0
 
 
+@dataclass(frozen=True)
+class DownsampleJob:
+    """A block to downsample: ``source`` (raw when ``source_resolution`` is 0) to
+    ``resolution``, leaving out ``deleted``, the windows deleted from a downsampled
+    source (a raw source's own tombstones apply as it is read)."""
+
+    source: Block
+    source_resolution: int
+    resolution: int
+    deleted: Tombstones
+
+
+Builder = Callable[[DownsampleJob], BlockMeta]
+"""Stages the block of a job (``storage.downsampled.stage_block``) and returns its meta."""
+
+
 def _covered(block: Block, tier: Sequence[Block]) -> bool:
     mine = set(block.meta.sources or (block.meta.ulid,))
     return any(mine <= set(other.meta.sources) for other in tier)
 
 
+def due(db: Any, store: DownsampledStore, options: DownsampleOptions, now_ms: int,
+        resolution: int) -> list[DownsampleJob]:
+    """The blocks old enough to become ``resolution`` windows and not yet downsampled:
+    raw blocks of ``db`` (anything with a ``blocks`` list, such as ``storage.db.DB``)
+    for 5 minutes, 5-minute blocks for 1 hour."""
+    if resolution == RESOLUTION_5M:
+        sources, source_resolution, age = db.blocks, 0, options.after_5m_ms
+    else:
+        sources, source_resolution, age = (store.blocks(RESOLUTION_5M), RESOLUTION_5M,
+                                           options.after_1h_ms)
+    tier = store.blocks(resolution)
+    return [DownsampleJob(b, source_resolution, resolution,
+                          store.deletions(b) if source_resolution else _NOTHING)
+            for b in sources if b.meta.max_time <= now_ms - age and not _covered(b, tier)]
+
+
+def still_current(job: DownsampleJob, db: Any, store: DownsampledStore) -> bool:
+    """Whether ``job``'s source is served as it was when the job was made: no deletion
+    and no rewrite since (a deletion serves a new raw ``Block`` value, a new
+    ``deletions`` value for a downsampled one)."""
+    if job.source_resolution == 0:
+        return any(b is job.source for b in db.blocks)
+    return any(b is job.source for b in store.blocks(job.source_resolution)) \
+        and store.deletions(job.source) is job.deleted
+
+
 def downsample_due(db: Any, store: DownsampledStore, options: DownsampleOptions,
-                   now_ms: int) -> list[BlockMeta]:
-    """Downsample every block old enough and not yet downsampled: raw blocks of ``db``
-    (anything with a ``blocks`` list, such as ``storage.db.DB``) to 5 minutes, then
-    5-minute blocks to 1 hour. Returns the new blocks' metas. Each new block is durable
-    and served before anything it replaces is deleted."""
+                   now_ms: int, build: Builder | None = None) -> list[BlockMeta]:
+    """Downsample every block old enough and not yet downsampled: raw blocks to 5
+    minutes, then 5-minute blocks (those just made included) to 1 hour. Returns the new
+    blocks' metas.
+
+    ``build`` stages each block (by default ``build_block`` in this thread; the
+    maintainer runs it in its paced worker process). A block is served only if its
+    source did not change while it was built, so that a deletion coming in meanwhile
+    is never undone; otherwise it is dropped and made again on the next call. Each new
+    block is durable and served before anything it replaces is deleted."""
+    build = build or (lambda job: build_block(job.source, job.source_resolution,
+                                              job.resolution, store.directory,
+                                              deleted=job.deleted))
     made = []
-    for block in db.blocks:
-        if block.meta.max_time <= now_ms - options.after_5m_ms \
-                and not _covered(block, store.blocks(RESOLUTION_5M)):
-            made.append(downsample_block(block, 0, RESOLUTION_5M, store))
-    for block in store.blocks(RESOLUTION_5M):
-        if block.meta.max_time <= now_ms - options.after_1h_ms \
-                and not _covered(block, store.blocks(RESOLUTION_1H)):
-            made.append(downsample_block(block, RESOLUTION_5M, RESOLUTION_1H, store))
+    for resolution in RESOLUTIONS:
+        for job in due(db, store, options, now_ms, resolution):
+            def current(job: DownsampleJob = job) -> bool:
+                return still_current(job, db, store)
+
+            try:
+                staged = build(job)
+            except StorageError:
+                if current():
+                    raise
+                continue  # the source was replaced while it was read: its successor is due
+            meta = store.publish(staged, resolution, current)
+            if meta is not None:
+                made.append(meta)
     return made
 
 
@@ -90,6 +176,14 @@ def retain(store: DownsampledStore, options: DownsampleOptions, now_ms: int
     """Delete downsampled blocks past their tier's retention; return their metas."""
     return store.apply_retention(now_ms, {RESOLUTION_5M: options.retention_5m_ms,
                                           RESOLUTION_1H: options.retention_1h_ms})
+
+
+def clean_tombstones(store: DownsampledStore) -> int:
+    """Rewrite every downsampled block with deleted windows without them (in this
+    thread, as ``clean_tombstones`` of the raw store); return how many."""
+    return store.clean_tombstones(lambda block, resolution, deleted: build_block(
+        block, resolution, resolution, store.directory, deleted=deleted,
+        level=block.meta.level + 1))
 
 
 @dataclass
@@ -107,17 +201,35 @@ class _Windows:
 
 
 def downsample_block(block: Block, source_resolution: int, resolution: int,
-                     store: DownsampledStore) -> BlockMeta:
+                     store: DownsampledStore) -> BlockMeta | None:
     """Write the ``resolution`` aggregates of ``block`` (raw when ``source_resolution``
-    is 0, else aggregates of that resolution) into ``store``."""
+    is 0, else aggregates of that resolution, without their deleted windows) into
+    ``store`` and serve them."""
+    deleted = store.deletions(block) if source_resolution else _NOTHING
+    return store.publish(build_block(block, source_resolution, resolution, store.directory,
+                                     deleted=deleted), resolution)
+
+
+def build_block(block: Block, source_resolution: int, resolution: int, directory: Path, *,
+                deleted: Tombstones = _NOTHING, level: int | None = None,
+                slice_samples: int = SLICE_SAMPLES) -> BlockMeta:
+    """Stage (``storage.downsampled.stage_block``) the ``resolution`` aggregates of
+    ``block`` (raw when ``source_resolution`` is 0, else aggregates of that resolution)
+    for the store at ``directory``, leaving out the windows ``deleted`` names (series by
+    ordinal). At the source's own resolution this rewrites it without them.
+
+    Series are read in slices of about ``slice_samples`` samples, which bounds memory
+    and lets a metered block pace the work slice by slice."""
     if (block.meta.max_time - block.meta.min_time) // resolution + 1 >= MAX_SAMPLES_PER_CHUNK:
         raise ValueError(f"block {block.meta.ulid} spans too many windows for one chunk")
+    per_series = block.meta.num_samples / max(block.meta.num_series, 1)
+    step = max(1, min(_MAX_SERIES_PER_SLICE, int(slice_samples / max(per_series, 1.0))))
     parts: list[tuple[np.ndarray, ...]] = []
-    for lo in range(0, block.n_series, _SERIES_PER_SLICE):
-        ids = np.arange(lo, min(lo + _SERIES_PER_SLICE, block.n_series), dtype=np.int64)
+    for lo in range(0, block.n_series, step):
+        ids = np.arange(lo, min(lo + step, block.n_series), dtype=np.int64)
         chunks = block.chunks(ids, *_ALL)
         if source_resolution:
-            win = _aggregate_windows(chunks, ids, resolution, block.meta.max_time)
+            win = _aggregate_windows(chunks, ids, resolution, block.meta.max_time, deleted)
         else:
             win = _raw_windows(chunks, ids, resolution, block.meta.max_time)
         if len(win.series) == 0:
@@ -134,8 +246,8 @@ def downsample_block(block: Block, source_resolution: int, resolution: int,
     keys_blob, keys_offsets = block.series_keys(series)
     offsets = np.zeros(len(series) + 1, np.int64)
     np.cumsum(np.concatenate([p[4] for p in parts] or [np.empty(0, np.int64)]), out=offsets[1:])
-    meta = store.write(
-        resolution,
+    meta = stage_block(
+        directory, resolution,
         keys_blob=keys_blob, keys_offsets=keys_offsets,
         chunk_series=np.arange(len(series), dtype=np.int64),
         chunk_mint=np.concatenate([p[1] for p in parts] or [np.empty(0, np.int64)]),
@@ -143,7 +255,8 @@ def downsample_block(block: Block, source_resolution: int, resolution: int,
         chunk_encoding=np.full(len(series), ENCODING_AGGREGATE, np.uint8),
         chunk_blob=np.concatenate([p[3] for p in parts] or [np.empty(0, np.uint8)]),
         chunk_offsets=offsets,
-        mint=block.meta.min_time, maxt=block.meta.max_time, level=block.meta.level,
+        mint=block.meta.min_time, maxt=block.meta.max_time,
+        level=block.meta.level if level is None else level,
         sources=block.meta.sources or (block.meta.ulid,),
     )
     log.info("downsampled block %s to %d ms windows: %s, %d series, %d windows",
@@ -164,24 +277,39 @@ def _raw_windows(chunks: Any, ids: np.ndarray, resolution: int, block_end: int) 
                     last_raw, resolution, block_end)
 
 
-def _aggregate_windows(chunks: Any, ids: np.ndarray, resolution: int, block_end: int
-                       ) -> _Windows:
-    """Coarser windows of finer aggregates: counts and sums add up, minima and maxima
-    of minima and maxima, the counter is read through (stitched across chunks)."""
+def _aggregate_windows(chunks: Any, ids: np.ndarray, resolution: int, block_end: int,
+                       deleted: Tombstones) -> _Windows:
+    """Coarser windows of finer aggregates, the ``deleted`` windows left out: counts and
+    sums add up, minima and maxima of minima and maxima, the counter is read through
+    (stitched across chunks)."""
     blob, offsets = chunks.blob, chunks.offsets
+    refs = ids[chunks.series]
     cols = []
     for column in (Column.COUNT, Column.SUM, Column.MIN, Column.MAX):
         ts, vs, starts, _ = decode_column(blob, offsets, column)
         cols.append(vs)
-    owner = np.repeat(chunks.series, np.diff(starts))
     c_ts, c_vs, c_starts, chunk_last = decode_column(blob, offsets, Column.COUNTER)
+    first = np.where(c_starts[1:] > c_starts[:-1],
+                     c_vs[np.minimum(c_starts[:-1], max(len(c_vs) - 1, 0))], np.nan) \
+        if len(c_vs) else np.full(len(chunk_last), np.nan)
+    if len(deleted):
+        alive, starts, _, _ = surviving(deleted, refs, ts, starts)
+        ts, cols = ts[alive], [v[alive] for v in cols]
+        alive, c_starts, first_kept, last_kept = surviving(deleted, refs, c_ts, c_starts)
+        c_ts, c_vs = c_ts[alive], c_vs[alive]
+        first = np.where(first_kept, first, np.nan)
+        chunk_last = np.where(last_kept, chunk_last, np.nan)
+    owner = np.repeat(chunks.series, np.diff(starts))
     c_owner = np.repeat(chunks.series, np.diff(c_starts))
     same = np.zeros(len(chunks.series), bool)
     same[1:] = chunks.series[1:] == chunks.series[:-1]
-    first = c_vs[np.minimum(c_starts[:-1], max(len(c_vs) - 1, 0))] if len(c_vs) else \
-        np.empty(0)
     stitch_counters(c_starts, same, first, chunk_last, c_vs)
-    series_last_chunk = np.append(~same[1:], True)
+    # The header of a series' new chunk keeps the raw value its last source chunk ends
+    # with (NaN, unknown, when that chunk's last window was deleted).
+    with_samples = c_starts[1:] > c_starts[:-1]
+    ends = np.flatnonzero(with_samples)
+    series_last_chunk = ends[np.append(chunks.series[ends][1:] != chunks.series[ends][:-1],
+                                       True)] if len(ends) else ends
     return _windows(ids, owner, ts, (cols[0], cols[1], cols[2], cols[3]), c_owner, c_ts, c_vs,
                     chunk_last[series_last_chunk], resolution, block_end)
 

@@ -9,10 +9,18 @@ sees them::
     DATA_DIR/downsampled/1h/<ULID>/     "thanos": {"downsample": {"resolution": 300000}}
     DATA_DIR/downsampled/<res>/corrupted/<ULID>/   blocks that failed to open
 
-A block is created under a ``*.tmp-for-creation`` name and renamed into place once
-complete (``meta.json`` included); leftovers of a crash are deleted on open, as are
-blocks whose sources are all in another block of the same resolution (it replaced
-them, and the crash came before they were deleted).
+A block is created under a ``*.tmp-for-creation`` name (``stage_block``, which the
+compaction worker process may run) and renamed into place once complete (``publish``);
+leftovers of a crash are deleted on open, as are blocks replaced by another block of
+the same resolution (one holding more of their sources, or their sources at a higher
+level): it replaced them, and the crash came before they were deleted.
+
+Deletions reach downsampled blocks as tombstones widened to whole windows: a window
+that overlaps a deleted interval is dropped entirely, in every column, so that no
+aggregate keeps anything of a deleted sample. They are kept in each block's
+``window-tombstones`` file (the tombstones file format, series named by ordinal) rather
+than in ``tombstones``, which ``storage.block.Block`` would apply as if aggregate
+chunks held samples; this store applies them to the decoded columns instead.
 
 ``DownsampledStore.select`` reads one aggregate of one resolution. ``TieredStore``
 puts the raw store and this one side by side for the PromQL engine: ``plan`` splits a
@@ -28,7 +36,7 @@ import os
 import re
 import shutil
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -51,18 +59,22 @@ from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
 from .series import SeriesRegistry
 from .series_set import SeriesSet, label_table
+from .tombstones import Tombstones, read_file, write_file
 from .wal import fsync_dir
 
 __all__ = [
     "RESOLUTIONS",
     "RESOLUTION_1H",
     "RESOLUTION_5M",
+    "WINDOW_TOMBSTONES",
     "Aggregate",
     "AggregateSet",
     "DownsampledStore",
     "Part",
     "TieredStore",
     "read_resolution",
+    "stage_block",
+    "surviving",
 ]
 
 log = logging.getLogger(__name__)
@@ -74,6 +86,12 @@ _DIR_NAMES = {RESOLUTION_5M: "5m", RESOLUTION_1H: "1h"}
 _BLOCK_NAME = re.compile(r"[0-9A-HJKMNP-TV-Z]{26}")
 _MAX_META_BYTES = 64 << 20
 _NO_IDS = np.empty(0, np.int64)
+_I64 = np.iinfo(np.int64)
+
+WINDOW_TOMBSTONES = "window-tombstones"
+"""The file of a downsampled block's deleted windows (see the module docstring)."""
+
+_NOTHING_DELETED = Tombstones.empty()
 
 
 class Aggregate(StrEnum):
@@ -134,15 +152,79 @@ def _covers(outer: Block, inner: Block) -> bool:
     return set(inner.meta.sources or (inner.meta.ulid,)) <= set(outer.meta.sources)
 
 
+def _replaces(outer: Block, inner: Block) -> bool:
+    """Whether ``outer`` was written to replace ``inner``: made from a merge holding
+    more of their sources, or from the same sources rewritten one level up (without
+    deleted windows)."""
+    if outer is inner or not _covers(outer, inner):
+        return False
+    return len(outer.meta.sources) > len(inner.meta.sources) \
+        or outer.meta.level > inner.meta.level
+
+
+def _window_bounds(mint: int, maxt: int, resolution: int) -> tuple[int, int]:
+    """The closed range of the whole ``resolution`` windows that ``[mint, maxt]``
+    overlaps, clamped to int64."""
+    lo = int(mint) // resolution * resolution
+    hi = (int(maxt) // resolution + 1) * resolution - 1
+    return max(lo, int(_I64.min)), min(hi, int(_I64.max))
+
+
+def surviving(stones: Tombstones, refs: np.ndarray, ts: np.ndarray, starts: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Which samples of the runs ``ts[starts[i]:starts[i+1]]`` (of series ``refs[i]``)
+    ``stones`` leave, as a mask; where the runs start once the others are gone; and per
+    run, whether its first and its last sample are left (a run's raw values at its ends
+    are unknown where they are not)."""
+    alive = ~stones.deleted(np.repeat(refs, np.diff(starts)), ts)
+    kept = np.zeros(len(ts) + 1, np.int64)
+    np.cumsum(alive, out=kept[1:])
+    nonempty = starts[1:] > starts[:-1]
+    if len(ts) == 0:
+        return alive, kept[starts], nonempty, nonempty
+    first = nonempty & alive[np.minimum(starts[:-1], len(ts) - 1)]
+    last = nonempty & alive[np.maximum(starts[1:] - 1, 0)]
+    return alive, kept[starts], first, last
+
+
+def stage_block(directory: Path, resolution: int, **block: Any) -> BlockMeta:
+    """Write a complete block of ``resolution`` (arguments as ``storage.block.write_block``
+    takes them, chunks being aggregate chunks) for the store at ``directory``, not yet
+    served: under a ``*.tmp-for-creation`` directory of its tier, which ``publish``
+    moves into place and opening the store deletes. Needs no open store, so the
+    compaction worker process can run it."""
+    tier_dir = Path(directory) / _DIR_NAMES[resolution]
+    staging = tier_dir / (f"staging-{os.urandom(8).hex()}" + TMP_SUFFIX)
+    staging.mkdir()
+    try:
+        meta = write_block(staging, **block)
+        tmp_meta = meta.path / "meta.json.tmp"
+        with open(tmp_meta, "wb") as f:
+            f.write(_meta_with_resolution(meta, resolution))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp_meta, meta.path / "meta.json")
+        fsync_dir(meta.path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return meta
+
+
 class DownsampledStore:
-    """The downsampled blocks of one data directory, by resolution. Build with
-    ``open``; thread-safe (readers take a snapshot of the block lists)."""
+    """The downsampled blocks of one data directory, by resolution, with their deleted
+    windows. Build with ``open``; thread-safe (readers take a snapshot of the block
+    lists; changes to blocks and deletions exclude one another)."""
 
     def __init__(self, directory: Path, tiers: dict[int, list[Block]],
-                 problems: list[str]) -> None:
+                 deleted: dict[str, Tombstones], problems: list[str]) -> None:
         self.directory = directory
         self._tiers = tiers
+        self._deleted = deleted  # by block ulid; blocks without deletions are absent
         self._lock = threading.Lock()
+        # Held by every change to the blocks or their deletions: a deletion never lands
+        # on a block while it is replaced, nor a block built before it on top of it.
+        self._maintenance = threading.RLock()
         self.open_report = problems
 
     @classmethod
@@ -150,12 +232,13 @@ class DownsampledStore:
         """Open ``directory`` (``DATA_DIR/downsampled``), creating it if needed."""
         path = Path(directory)
         tiers: dict[int, list[Block]] = {}
+        deleted: dict[str, Tombstones] = {}
         problems: list[str] = []
         for res in RESOLUTIONS:
             tier_dir = path / _DIR_NAMES[res]
             tier_dir.mkdir(parents=True, exist_ok=True)
-            tiers[res] = _open_tier(tier_dir, res, problems)
-        return cls(path, tiers, problems)
+            tiers[res] = _open_tier(tier_dir, res, deleted, problems)
+        return cls(path, tiers, deleted, problems)
 
     def close(self) -> None:
         with self._lock:
@@ -169,6 +252,12 @@ class DownsampledStore:
         with self._lock:
             return list(self._tiers[resolution])
 
+    def deletions(self, block: Block) -> Tombstones:
+        """The deleted windows of ``block`` (series by ordinal). A new value after every
+        deletion, so that comparing identities tells whether one came in between."""
+        with self._lock:
+            return self._deleted.get(block.meta.ulid, _NOTHING_DELETED)
+
     def coverage_end(self, resolution: int) -> int | None:
         """The end (exclusive) of the newest block of ``resolution``, None if none."""
         blocks = self.blocks(resolution)
@@ -176,52 +265,52 @@ class DownsampledStore:
 
     # -- writing ----------------------------------------------------------------------
 
-    def write(self, resolution: int, **block: Any) -> BlockMeta:
-        """Write a block of ``resolution`` (arguments as ``storage.block.write_block``
-        takes them, chunks being aggregate chunks), serve it, and delete the blocks of
-        the same resolution whose sources it holds (it was made from a merge of theirs).
+    def publish(self, staged: BlockMeta, resolution: int,
+                current: Callable[[], bool] | None = None) -> BlockMeta | None:
+        """Serve the block ``stage_block`` wrote and delete the blocks of the same
+        resolution whose sources it holds (it was made from a merge of theirs, or
+        rewrites them without deleted windows).
 
-        Crash-safe: built in a ``*.tmp-for-creation`` directory with its meta.json
-        rewritten to carry the resolution, then renamed into place."""
-        tier_dir = self.directory / _DIR_NAMES[resolution]
-        staging = tier_dir / (f"staging-{os.getpid()}-{threading.get_ident()}" + TMP_SUFFIX)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-        try:
-            meta = write_block(staging, **block)
-            meta_file = meta.path / "meta.json"
-            tmp_meta = meta.path / "meta.json.tmp"
-            with open(tmp_meta, "wb") as f:
-                f.write(_meta_with_resolution(meta, resolution))
-                f.flush()
-                os.fsync(f.fileno())
-            os.rename(tmp_meta, meta_file)
-            fsync_dir(meta.path)
-            final = tier_dir / meta.ulid
-            os.rename(meta.path, final)
+        ``current()``, when given, is asked first, while no deletion can come in: it
+        says whether what the block was made from is unchanged. When it is not (a
+        deletion came in meanwhile), the block may hold deleted samples, so it is
+        deleted instead and None returned."""
+        with self._maintenance:
+            if current is not None and not current():
+                shutil.rmtree(staged.path.parent, ignore_errors=True)
+                log.info("downsampled block %s discarded: its source changed while it was "
+                         "made", staged.ulid)
+                return None
+            tier_dir = self.directory / _DIR_NAMES[resolution]
+            final = tier_dir / staged.ulid
+            os.rename(staged.path, final)
             fsync_dir(tier_dir)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        new = Block.open(final)
-        with self._lock:
-            tier = self._tiers[resolution]
-            replaced = [b for b in tier if _covers(new, b)]
-            tier[:] = sorted([b for b in tier if b not in replaced] + [new],
-                             key=lambda b: (b.meta.min_time, b.meta.ulid))
-        for b in replaced:
-            remove_block_dir(b.meta.path)
-        return new.meta
+            shutil.rmtree(staged.path.parent, ignore_errors=True)
+            new = Block.open(final)
+            with self._lock:
+                tier = self._tiers[resolution]
+                replaced = [b for b in tier if _covers(new, b)]
+                tier[:] = sorted([b for b in tier if b not in replaced] + [new],
+                                 key=lambda b: (b.meta.min_time, b.meta.ulid))
+                for b in replaced:
+                    self._deleted.pop(b.meta.ulid, None)
+            for b in replaced:
+                remove_block_dir(b.meta.path)
+            return new.meta
 
     def remove(self, resolution: int, ulids: Sequence[str]) -> list[BlockMeta]:
         """Stop serving and delete the blocks ``ulids`` of ``resolution``; queries
         already reading them finish on them (their files stay mapped)."""
         gone = set(ulids)
-        with self._lock:
-            tier = self._tiers[resolution]
-            doomed = [b for b in tier if b.meta.ulid in gone]
-            tier[:] = [b for b in tier if b.meta.ulid not in gone]
-        for b in doomed:
-            remove_block_dir(b.meta.path)
+        with self._maintenance:
+            with self._lock:
+                tier = self._tiers[resolution]
+                doomed = [b for b in tier if b.meta.ulid in gone]
+                tier[:] = [b for b in tier if b.meta.ulid not in gone]
+                for ulid in gone:
+                    self._deleted.pop(ulid, None)
+            for b in doomed:
+                remove_block_dir(b.meta.path)
         return [b.meta for b in doomed]
 
     def apply_retention(self, newest_ms: int, retention_ms: dict[int, int]) -> list[BlockMeta]:
@@ -234,13 +323,79 @@ class DownsampledStore:
                 removed += self.remove(res, old)
         return removed
 
+    # -- deleting ----------------------------------------------------------------------
+
+    def delete(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
+        """Delete every window (of every resolution) that overlaps ``[mint, maxt]``
+        (inclusive) of the series matching ``matchers``; return how many blocks got
+        deletions. Durable when this returns. Call it after deleting from the raw
+        store, so that a block made from raw data meanwhile is either refused by
+        ``publish`` or served in time to get these deletions too."""
+        changed = 0
+        if mint > maxt:
+            return changed
+        with self._maintenance:
+            for res in RESOLUTIONS:
+                lo, hi = _window_bounds(mint, maxt, res)
+                for block in self.blocks(res):
+                    if not (block.meta.min_time <= hi and lo < block.meta.max_time):
+                        continue
+                    ids = block.select_series(matchers, lo, hi)
+                    if len(ids) == 0:
+                        continue
+                    stones = self.deletions(block).add(Tombstones.of(ids, lo, hi))
+                    write_file(block.meta.path, stones, WINDOW_TOMBSTONES)
+                    with self._lock:
+                        self._deleted[block.meta.ulid] = stones
+                    changed += 1
+        return changed
+
+    def clean_tombstones(self, rewrite: Callable[[Block, int, Tombstones], BlockMeta]) -> int:
+        """Rewrite every block with deleted windows without them; return how many.
+
+        ``rewrite(block, resolution, deleted)`` stages the new block (``stage_block``):
+        the same sources one level up, so that after a crash the old block is the one
+        deleted on open. A block left without windows stays, empty, so that its sources
+        still count as downsampled. Deletions wait meanwhile."""
+        done = 0
+        with self._maintenance:
+            for res in RESOLUTIONS:
+                for block in self.blocks(res):
+                    stones = self.deletions(block)
+                    if not len(stones):
+                        continue
+                    staged = rewrite(block, res, stones)
+                    self.publish(staged, res)
+                    done += 1
+                    log.info("rewrote downsampled block %s without its deleted windows as %s",
+                             block.meta.ulid, staged.ulid)
+        return done
+
+    def snapshot(self, directory: str | os.PathLike[str]) -> None:
+        """Hard-link every block (with its deleted windows) into ``directory``, laid out
+        as this store is, so that a snapshot of the data directory holds it under
+        ``downsampled/``."""
+        target = Path(directory)
+        with self._maintenance:
+            for res in RESOLUTIONS:
+                tier = target / _DIR_NAMES[res]
+                tier.mkdir(parents=True, exist_ok=True)
+                for block in self.blocks(res):
+                    shutil.copytree(block.meta.path, tier / block.meta.ulid,
+                                    copy_function=os.link)
+                    for root, _, _ in os.walk(tier / block.meta.ulid):
+                        fsync_dir(Path(root))
+                fsync_dir(tier)
+            fsync_dir(target)
+
     # -- reading -----------------------------------------------------------------------
 
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int, aggregate: Aggregate,
                resolution: int) -> AggregateSet:
         """Series matching ``matchers`` with ``aggregate`` of their windows of
         ``resolution`` stamped in ``[mint, maxt]``, sorted by labels; counter samples
-        reset-adjusted across the chunks read (see ``AggregateSet``)."""
+        reset-adjusted across the chunks read (see ``AggregateSet``). Deleted windows
+        are left out."""
         blocks = [b for b in self.blocks(resolution)
                   if b.meta.min_time <= maxt and b.meta.max_time > mint]
         registry = SeriesRegistry()
@@ -255,13 +410,22 @@ class DownsampledStore:
             if np.any(chunks.encoding != ENCODING_AGGREGATE):
                 raise CorruptionError(f"{block.meta.path}: a chunk is not an aggregate chunk")
             ts, vs, starts, last_raw = _decode(chunks.blob, chunks.offsets, aggregate)
+            first_raw = np.where(starts[1:] > starts[:-1],
+                                 vs[np.minimum(starts[:-1], max(len(vs) - 1, 0))], np.nan) \
+                if len(vs) else np.full(len(starts) - 1, np.nan)
+            stones = self.deletions(block)
+            if len(stones):
+                alive, starts, first_kept, last_kept = surviving(stones, ids[chunks.series],
+                                                                 ts, starts)
+                ts, vs = ts[alive], vs[alive]
+                first_raw = np.where(first_kept, first_raw, np.nan)
+                last_raw = np.where(last_kept, last_raw, np.nan)
             lengths = np.diff(starts)
             owners.append(np.repeat(qids[chunks.series], lengths))
             times.append(ts)
             values.append(vs)
             run_lengths.append(lengths)
-            firsts.append(np.where(lengths > 0, vs[np.minimum(starts[:-1], len(vs) - 1)],
-                                   np.nan) if len(vs) else np.full(len(lengths), np.nan))
+            firsts.append(first_raw)
             lasts.append(last_raw)
         if not owners:
             return _empty_aggregate_set()
@@ -331,9 +495,11 @@ def _empty_aggregate_set() -> AggregateSet:
     return AggregateSet(SeriesSet.empty(), np.empty(0), np.empty(0))
 
 
-def _open_tier(directory: Path, resolution: int, problems: list[str]) -> list[Block]:
-    """Open the complete blocks of one resolution: delete unfinished ones and those a
-    later block replaced, move unreadable ones to ``corrupted/``."""
+def _open_tier(directory: Path, resolution: int, deleted: dict[str, Tombstones],
+               problems: list[str]) -> list[Block]:
+    """Open the complete blocks of one resolution, with their deleted windows (into
+    ``deleted``): delete unfinished ones and those a later block replaced, move
+    unreadable ones to ``corrupted/``."""
     blocks: list[Block] = []
     for name in sorted(os.listdir(directory)):
         path = directory / name
@@ -346,7 +512,10 @@ def _open_tier(directory: Path, resolution: int, problems: list[str]) -> list[Bl
             found = read_resolution(path)
             if found != resolution:
                 raise CorruptionError(f"resolution {found}, expected {resolution}")
+            stones = read_file(path, WINDOW_TOMBSTONES)
             blocks.append(Block.open(path))
+            if len(stones):
+                deleted[name] = stones
         except (CorruptionError, StorageError, OSError) as exc:
             aside = directory / "corrupted" / name
             problems.append(f"downsampled block {name} cannot be read ({exc}); moved to {aside}")
@@ -355,12 +524,12 @@ def _open_tier(directory: Path, resolution: int, problems: list[str]) -> list[Bl
             os.rename(path, aside)
     kept = []
     for b in blocks:
-        if any(o is not b and len(o.meta.sources) > len(b.meta.sources) and _covers(o, b)
-               for o in blocks):
+        if any(_replaces(o, b) for o in blocks):
             log.info("downsampled block %s was replaced by a later one; deleting it",
                      b.meta.ulid)
             b.close()
             remove_block_dir(b.meta.path)
+            deleted.pop(b.meta.ulid, None)
         else:
             kept.append(b)
     kept.sort(key=lambda b: (b.meta.min_time, b.meta.ulid))

@@ -218,9 +218,10 @@ def decode(data: bytes | np.ndarray, name: str = FILENAME) -> Tombstones:
     return Tombstones.of(refs, mint, maxt)
 
 
-def read_file(directory: Path) -> Tombstones:
-    """The tombstones of a block directory; none when it has no file (as Prometheus)."""
-    path = Path(directory) / FILENAME
+def read_file(directory: Path, name: str = FILENAME) -> Tombstones:
+    """The tombstones of a block directory (in its file ``name``); none when it has no
+    such file (as Prometheus)."""
+    path = Path(directory) / name
     try:
         size = path.stat().st_size
         if size > MAX_FILE_BYTES:
@@ -233,11 +234,11 @@ def read_file(directory: Path) -> Tombstones:
     return decode(data, str(path))
 
 
-def write_file(directory: Path, stones: Tombstones) -> int:
-    """Replace the ``tombstones`` file of ``directory`` atomically and durably (a crash
-    leaves the old file or the new one); return its size."""
-    path = Path(directory) / FILENAME
-    tmp = path.with_name(FILENAME + ".tmp")
+def write_file(directory: Path, stones: Tombstones, name: str = FILENAME) -> int:
+    """Replace the tombstones file ``name`` of ``directory`` atomically and durably (a
+    crash leaves the old file or the new one); return its size."""
+    path = Path(directory) / name
+    tmp = path.with_name(name + ".tmp")
     data = encode(stones)
     try:
         with open(tmp, "wb") as f:

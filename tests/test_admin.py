@@ -11,8 +11,11 @@ import urllib.parse
 import snappy
 
 from promstore.remote.pb import remote_pb2
+from storage.downsampled import WINDOW_TOMBSTONES
 from storage.tombstones import read_file
 from tests.helpers import read_data_dir
+from tests.test_downsample import DAY, HOUR, make_store
+from tests.test_downsample import T0 as DS_T0
 
 MINUTE = 60_000
 STEP = 15_000
@@ -142,3 +145,52 @@ def test_disabled_by_default(start_server, tmp_path):
         assert resp.body == \
             b'{"status":"error","errorType":"unavailable","error":"admin APIs disabled"}'
     assert not (tmp_path / "data" / "snapshots").exists()
+
+
+def _count_5m(server, at_ms: int, resolution: str) -> dict[str, float]:
+    data = server.api("/api/v1/query", query="count_over_time(x[1h])", time=str(at_ms / 1000),
+                      max_source_resolution=resolution)
+    return {r["metric"]["i"]: float(r["value"][1]) for r in data["result"]}
+
+
+def test_deletion_reaches_downsampled_data(tmp_path, start_server):
+    """Old raw blocks are downsampled when the server starts; deleting, cleaning and
+    snapshots then cover the 5-minute blocks as they cover raw ones."""
+    data = tmp_path / "data"
+    data.mkdir()
+    db, store, _, _ = make_store(data)  # raw blocks of four days of counters, 15 s apart
+    store.close()
+    db.close()
+    server = start_server(data, "--enable-admin-api")
+    tier = data / "downsampled" / "5m"
+    deadline = time.monotonic() + 60
+    while len(_blocks(tier)) < 3 and time.monotonic() < deadline:  # ended 40 h ago
+        time.sleep(0.2)
+    assert len(_blocks(tier)) == 3
+    at = DS_T0 + DAY + HOUR
+    assert _count_5m(server, at, "5m") == _count_5m(server, at, "raw") == \
+        {str(i): 240.0 for i in range(4)}
+
+    gone = (DS_T0 + DAY + 7 * MINUTE, DS_T0 + DAY + 8 * MINUTE)  # inside one 5 m window
+    resp = _post(server, "delete_series", **{"match[]": 'x{i="0"}'},
+                 start=str(gone[0] / 1000), end=str(gone[1] / 1000))
+    assert resp.status == 204
+    want = {"0": 220.0} | {str(i): 240.0 for i in range(1, 4)}  # the whole window is gone
+    assert _count_5m(server, at, "5m") == want
+    assert _count_5m(server, at, "raw") == want | {"0": 240.0 - 4}
+    assert sum(len(read_file(b, WINDOW_TOMBSTONES)) for b in _blocks(tier)) == 1
+
+    assert _post(server, "clean_tombstones").status == 204
+    assert not any((b / WINDOW_TOMBSTONES).exists() for b in _blocks(tier))
+    assert _count_5m(server, at, "5m") == want
+
+    resp = _post(server, "snapshot", skip_head="true")
+    snap = data / "snapshots" / resp.json()["data"]["name"]
+    linked = _blocks(snap / "downsampled" / "5m")
+    assert [b.name for b in linked] == [b.name for b in _blocks(tier)]
+    for block in _blocks(tier):
+        assert os.stat(snap / "downsampled" / "5m" / block.name / "index").st_ino == \
+            os.stat(block / "index").st_ino
+    assert server.stop(timeout=10) == 0
+    again = start_server(snap)  # the snapshot serves the same answers
+    assert _count_5m(again, at, "5m") == want

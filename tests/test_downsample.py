@@ -17,7 +17,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from compaction.compactor import compact
-from compaction.downsample import DownsampleOptions, downsample_block, downsample_due, retain
+from compaction.downsample import (
+    DownsampleOptions,
+    build_block,
+    clean_tombstones,
+    downsample_block,
+    downsample_due,
+    retain,
+)
 from promstore.api import query
 from promstore.promql import Engine
 from storage.aggregate import (
@@ -33,6 +40,7 @@ from storage.db import DB, DBOptions
 from storage.downsampled import (
     RESOLUTION_1H,
     RESOLUTION_5M,
+    WINDOW_TOMBSTONES,
     Aggregate,
     DownsampledStore,
     TieredStore,
@@ -286,6 +294,129 @@ def test_five_minute_blocks_become_hourly_then_retention_drops_them(data) -> Non
     gone = retain(store, options, T0 + 4 * DAY)
     assert [m.max_time for m in gone] == [T0 + 18 * HOUR]
     assert len(store.blocks(RESOLUTION_5M)) == 4 and len(store.blocks(RESOLUTION_1H)) == 2
+
+
+# --------------------------------------------------------------------------- deletion
+
+X0 = [*X, Matcher(MatchType.EQ, "i", "0")]
+
+
+def _counts(store: DownsampledStore, resolution: int) -> dict[int, int]:
+    """Window stamp -> count of series ``i="0"``."""
+    got = store.select(X0, T0, T0 + 4 * DAY, Aggregate.COUNT, resolution).series
+    return dict(zip(got.timestamps.tolist(), got.samples.astype(int).tolist()))
+
+
+def _delete(db: DB, store: DownsampledStore, mint: int, maxt: int) -> None:
+    db.delete(X0, mint, maxt)
+    store.delete(X0, mint, maxt)
+
+
+def test_deletion_drops_whole_windows_at_every_resolution(data, tmp_path: Path) -> None:
+    db, store, ts, _ = data
+    downsample_due(db, store, DownsampleOptions(after_5m_ms=0, after_1h_ms=0), int(ts[-1]))
+    five, hour = _counts(store, RESOLUTION_5M), _counts(store, RESOLUTION_1H)
+    others = store.select(X, T0, T0 + 4 * DAY, Aggregate.SUM, RESOLUTION_5M).series
+    gone = (T0 + DAY + 7 * MIN, T0 + DAY + 8 * MIN)  # inside one 5 m window
+    _delete(db, store, *gone)
+    want5 = {t: c for t, c in five.items() if not T0 + DAY + 5 * MIN <= t < T0 + DAY + 10 * MIN}
+    want1 = {t: c for t, c in hour.items() if not T0 + DAY <= t < T0 + DAY + HOUR}
+    assert len(want5) == len(five) - 1 and len(want1) == len(hour) - 1
+    assert _counts(store, RESOLUTION_5M) == want5 and _counts(store, RESOLUTION_1H) == want1
+    rest = store.select([*X, Matcher(MatchType.NEQ, "i", "0")], T0, T0 + 4 * DAY,
+                        Aggregate.SUM, RESOLUTION_5M).series
+    assert rest.n_samples == others.n_samples - others.starts[1]  # other series untouched
+    # Every query reading the aggregates sees the gap; counters still count increases.
+    tiered = Engine(TieredStore(db, store))
+    got = tiered.range_query('count_over_time(x{i="0"}[1h])', T0 + DAY + HOUR,
+                             T0 + DAY + HOUR, HOUR, max_source_resolution=RESOLUTION_5M)
+    assert _matrix(got)["0"][0] == 240 - 20
+    # Durable: read back after reopening.
+    store.close()
+    again = DownsampledStore.open(store.directory)
+    assert _counts(again, RESOLUTION_5M) == want5 and _counts(again, RESOLUTION_1H) == want1
+    # A snapshot holds the blocks and their deletions, hard-linked.
+    again.snapshot(tmp_path / "snap")
+    snap = DownsampledStore.open(tmp_path / "snap")
+    assert _counts(snap, RESOLUTION_5M) == want5
+    first = again.blocks(RESOLUTION_5M)[0].meta
+    assert os.stat(tmp_path / "snap" / "5m" / first.ulid / "index").st_ino == \
+        os.stat(first.path / "index").st_ino
+    snap.close()
+    # Cleaning rewrites the blocks without the deleted windows, one level up.
+    before = {b.meta.ulid: b.meta for r in (RESOLUTION_5M, RESOLUTION_1H)
+              for b in again.blocks(r)}
+    assert clean_tombstones(again) == 2
+    assert _counts(again, RESOLUTION_5M) == want5 and _counts(again, RESOLUTION_1H) == want1
+    after = [b.meta for r in (RESOLUTION_5M, RESOLUTION_1H) for b in again.blocks(r)]
+    assert len(after) == len(before)
+    assert not any((m.path / WINDOW_TOMBSTONES).exists() for m in after)
+    assert sorted(m.level for m in after) == sorted([1] * (len(after) - 2) + [2, 2])
+    again.close()
+    reopened = DownsampledStore.open(store.directory)  # nothing left over
+    assert [b.meta for b in reopened.blocks(RESOLUTION_5M)] == \
+        [m for m in after if read_resolution(m.path) == RESOLUTION_5M]
+    reopened.close()
+
+
+def test_a_rewritten_block_left_beside_its_original_replaces_it_on_open(data) -> None:
+    db, store, ts, _ = data
+    downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]))
+    _delete(db, store, T0, T0 + HOUR - 1)
+    old = store.blocks(RESOLUTION_5M)[0]
+    staged = build_block(old, RESOLUTION_5M, RESOLUTION_5M, store.directory,
+                         deleted=store.deletions(old), level=old.meta.level + 1)
+    tier = store.directory / "5m"
+    os.rename(staged.path, tier / staged.ulid)  # a crash before the original was deleted
+    store.close()
+    again = DownsampledStore.open(store.directory)
+    assert again.blocks(RESOLUTION_5M)[0].meta.ulid == staged.ulid
+    assert not old.meta.path.exists()
+    assert min(_counts(again, RESOLUTION_5M)) == T0 + HOUR + RESOLUTION_5M - 1
+    again.close()
+
+
+def test_a_block_made_while_its_source_got_a_deletion_is_not_served(data) -> None:
+    db, store, ts, _ = data
+    gone = (T0 + 2 * HOUR, T0 + 3 * HOUR - 1)
+    calls = []
+
+    def build_then_delete(job):
+        staged = build_block(job.source, job.source_resolution, job.resolution,
+                             store.directory, deleted=job.deleted)
+        if not calls:
+            _delete(db, store, *gone)  # comes in while the first block is made
+        calls.append(job.source.meta.ulid)
+        return staged
+
+    made = downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]), build_then_delete)
+    assert len(made) == len(calls) - 1 == 4  # the first one was refused
+    assert not any(p.name.endswith(".tmp-for-creation") for p in (store.directory / "5m").iterdir())
+    made = downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]))
+    assert [m.min_time for m in made] == [T0]
+    counts = _counts(store, RESOLUTION_5M)
+    assert not any(gone[0] <= t <= gone[1] for t in counts)
+    assert len(counts) == 90 * 12 - 12
+
+
+def test_compacting_deleted_raw_data_does_not_bring_it_back(data) -> None:
+    """A raw block rewritten after a deletion (compaction, clean_tombstones) is
+    downsampled again without the deleted samples, and replaces the aggregates."""
+    db, store, ts, _ = data
+    downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]))
+    gone = (T0 + 2 * HOUR + 2 * MIN, T0 + 20 * HOUR + 2 * MIN)  # across two blocks
+    _delete(db, store, *gone)
+    merged = compact(db.directory, db.blocks[:2])
+    db.replace_blocks(merged, db.blocks[:2])
+    made = downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]))
+    assert len(made) == 1 and not store.deletions(store.blocks(RESOLUTION_5M)[0])
+    counts = _counts(store, RESOLUTION_5M)
+    # The windows cut by the deletion's ends come back with their surviving samples.
+    assert counts[T0 + 2 * HOUR + 5 * MIN - 1] == 8
+    assert counts[T0 + 20 * HOUR + 5 * MIN - 1] == 12
+    assert not any(gone[0] + 5 * MIN <= t <= gone[1] for t in counts)
+    raw = db.select(X0, T0, T0 + 36 * HOUR - 1)
+    assert sum(c for t, c in counts.items() if t < T0 + 36 * HOUR) == raw.n_samples
 
 
 # --------------------------------------------------------------------------- PromQL

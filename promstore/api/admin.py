@@ -8,6 +8,10 @@ Prometheus 2.42 answers them. They change or copy stored data, so they are off u
 ``enable_admin_api`` is set; off, each answers Prometheus's ``unavailable`` error
 "admin APIs disabled" with its HTTP status, 500.
 
+Each reaches the downsampled store too when the server has one (``DATA_DIR/downsampled``,
+under ``query.DOWNSAMPLED_KEY``): deleted data is gone at every resolution, cleaning
+rewrites downsampled blocks as well, and a snapshot holds them.
+
 Store calls block (fsync, rewriting blocks), so each runs in the default executor.
 """
 
@@ -23,8 +27,10 @@ from typing import Any
 
 from aiohttp import web
 
+from compaction import downsample
 from compaction.compactor import compact
 from storage.db import DB
+from storage.downsampled import DownsampledStore
 from storage.errors import BadDataError, PromstoreError
 
 from .envelope import (
@@ -44,6 +50,7 @@ from .params import (
     quoted,
     request_params,
 )
+from .query import DOWNSAMPLED_KEY
 
 __all__ = ["AdminApiOptions", "add_routes", "routes"]
 
@@ -122,15 +129,18 @@ class _AdminApi:
         self._key = store_key
         self._options = options
 
-    async def _run(self, request: web.Request, what: str, work: Callable[[DB], Any]) -> Any:
-        """``work(store)`` in the executor; a storage failure is an ``internal`` error
+    async def _run(self, request: web.Request, what: str,
+                   work: Callable[[DB, DownsampledStore | None], Any]) -> Any:
+        """``work(store, downsampled)`` in the executor (``downsampled`` None when the
+        server keeps no downsampled data); a storage failure is an ``internal`` error
         prefixed with ``what``, as Prometheus words them."""
         store = request.app.get(self._key)
         if store is None:  # still opening
             raise ApiError(ErrorType.UNAVAILABLE, "TSDB not ready")
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(None, work, store)
+            return await loop.run_in_executor(None, work, store,
+                                              request.app.get(DOWNSAMPLED_KEY))
         except (PromstoreError, OSError) as exc:
             prefix = f"{what}: " if what else ""
             raise ApiError(ErrorType.INTERNAL, f"{prefix}{exc}") from exc
@@ -149,17 +159,26 @@ class _AdminApi:
         except BadDataError as exc:
             raise invalid_param("match[]", str(exc)) from None
 
-        def work(store: DB) -> None:
+        def work(store: DB, downsampled: DownsampledStore | None) -> None:
             for matchers in matcher_sets:
+                # Raw data first: a downsampled block made from it meanwhile is then
+                # either refused when it is served or served in time for the second step.
                 store.delete(matchers, start, end)
+                if downsampled is not None:
+                    downsampled.delete(matchers, start, end)
 
         await self._run(request, "", work)
         return web.Response(status=204)
 
     async def clean_tombstones(self, request: web.Request) -> web.StreamResponse:
         dense = self._options.dense
-        await self._run(request, "", lambda store: store.clean_tombstones(
-            lambda block: compact(store.directory, [block], dense=dense)))
+
+        def work(store: DB, downsampled: DownsampledStore | None) -> None:
+            store.clean_tombstones(lambda block: compact(store.directory, [block], dense=dense))
+            if downsampled is not None:
+                downsample.clean_tombstones(downsampled)
+
+        await self._run(request, "", work)
         return web.Response(status=204)
 
     async def snapshot(self, request: web.Request) -> web.StreamResponse:
@@ -173,6 +192,12 @@ class _AdminApi:
             skip_head = _GO_BOOLS[text]
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         name = f"{stamp}-{random.getrandbits(63):x}"
-        await self._run(request, "create snapshot", lambda store: store.snapshot(
-            store.directory / "snapshots" / name, with_head=not skip_head))
+
+        def work(store: DB, downsampled: DownsampledStore | None) -> None:
+            target = store.directory / "snapshots" / name
+            store.snapshot(target, with_head=not skip_head)
+            if downsampled is not None:
+                downsampled.snapshot(target / "downsampled")
+
+        await self._run(request, "create snapshot", work)
         return success_response({"name": name})
