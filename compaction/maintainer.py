@@ -67,7 +67,8 @@ class MaintainerOptions:
     dense: bool = True  # compacted blocks in the dense encoding (False: XOR, Prometheus-readable)
     rate_limit: int = DEFAULT_RATE_LIMIT  # samples merged per second, 0 = unpaced
     nice: int = LOW_PRIORITY  # the worker process's nice value, if lower than the server's
-    downsample: DownsampleOptions = field(default_factory=DownsampleOptions)
+    # When blocks are downsampled (when the maintainer has a downsampled store); None: never.
+    downsample: DownsampleOptions | None = field(default_factory=DownsampleOptions)
 
     def block_ranges(self, base_ms: int) -> list[int]:
         limit = self.max_block_ms or min(31 * DAY_MS, self.retention_ms // 10 or 31 * DAY_MS)
@@ -137,21 +138,22 @@ class Maintainer:
             written = self._compact_all()
             # Downsampling reads the compacted blocks, and must be done with a block
             # before retention may delete it.
-            if self.downsampled is not None and not self._stop.is_set():
-                self._downsample(self.downsampled)
+            if self.downsampled is not None and self.options.downsample is not None \
+                    and not self._stop.is_set():
+                self._downsample(self.downsampled, self.options.downsample)
             self._apply_retention()
         finally:
             self._end_worker()
         return written
 
-    def _downsample(self, store: DownsampledStore) -> None:
+    def _downsample(self, store: DownsampledStore, options: DownsampleOptions) -> None:
         """Downsample the blocks old enough, and drop aggregates past their retention.
         Ages count back from the newest sample in the store. This runs in the
         maintainer's thread, unpaced: each block is downsampled once in its life, and
         its aggregates are a small fraction of what compaction merges."""
         newest = max([self.db.head.max_time] + [b.meta.max_time for b in self.db.blocks])
-        downsample_due(self.db, store, self.options.downsample, newest)
-        retain(store, self.options.downsample, newest)
+        downsample_due(self.db, store, options, newest)
+        retain(store, options, newest)
 
     def _compact_all(self) -> int:
         block_ranges = self.options.block_ranges(self.db.head.options.block_range_ms)

@@ -42,6 +42,14 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--compacted-encoding", choices=["dense", "xor"],
                        help="chunk encoding of compacted blocks: dense (default, smaller) or "
                             "xor (readable by Prometheus tools)")
+    serve.add_argument("--downsample-5m-after",
+                       help="make 5-minute aggregates of raw blocks that ended this long "
+                            "before the newest sample (40h)")
+    serve.add_argument("--downsample-1h-after",
+                       help="make 1-hour aggregates of 5-minute blocks that ended this long "
+                            "before the newest sample (10d)")
+    serve.add_argument("--no-downsampling", action="store_false", default=None,
+                       dest="downsampling", help="make no downsampled blocks (on by default)")
     serve.add_argument("--max-series", type=int, help="limit on series in the head")
     serve.add_argument("--max-request-bytes", help="limit on a compressed request body")
     serve.add_argument("--remote-read-sample-limit", type=int,

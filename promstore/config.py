@@ -55,6 +55,13 @@ class Config:
     # Samples compaction may merge per second (0 = unpaced); it also always runs at the
     # lowest CPU priority. See docs/configuration.md for how it was chosen.
     compaction_rate_limit: int = 1_000_000
+    # Downsampling (docs/downsampling.md): raw blocks that ended downsample_5m_after before
+    # the newest sample become 5-minute windows, 5-minute blocks that ended
+    # downsample_1h_after before it 1-hour windows. Off, none are made (those already
+    # made are still read, and deletions still reach them).
+    downsampling: bool = True
+    downsample_5m_after: float = 40 * 3600.0  # seconds
+    downsample_1h_after: float = 10 * 86400.0  # seconds
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body
     max_samples_per_request: int = 1_000_000
@@ -128,7 +135,8 @@ def parse_size(text: str | int) -> int:
 def _coerce(name: str, kind: Any, value: Any) -> Any:
     try:
         if name in ("wal_fsync_interval", "out_of_order_window", "block_range",
-                    "retention_time", "query_lookback_delta", "query_timeout"):
+                    "retention_time", "query_lookback_delta", "query_timeout",
+                    "downsample_5m_after", "downsample_1h_after"):
             return parse_duration(value)
         if name in ("wal_segment_size", "max_request_bytes", "max_decoded_bytes",
                     "remote_read_max_bytes_in_frame",
@@ -221,6 +229,11 @@ def _validate(config: Config) -> None:
     for name in ("query_lookback_delta", "query_timeout"):
         if getattr(config, name) < 0.001:
             raise ConfigError(f"{name} must be at least 1ms")
+    if config.downsample_5m_after < 0.001:
+        raise ConfigError("downsample_5m_after must be at least 1ms")
+    if config.downsample_1h_after <= config.downsample_5m_after:
+        raise ConfigError("downsample_1h_after must be longer than downsample_5m_after "
+                          "(1-hour windows are made from 5-minute ones)")
     if config.compaction_rate_limit < 0:
         raise ConfigError("compaction_rate_limit must not be negative (0 = unpaced)")
     if config.remote_read_sample_limit < 0:

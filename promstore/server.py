@@ -60,10 +60,15 @@ def head_options(config: Config) -> HeadOptions:
 
 
 def maintainer_options(config: Config) -> MaintainerOptions:
+    from compaction.downsample import DownsampleOptions
+
+    downsample = DownsampleOptions(after_5m_ms=int(config.downsample_5m_after * 1000),
+                                   after_1h_ms=int(config.downsample_1h_after * 1000))
     return MaintainerOptions(retention_ms=int(config.retention_time * 1000),
                              retention_bytes=config.retention_size,
                              dense=config.compacted_encoding == "dense",
-                             rate_limit=config.compaction_rate_limit)
+                             rate_limit=config.compaction_rate_limit,
+                             downsample=downsample if config.downsampling else None)
 
 
 def build_app(config: Config) -> web.Application:

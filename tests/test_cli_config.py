@@ -25,7 +25,8 @@ def test_serve_help_lists_the_flags():
     out = run_cli("serve", "--help")
     assert out.returncode == 0, out.stderr
     for flag in ("--config", "--data-dir", "--listen", "--wal-fsync", "--wal-fsync-interval",
-                 "--out-of-order-window", "--max-request-bytes"):
+                 "--out-of-order-window", "--max-request-bytes", "--downsample-5m-after",
+                 "--downsample-1h-after", "--no-downsampling"):
         assert flag in out.stdout
 
 
@@ -282,3 +283,49 @@ def test_load_config_rejects(flags, words):
 def test_load_config_rejects_unusable_limits(flags):
     with pytest.raises(ConfigError):
         load_config(flags, environ={})
+
+
+# -- downsampling ------------------------------------------------------------------------
+
+
+def test_downsampling_ages_from_every_layer(tmp_path):
+    from promstore.cli import _parser
+    from promstore.server import maintainer_options
+
+    defaults = maintainer_options(load_config({}, environ={})).downsample
+    assert defaults is not None
+    assert (defaults.after_5m_ms, defaults.after_1h_ms) == (40 * 3_600_000, 10 * 86_400_000)
+    yml = tmp_path / "c.yml"
+    yml.write_text("downsample_5m_after: 2d\ndownsample-1h-after: 3w\n")
+    toml = tmp_path / "c.toml"
+    toml.write_text('downsample_5m_after = "1d"\ndownsample_1h_after = 864000\n')
+    env = {"PROMSTORE_DOWNSAMPLE_5M_AFTER": "36h"}
+    args = vars(_parser().parse_args(["serve", "--downsample-1h-after", "30d"]))
+    flags = {k: v for k, v in args.items() if k not in ("command", "config")}
+    for config, five, hour in (
+            (load_config({}, config_file=yml, environ={}), 2 * 86400, 21 * 86400),
+            (load_config({}, config_file=toml, environ={}), 86400, 864000),
+            (load_config(flags, config_file=yml, environ=env), 36 * 3600, 30 * 86400)):
+        options = maintainer_options(config).downsample
+        assert options is not None
+        assert (config.downsample_5m_after, config.downsample_1h_after) == (five, hour)
+        assert (options.after_5m_ms, options.after_1h_ms) == (five * 1000, hour * 1000)
+    off = vars(_parser().parse_args(["serve", "--no-downsampling"]))["downsampling"]
+    for config in (load_config({"downsampling": off}, environ={}),
+                   load_config({}, environ={"PROMSTORE_DOWNSAMPLING": "false"})):
+        assert not config.downsampling and maintainer_options(config).downsample is None
+
+
+@pytest.mark.parametrize("flags, words", [
+    ({"downsample_5m_after": "0"}, ["downsample_5m_after must be at least 1ms"]),
+    ({"downsample_1h_after": "-1d"}, ["downsample_1h_after"]),
+    ({"downsample_5m_after": "10d"}, ["downsample_1h_after must be longer"]),
+    ({"downsample_5m_after": "2h", "downsample_1h_after": "2h"},
+     ["downsample_1h_after must be longer"]),
+    ({"downsampling": "sometimes"}, ["downsampling", "sometimes"]),
+])
+def test_downsampling_settings_are_checked(flags, words):
+    with pytest.raises(ConfigError) as info:
+        load_config(flags, environ={})
+    for word in words:
+        assert word in str(info.value)
