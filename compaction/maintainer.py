@@ -1,15 +1,16 @@
-"""The background maintainer of a store's blocks: compaction, then retention.
+"""The background maintainer of a store's blocks: compaction, downsampling, retention.
 
 One thread runs ``run_once`` every ``interval`` seconds (and on ``wake``): it merges
-blocks as ``planner.plan`` says until nothing is left to merge, then deletes what
-retention says. Each merged block is durable before its sources are deleted, and a
-crash in between leaves sources that ``storage.db`` deletes on the next start, so every
-sample is stored exactly once at every step.
+blocks as ``planner.plan`` says until nothing is left to merge, downsamples the blocks
+old enough (``compaction.downsample``), then deletes what retention says. Each merged
+block is durable before its sources are deleted, and a crash in between leaves sources
+that ``storage.db`` deletes on the next start, so every sample is stored exactly once at
+every step.
 
 Ingestion keeps its latency while this runs (measured by ``benchmarks/compaction.py``):
-the merging runs in a worker process (one per ``run_once`` with work to do) at the
-lowest scheduling priority, so it shares no GIL with the server and the kernel gives
-ingestion the cores whenever both want them, and it is paced to a rate of samples
+merging and downsampling run in a worker process (one per ``run_once`` with work to do)
+at the lowest scheduling priority, so it shares no GIL with the server and the kernel
+gives ingestion the cores whenever both want them, and it is paced to a rate of samples
 (``compaction.throttle``). The steps that take the store's locks (serving the new
 block, deleting the old ones) run in this thread, so a starved low-priority worker
 never holds a lock that queries or ingestion need. ``stop`` ends a merge in progress
@@ -36,9 +37,10 @@ from storage.block import Block, BlockMeta
 from storage.db import DB
 from storage.downsampled import DownsampledStore
 from storage.errors import StorageError
+from storage.tombstones import Tombstones
 
 from .compactor import compact
-from .downsample import DownsampleOptions, downsample_due, retain
+from .downsample import DownsampleOptions, build_block, downsample_due, retain
 from .planner import BlockSpan, plan, ranges
 from .retention import directory_bytes, expired
 from .throttle import LOW_PRIORITY, MeteredBlock, Throttle, lower_priority
@@ -148,11 +150,16 @@ class Maintainer:
 
     def _downsample(self, store: DownsampledStore, options: DownsampleOptions) -> None:
         """Downsample the blocks old enough, and drop aggregates past their retention.
-        Ages count back from the newest sample in the store. This runs in the
-        maintainer's thread, unpaced: each block is downsampled once in its life, and
-        its aggregates are a small fraction of what compaction merges."""
+        Ages count back from the newest sample in the store.
+
+        The blocks are built in the worker, paced like merges: reading and aggregating
+        a raw block costs about what merging it does (decoding dominates), and a day of
+        a large fleet is hundreds of millions of samples. Serving them, after checking
+        that no deletion came in meanwhile, stays in this thread."""
         newest = max([self.db.head.max_time] + [b.meta.max_time for b in self.db.blocks])
-        downsample_due(self.db, store, options, newest)
+        downsample_due(self.db, store, options, newest, lambda job: self._in_worker(
+            _downsample, job.source.meta.path, job.source_resolution, job.resolution,
+            store.directory, job.deleted))
         retain(store, options, newest)
 
     def _compact_all(self) -> int:
@@ -262,6 +269,18 @@ def _end_with(sentinel: int) -> None:
     outright cannot tell it to): the unfinished block is deleted on the next start."""
     multiprocessing.connection.wait([sentinel])
     os._exit(1)
+
+
+def _downsample(path: Path, source_resolution: int, resolution: int, directory: Path,
+                deleted: Tombstones, throttle: Throttle) -> BlockMeta:
+    """``build_block`` over the block at ``path``, paced slice by slice; the block is
+    staged for the server to serve."""
+    block = MeteredBlock.open_paced(path, throttle.pace)
+    try:
+        return build_block(block, source_resolution, resolution, directory, deleted=deleted,
+                           slice_samples=SLICE_SAMPLES)
+    finally:
+        block.close()
 
 
 def _merge(parent: Path, paths: Sequence[Path], dense: bool, throttle: Throttle) -> BlockMeta:

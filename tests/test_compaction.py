@@ -394,12 +394,51 @@ def test_maintainer_downsamples_blocks_old_enough(tmp_path):
     try:
         _write(db, range(0, 60 * 60, 5))  # 60 hours, a sample every 5 minutes
         db.compact_head()
-        Maintainer(db, MaintainerOptions(rate_limit=0),  # blocks up to 18 hours
-                   downsampled=store).run_once()
+        steps = []
+
+        class Watched(Maintainer):
+            def _in_worker(self, step, *args):
+                steps.append(step.__name__)
+                return super()._in_worker(step, *args)
+
+        Watched(db, MaintainerOptions(rate_limit=0),  # blocks up to 18 hours
+                downsampled=store).run_once()
         made = store.blocks(RESOLUTION_5M)
         assert made, "blocks older than 40 hours were not downsampled"
         newest = max(b.meta.max_time for b in db.blocks)
         assert all(b.meta.max_time <= newest - 40 * HOUR for b in made)
+        # Made in the worker process, beside the merges, with their pacing.
+        assert steps.count("_downsample") == len(made) and "_merge" in steps
+        assert not [p for p in (tmp_path / "downsampled" / "5m").iterdir()
+                    if p.name.endswith(".tmp-for-creation")]
+        # Off: no more are made.
+        store.remove(RESOLUTION_5M, [b.meta.ulid for b in made])
+        Maintainer(db, MaintainerOptions(rate_limit=0, downsample=None),
+                   downsampled=store).run_once()
+        assert store.blocks(RESOLUTION_5M) == []
     finally:
         store.close()
         db.close()
+
+
+def test_downsampling_reports_every_sample_it_reads_slice_by_slice(tmp_path):
+    from compaction.downsample import build_block
+    from compaction.throttle import MeteredBlock
+    from storage.downsampled import RESOLUTION_5M
+
+    db = _db(tmp_path)
+    _write(db, range(0, 10 * 60, 5))
+    db.compact_head()
+    source = db.blocks[0].meta
+    db.close()
+    paced: list[int] = []
+    block = MeteredBlock.open_paced(source.path, paced.append)
+    (tmp_path / "downsampled" / "5m").mkdir(parents=True)
+    try:
+        meta = build_block(block, 0, RESOLUTION_5M, tmp_path / "downsampled",
+                           slice_samples=source.num_samples // source.num_series)
+    finally:
+        block.close()
+    assert sum(paced) == source.num_samples
+    assert len(paced) == source.num_series > 1  # one series per slice
+    assert meta.num_series == source.num_series
