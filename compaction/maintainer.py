@@ -167,8 +167,8 @@ class Maintainer:
         written = 0
         while not self._stop.is_set():
             blocks = self.db.blocks
-            spans = [BlockSpan(b.meta.ulid, b.meta.min_time, b.meta.max_time)
-                     for b in blocks]
+            spans = [BlockSpan(b.meta.ulid, b.meta.min_time, b.meta.max_time,
+                               b.meta.num_series, b.meta.num_tombstones) for b in blocks]
             group = {s.ulid for s in plan(spans, block_ranges)}
             if not group:
                 break
@@ -218,18 +218,25 @@ class Maintainer:
         return outcome
 
     def _compact(self, sources: Sequence[Block]) -> None:
-        """Merge ``sources`` in the worker and serve the result instead of them."""
+        """Merge ``sources`` (or rewrite one without its deleted samples) in the worker
+        and serve the result instead of them; sources whose every sample is deleted are
+        simply dropped."""
         started = time.monotonic()
         before = sum(directory_bytes(b.meta.path) for b in sources)
-        meta = self._in_worker(_merge, self.db.directory, [b.meta.path for b in sources],
-                               self.options.dense)
-        self.db.replace_blocks(meta, sources)
+        if any(len(b.select_series((), b.meta.min_time, b.meta.max_time - 1)) for b in sources):
+            meta = self._in_worker(_merge, self.db.directory, [b.meta.path for b in sources],
+                                   self.options.dense)
+            self.db.replace_blocks(meta, sources)
+            after, name = directory_bytes(meta.path), meta.ulid
+        else:  # every sample deleted: nothing to write
+            self.db.replace_blocks(None, sources)
+            after, name = 0, "nothing"
         self.stats.compactions += 1
         self.stats.compaction_seconds += time.monotonic() - started
         self.stats.bytes_before += before
-        self.stats.bytes_after += directory_bytes(meta.path)
-        log.info("compacted %d blocks into %s [%d, %d), level %d", len(sources), meta.ulid,
-                 meta.min_time, meta.max_time, meta.level)
+        self.stats.bytes_after += after
+        log.info("compacted %d blocks [%d, %d) into %s", len(sources),
+                 sources[0].meta.min_time, max(b.meta.max_time for b in sources), name)
 
     def _apply_retention(self) -> None:
         blocks = self.db.blocks

@@ -9,7 +9,14 @@ A plan is one group of blocks to merge into one:
    compacted before the next one exists), for each range from the second smallest up,
    blocks are grouped by the range-aligned window they fall in; the first window holding
    two or more blocks that either fill the window or end before the newest remaining
-   block starts is merged (as in Prometheus).
+   block starts is merged (as in Prometheus);
+3. otherwise, a block with many tombstones is rewritten alone, so that deleted samples
+   leave the disk without waiting for ``clean_tombstones`` (as in Prometheus): from the
+   newest (the newest of all left out), the first block at least as wide as the middle
+   range with more tombstones than 5 % of its series, or a narrower one with a
+   tombstone per series (all deleted, likely). Prometheus stops at the first narrower
+   block, so in a store whose newest blocks are young and narrow it rarely gets to the
+   wide ones; we look past them.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from dataclasses import dataclass
 __all__ = ["BlockSpan", "plan", "ranges"]
 
 HOUR_MS = 3_600_000
+TOMBSTONE_RATIO = 0.05  # tombstones per series beyond which a block is rewritten alone
 
 
 @dataclass(frozen=True)
@@ -29,6 +37,8 @@ class BlockSpan:
     ulid: str
     min_time: int
     max_time: int
+    num_series: int = 0
+    num_tombstones: int = 0
 
 
 def ranges(base_ms: int = 2 * HOUR_MS, factor: int = 3, max_ms: int = 31 * 24 * HOUR_MS
@@ -57,6 +67,19 @@ def plan(blocks: Sequence[BlockSpan], block_ranges: Sequence[int]) -> list[Block
             lo, hi = group[0].min_time, max(b.max_time for b in group)
             if hi - lo == width or hi <= newest_start:
                 return group
+    return _tombstoned(candidates, block_ranges[len(block_ranges) // 2])
+
+
+def _tombstoned(candidates: Sequence[BlockSpan], wide: int) -> list[BlockSpan]:
+    """The block to rewrite for its tombstones, alone, if any (rule 3)."""
+    for b in reversed(candidates):
+        if b.max_time - b.min_time >= wide:
+            if b.num_tombstones / (b.num_series + 1) > TOMBSTONE_RATIO:
+                return [b]
+        # Intervals are counted, not series: a tombstone per series likely means that
+        # everything is deleted, however small the block.
+        elif b.num_tombstones > 0 and b.num_series <= b.num_tombstones:
+            return [b]
     return []
 
 

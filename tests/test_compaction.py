@@ -53,6 +53,72 @@ def test_plan_climbs_levels():
     assert [b.ulid for b in plan(blocks, RANGES)] == ["a", "b", "c"]
 
 
+def stones(name: str, lo_h: float, hi_h: float, series: int, tombstones: int) -> BlockSpan:
+    s = span(name, lo_h, hi_h)
+    return BlockSpan(s.ulid, s.min_time, s.max_time, series, tombstones)
+
+
+def test_plan_rewrites_a_wide_block_with_more_than_five_percent_tombstones():
+    wide = [stones("a", 0, 18, 100, 5), stones("b", 18, 36, 100, 6), stones("c", 36, 38, 9, 9)]
+    assert plan(wide, RANGES) == [wide[1]]  # 6 / 101 > 5 %; c is the newest, left alone
+    assert plan([wide[0], stones("b", 18, 36, 100, 5), wide[2]], RANGES) == []  # 5 / 101
+    # Narrower than the middle range (18 h of 2..54 h): only when every series has one.
+    # Narrow blocks do not hide older wide ones (Prometheus stops at the first).
+    narrow = [stones("a", 0, 18, 100, 4), stones("b", 18, 20, 10, 9), stones("c", 20, 22, 1, 0)]
+    assert plan(narrow, RANGES) == []
+    narrow[0] = stones("a", 0, 18, 100, 50)
+    assert plan(narrow, RANGES) == [narrow[0]]
+    narrow[1] = stones("b", 18, 20, 10, 10)
+    assert plan(narrow, RANGES) == [narrow[1]]
+    # Merging comes first.
+    merging = [stones("a", 0, 2, 10, 10), stones("b", 2, 4, 10, 0), stones("c", 4, 6, 10, 0),
+               stones("d", 6, 8, 10, 0)]
+    assert [b.ulid for b in plan(merging, RANGES)] == ["a", "b", "c"]
+
+
+def test_maintainer_rewrites_tombstoned_blocks(tmp_path):
+    from storage.tombstones import read_file
+
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 30 * 60, 5), n_series=10)  # 30 hours, every 5 minutes
+        db.compact_head()
+        # Ranges 2 h, 6 h, 18 h: blocks of 6 h and more are wide.
+        m = Maintainer(db, MaintainerOptions(retention_ms=0, max_block_ms=18 * HOUR,
+                                             rate_limit=0))
+        m.run_once()
+        blocks = db.blocks
+        wide = [b for b in blocks[:-1] if b.meta.max_time - b.meta.min_time >= 6 * HOUR]
+        assert wide, [b.meta for b in blocks]
+        target = wide[-1].meta
+        # One series of ten deleted in part: 1 / 11 > 5 %.
+        gone = (target.min_time + HOUR, target.min_time + 2 * HOUR)
+        db.delete([Matcher(MatchType.EQ, "i", "3")], *gone)
+        before = _dump(db)
+        assert len(read_file(db.blocks[[b.meta.ulid for b in db.blocks].index(target.ulid)]
+                             .meta.path)) == 1
+        assert m.run_once() == 1
+        after = {b.meta.ulid: b.meta for b in db.blocks}
+        assert target.ulid not in after and len(after) == len(blocks)
+        rewritten = next(b for b in after.values() if b.sources == target.sources)
+        assert (rewritten.level, rewritten.num_tombstones) == (target.level + 1, 0)
+        assert rewritten.num_samples == target.num_samples - 13  # 2 hours every 5 minutes
+        assert len(read_file(rewritten.path)) == 0
+        assert _dump(db) == before
+        assert m.run_once() == 0  # nothing more to do
+        # A block whose every series is deleted goes altogether.
+        newest = db.blocks[-1].meta
+        small = db.blocks[-2].meta
+        db.delete(ALL, small.min_time, small.max_time - 1)
+        assert db.blocks[-2].meta.num_tombstones == small.num_series
+        m.run_once()
+        assert [b.meta.ulid for b in db.blocks][-1] == newest.ulid
+        assert small.ulid not in {b.meta.ulid for b in db.blocks}
+        assert not small.path.exists()
+    finally:
+        db.close()
+
+
 def _meta(name: str, lo_h: float, hi_h: float) -> BlockMeta:
     s = span(name, lo_h, hi_h)
     return BlockMeta(s.ulid, s.min_time, s.max_time, 0, 0, 0, 1, (s.ulid,), None)  # type: ignore[arg-type]
