@@ -137,6 +137,7 @@ def measure(data: Series, codec: str, size: int, repeat: int, level: int) -> dic
         layout = blob[offsets[:-1] + 2]
         values = layout & 0x03
         row["chunks_integer"] = int(np.count_nonzero(values != 0))
+        row["chunks_split"] = int(np.count_nonzero(values == 3))
         row["chunks_xor_planes"] = int(np.count_nonzero(values == 0))
         row["chunks_zstd"] = int(np.count_nonzero(layout & 0x80))
     return row

@@ -8,6 +8,13 @@ candidate body takes, ``write_bodies`` writes one kind of candidate body for eve
 (``read_headers``), lets zstd inflate the compressed bodies, then ``decode_bodies``
 parses every body.
 
+The split layout (``VALUES_SPLIT``) keeps apart what zstd can and cannot shrink: each
+residual becomes a one-byte token (its bit length and the bit below the leading one),
+which goes with the timestamps into the body zstd compresses, and its remaining low
+bits, which are as good as random, go raw into a bit stream behind the compressed body.
+zstd codes all literals of a frame with one Huffman table, so mixing the two (as the
+varint and byte-plane bodies do) costs the tokens most of their skew.
+
 Values travel both as ``float64`` and as ``uint64`` views of the same memory: raw bits
 (XOR planes, exceptions) never pass through a float operation, so NaN payloads and
 signed zeros come back bit for bit, while scaled integers are turned back into floats
@@ -34,9 +41,15 @@ VALUES_MASK = 0x03
 VALUES_XOR = 0  # XOR of consecutive value bits, as 8 byte planes
 VALUES_DELTA = 1  # scaled integers, first differences
 VALUES_DOD = 2  # scaled integers, second differences
+VALUES_SPLIT = 3  # scaled integers, residuals as tokens in the body and raw bits apart
 FLAG_PLANES = 0x04  # integer residuals as byte planes rather than varints
 FLAG_ZSTD = 0x80  # the body is a zstd frame (without its magic number)
 KNOWN_LAYOUT_BITS = VALUES_MASK | FLAG_PLANES | FLAG_ZSTD
+
+# The coding byte that starts the values of a split body.
+SPLIT_ORDER_MASK = 0x03  # order of differences, 1 or 2
+SPLIT_OFFSET = 0x04  # residuals minus the base as they are (else zigzagged)
+MAX_TOKEN = 127  # token of a 64-bit residual
 
 MAX_DECIMALS = 18
 """Largest decimal exponent k; 10**k is an exact double up to 10**22."""
@@ -47,7 +60,8 @@ HEADER_MIN = 5  # count (2), layout, decimals, body length (at least 1 byte)
 BODY_XOR = 0
 BODY_INT_VARINT = 1
 BODY_INT_PLANES = 2
-N_BODY_KINDS = 3
+BODY_SPLIT = 3
+N_BODY_KINDS = 4
 
 # Decode status codes; ``storage.dense`` turns them into messages.
 OK = 0
@@ -58,6 +72,7 @@ BAD_LENGTH = 4
 UNORDERED = 5
 BAD_EXCEPTIONS = 6
 TRAILING = 7
+BAD_TOKEN = 8
 
 _POW10 = np.array([10.0**k for k in range(MAX_DECIMALS + 1)])
 # Scaled values stay well inside int64, so that float(q) and the checks are exact.
@@ -147,11 +162,49 @@ def _scale_chunk(vs, lo, hi, k, q, epos):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _residual(q, j, order):
-    """Zigzagged difference of order 1 or 2 at integer ``j`` (int64 arithmetic wraps)."""
+def _difference(q, j, order):
+    """Difference of order 1 or 2 at integer ``j`` (int64 arithmetic wraps)."""
     if order == VALUES_DELTA:
-        return _zigzag(q[j] - q[j - 1])
-    return _zigzag(q[j] - 2 * q[j - 1] + q[j - 2])
+        return q[j] - q[j - 1]
+    return q[j] - 2 * q[j - 1] + q[j - 2]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _residual(q, j, order):
+    """Zigzagged difference of order 1 or 2 at integer ``j``."""
+    return _zigzag(_difference(q, j, order))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bit_length(u):
+    """Bits of the uint64 ``u`` up to its highest one (0 for zero)."""
+    x = np.uint64(u)
+    n = 0
+    for step in (32, 16, 8, 4, 2, 1):
+        if x >> np.uint64(step):
+            x >>= np.uint64(step)
+            n += step
+    return n + np.int64(x)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _token(u):
+    """``(token, extra bits)`` of a split residual: 0 and 1 are their own tokens; a
+    larger ``u`` of bit length b is ``2 * (b - 1) + (the bit below its leading one)``,
+    and its ``b - 2`` lowest bits go to the raw stream."""
+    x = np.uint64(u)
+    if x < np.uint64(2):
+        return np.int64(x), 0
+    b = _bit_length(x)
+    return 2 * (b - 1) + np.int64((x >> np.uint64(b - 2)) & np.uint64(1)), b - 2
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _split_value(d, base, offset):
+    """What a split body codes for difference ``d``: ``d - base`` as it is (``offset``,
+    for a base no difference goes below) or zigzagged. uint64 arithmetic wraps."""
+    x = np.uint64(d) - np.uint64(base)
+    return x if offset else np.uint64(_zigzag(np.int64(x)))
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -190,27 +243,73 @@ def _integers_head_size(q, m, epos, e, order):
 
 
 @njit(cache=True, nogil=True)
+def _plan_split(q, m, diffs, hist):
+    """``(coding byte, base, extra bits)`` of the split coding of ``q[:m]`` that should
+    come out smallest: first or second differences, around their median (zigzagged) or
+    above their minimum (as they are).
+
+    The estimate is the tokens' order-0 entropy, about two bytes of zstd table per
+    distinct token, and the raw bits.
+    """
+    best_coding = VALUES_DELTA
+    best_base = np.int64(0)
+    best_extra = 0
+    best_cost = np.inf
+    for order in (VALUES_DELTA, VALUES_DOD):
+        r = max(m - order, 0)
+        lowest = np.int64(0)
+        for j in range(order, m):
+            diffs[j - order] = _difference(q, j, order)
+            lowest = diffs[j - order] if j == order else min(lowest, diffs[j - order])
+        median = np.partition(diffs[:r], r // 2)[r // 2] if r else np.int64(0)
+        for offset in (0, SPLIT_OFFSET):
+            base = lowest if offset else median
+            hist[:] = 0
+            extra = 0
+            for j in range(r):
+                t, e = _token(_split_value(diffs[j], base, offset))
+                hist[t] += 1
+                extra += e
+            bits = float(extra + 8 * _uvarint_size(_zigzag(base)))
+            for t in range(MAX_TOKEN + 1):
+                if hist[t]:
+                    bits += 16.0 + hist[t] * math.log2(r / hist[t])
+            if bits < best_cost:
+                best_cost = bits
+                best_coding = order | offset
+                best_base = base
+                best_extra = extra
+    return best_coding, best_base, best_extra
+
+
+@njit(cache=True, nogil=True)
 def plan(ts, vs, starts):
     """Decide how each chunk ``starts[c]:starts[c+1]`` could be written.
 
-    Returns ``(decimals, order, width, sizes)``: per chunk the decimal exponent, the
-    integer layout (``VALUES_DELTA``/``VALUES_DOD``, or 0 when the values cannot be
-    scaled integers), the byte width of its residual planes, and ``sizes[kind, c]``,
-    the exact body bytes of each candidate kind (0 where a kind is not worth trying:
-    integers where no value is decimal-like, XOR planes where all of them are with
-    few decimals).
+    Returns ``(decimals, order, width, coding, base, raw_len, sizes)``: per chunk the
+    decimal exponent, the integer layout of varint and plane bodies (``VALUES_DELTA``/
+    ``VALUES_DOD``, or 0 when the values cannot be scaled integers), the byte width of
+    its residual planes, the coding byte, base and raw-stream bytes of its split body,
+    and ``sizes[kind, c]``, the exact body bytes of each candidate kind (without a
+    split body's raw stream; 0 where a kind is not worth trying: integers where no
+    value is decimal-like, XOR planes where all of them are with few decimals).
     """
     nch = len(starts) - 1
     decimals = np.zeros(nch, np.int64)
     order = np.zeros(nch, np.int64)
     width = np.zeros(nch, np.int64)
+    coding = np.zeros(nch, np.int64)
+    base = np.zeros(nch, np.int64)
+    raw_len = np.zeros(nch, np.int64)
     sizes = np.zeros((N_BODY_KINDS, nch), np.int64)
     longest = 0
     for c in range(nch):
         longest = max(longest, starts[c + 1] - starts[c])
     q = np.empty(longest, np.int64)
     epos = np.empty(longest, np.int64)
+    diffs = np.empty(longest, np.int64)
     hist = np.empty(_NO_DECIMALS + 1, np.int64)
+    tokens = np.empty(MAX_TOKEN + 1, np.int64)
     for c in range(nch):
         lo = starts[c]
         hi = starts[c + 1]
@@ -247,7 +346,17 @@ def plan(ts, vs, starts):
         width[c] = w
         sizes[BODY_INT_VARINT, c] = head + varints
         sizes[BODY_INT_PLANES, c] = head + 1 + w * max(m - o, 0)
-    return decimals, order, width, sizes
+        coding[c], base[c], extra = _plan_split(q, m, diffs, tokens)
+        so = coding[c] & SPLIT_ORDER_MASK
+        sizes[BODY_SPLIT, c] = (
+            ts_size
+            + 1
+            + _uvarint_size(_zigzag(base[c]))
+            + _integers_head_size(q, m, epos, e, so)
+            + max(m - so, 0)
+        )
+        raw_len[c] = (extra + 7) // 8
+    return decimals, order, width, coding, base, raw_len, sizes
 
 
 @njit(cache=True, nogil=True)
@@ -274,7 +383,8 @@ def _write_xor_planes(bits, lo, hi, out, p):
 
 
 @njit(cache=True, nogil=True)
-def _write_integers(bits, lo, q, m, epos, e, o, w, planes, out, p):
+def _write_integers_head(bits, lo, q, m, epos, e, o, out, p):
+    """The exception list and the integers written before the residuals."""
     p = _put_uvarint(out, p, e)
     last = -1
     for j in range(e):
@@ -288,6 +398,45 @@ def _write_integers(bits, lo, q, m, epos, e, o, w, planes, out, p):
     p = _put_uvarint(out, p, _zigzag(q[0]))
     if o == VALUES_DOD and m >= 2:
         p = _put_uvarint(out, p, _zigzag(q[1] - q[0]))
+    return p
+
+
+@njit(cache=True, nogil=True)
+def _write_split(bits, lo, q, m, epos, e, coding, base, out, p, raw, rp):
+    """A split body's values into ``out[p:]`` and its raw bits into ``raw[rp:]``, low
+    bits first. Returns both end positions."""
+    o = coding & SPLIT_ORDER_MASK
+    offset = coding & SPLIT_OFFSET
+    out[p] = coding
+    p = _put_uvarint(out, p + 1, _zigzag(base))
+    p = _write_integers_head(bits, lo, q, m, epos, e, o, out, p)
+    acc = np.uint64(0)
+    held = 0
+    for j in range(o, m):
+        u = _split_value(_difference(q, j, o), base, offset)
+        t, left = _token(u)
+        out[p] = t
+        p += 1
+        while left > 0:  # at most 32 bits at a time, so that ``acc`` never overflows
+            take = min(left, 32)
+            acc |= (u & ((np.uint64(1) << np.uint64(take)) - np.uint64(1))) << np.uint64(held)
+            u >>= np.uint64(take)
+            left -= take
+            held += take
+            while held >= 8:
+                raw[rp] = np.uint8(acc & np.uint64(0xFF))
+                rp += 1
+                acc >>= np.uint64(8)
+                held -= 8
+    if held:
+        raw[rp] = np.uint8(acc)
+        rp += 1
+    return p, rp
+
+
+@njit(cache=True, nogil=True)
+def _write_integers(bits, lo, q, m, epos, e, o, w, planes, out, p):
+    p = _write_integers_head(bits, lo, q, m, epos, e, o, out, p)
     if not planes:
         for j in range(o, m):
             p = _put_uvarint(out, p, _residual(q, j, o))
@@ -303,8 +452,11 @@ def _write_integers(bits, lo, q, m, epos, e, o, w, planes, out, p):
 
 
 @njit(cache=True, nogil=True)
-def write_bodies(ts, vs, bits, starts, kind, decimals, order, width, offsets, out):
-    """Write the body of candidate ``kind`` of every chunk into ``out[offsets[c]:]``.
+def write_bodies(
+    ts, vs, bits, starts, kind, decimals, order, width, coding, base, offsets, out, raw_offsets, raw
+):
+    """Write the body of candidate ``kind`` of every chunk into ``out[offsets[c]:]``
+    (split bodies: their raw bits into ``raw[raw_offsets[c]:]``).
 
     Chunks whose slot is empty (the kind does not apply) are skipped. Returns -1, or the
     first chunk whose body did not come out at the size ``plan`` gave (a bug).
@@ -322,24 +474,36 @@ def write_bodies(ts, vs, bits, starts, kind, decimals, order, width, offsets, ou
         p = _write_timestamps(ts, lo, hi, out, offsets[c])
         if kind == BODY_XOR:
             p = _write_xor_planes(bits, lo, hi, out, p)
+            rp = raw_offsets[c + 1]
         else:
             m, e = _scale_chunk(vs, lo, hi, decimals[c], q, epos)
-            p = _write_integers(
-                bits, lo, q, m, epos, e, order[c], width[c], kind == BODY_INT_PLANES, out, p
-            )
-        if p != offsets[c + 1]:
+            if kind == BODY_SPLIT:
+                p, rp = _write_split(
+                    bits, lo, q, m, epos, e, coding[c], base[c], out, p, raw, raw_offsets[c]
+                )
+            else:
+                p = _write_integers(
+                    bits, lo, q, m, epos, e, order[c], width[c], kind == BODY_INT_PLANES, out, p
+                )
+                rp = raw_offsets[c + 1]
+        if p != offsets[c + 1] or rp != raw_offsets[c + 1]:
             return c
     return -1
 
 
 @njit(cache=True, nogil=True)
-def assemble(pool, src_start, src_len, counts, layout, decimals, body_len):
-    """Chunks back to back: header (count, layout, decimals, body length), then the
-    payload ``pool[src_start[c]:src_start[c] + src_len[c]]``. Returns ``(blob, offsets)``."""
+def assemble(pool, src_start, src_len, counts, layout, decimals, body_len, raw, raw_start, raw_len):
+    """Chunks back to back: header (count, layout, decimals, body length, and for split
+    bodies the raw length), the payload ``pool[src_start[c]:src_start[c] + src_len[c]]``,
+    then split bodies' raw bits ``raw[raw_start[c]:raw_start[c] + raw_len[c]]``.
+    Returns ``(blob, offsets)``."""
     nch = len(counts)
     offsets = np.zeros(nch + 1, np.int64)
     for c in range(nch):
-        offsets[c + 1] = offsets[c] + 4 + _uvarint_size(body_len[c]) + src_len[c]
+        size = 4 + _uvarint_size(body_len[c]) + src_len[c]
+        if layout[c] & VALUES_MASK == VALUES_SPLIT:
+            size += _uvarint_size(raw_len[c]) + raw_len[c]
+        offsets[c + 1] = offsets[c] + size
     out = np.empty(offsets[nch], np.uint8)
     for c in range(nch):
         p = offsets[c]
@@ -348,7 +512,11 @@ def assemble(pool, src_start, src_len, counts, layout, decimals, body_len):
         out[p + 2] = np.uint8(layout[c])
         out[p + 3] = np.uint8(decimals[c])
         p = _put_uvarint(out, p + 4, body_len[c])
+        if layout[c] & VALUES_MASK == VALUES_SPLIT:
+            p = _put_uvarint(out, p, raw_len[c])
         out[p : p + src_len[c]] = pool[src_start[c] : src_start[c] + src_len[c]]
+        p += src_len[c]
+        out[p : p + raw_len[c]] = raw[raw_start[c] : raw_start[c] + raw_len[c]]
     return out, offsets
 
 
@@ -357,54 +525,65 @@ def assemble(pool, src_start, src_len, counts, layout, decimals, body_len):
 
 @njit(cache=True, nogil=True)
 def _read_header(blob, start, end):
-    """``(status, count, layout, decimals, body length, payload start)`` of one chunk."""
+    """``(status, count, layout, decimals, body length, raw length, payload start)``
+    of one chunk."""
     if end - start < HEADER_MIN:
-        return TRUNCATED, 0, 0, 0, 0, 0
+        return TRUNCATED, 0, 0, 0, 0, 0, 0
     n = (np.int64(blob[start]) << 8) | np.int64(blob[start + 1])
     lay = np.int64(blob[start + 2])
     k = np.int64(blob[start + 3])
     values = lay & VALUES_MASK
     if (
         lay & ~KNOWN_LAYOUT_BITS
-        or values == VALUES_MASK
         or k > MAX_DECIMALS
         or (values == VALUES_XOR and (lay & FLAG_PLANES or k != 0))
+        or (values == VALUES_SPLIT and lay & FLAG_PLANES)
     ):
-        return BAD_LAYOUT, 0, 0, 0, 0, 0
+        return BAD_LAYOUT, 0, 0, 0, 0, 0, 0
     size, p = _get_uvarint(blob, start + 4, end)
     if p < 0:
-        return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0, 0, 0, 0
+        return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0, 0, 0, 0, 0
     if size < 0 or size > max_body_size(n):
-        return BAD_LENGTH, 0, 0, 0, 0, 0
+        return BAD_LENGTH, 0, 0, 0, 0, 0, 0
+    raw = np.int64(0)
+    if values == VALUES_SPLIT:
+        raw, p = _get_uvarint(blob, p, end)
+        if p < 0:
+            return (TRUNCATED if p == -1 else BAD_VARINT), 0, 0, 0, 0, 0, 0
+        # At most 62 raw bits a residual; the raw stream ends the chunk.
+        if raw < 0 or raw > 8 * n or raw > end - p:
+            return BAD_LENGTH, 0, 0, 0, 0, 0, 0
     if lay & FLAG_ZSTD:
-        if size == 0 or p == end:  # nothing to inflate, or inflating into nothing
-            return BAD_LENGTH, 0, 0, 0, 0, 0
-    elif end - p != size:
-        return BAD_LENGTH, 0, 0, 0, 0, 0
-    return OK, n, lay, k, size, p
+        if size == 0 or p == end - raw:  # nothing to inflate, or inflating into nothing
+            return BAD_LENGTH, 0, 0, 0, 0, 0, 0
+    elif end - raw - p != size:
+        return BAD_LENGTH, 0, 0, 0, 0, 0, 0
+    return OK, n, lay, k, size, raw, p
 
 
 @njit(cache=True, nogil=True)
 def read_headers(blob, offsets):
     """Parse and check every chunk header ``blob[offsets[c]:offsets[c+1]]``.
 
-    Returns ``(status, chunk, counts, layout, decimals, body_len, payload_start)``;
-    a status other than ``OK`` names the first bad chunk. Body lengths are bounded by
-    ``max_body_size(count)`` and a stored body must fill the rest of its chunk exactly.
+    Returns ``(status, chunk, counts, layout, decimals, body_len, raw_len,
+    payload_start)``; a status other than ``OK`` names the first bad chunk. Body lengths
+    are bounded by ``max_body_size(count)``, raw streams (the last ``raw_len`` bytes of a
+    split chunk) by ``8 * count``, and a stored body must fill the rest exactly.
     """
     nch = len(offsets) - 1
     counts = np.zeros(nch, np.int64)
     layout = np.zeros(nch, np.int64)
     decimals = np.zeros(nch, np.int64)
     body_len = np.zeros(nch, np.int64)
+    raw_len = np.zeros(nch, np.int64)
     payload = np.zeros(nch, np.int64)
     for c in range(nch):
-        st, counts[c], layout[c], decimals[c], body_len[c], payload[c] = _read_header(
-            blob, offsets[c], offsets[c + 1]
+        st, counts[c], layout[c], decimals[c], body_len[c], raw_len[c], payload[c] = (
+            _read_header(blob, offsets[c], offsets[c + 1])
         )
         if st != OK:
-            return st, c, counts, layout, decimals, body_len, payload
-    return OK, -1, counts, layout, decimals, body_len, payload
+            return st, c, counts, layout, decimals, body_len, raw_len, payload
+    return OK, -1, counts, layout, decimals, body_len, raw_len, payload
 
 
 @njit(cache=True, nogil=True)
@@ -509,13 +688,70 @@ def _read_exceptions(src, p, end, n, vbits, o, taken):
 
 
 @njit(cache=True, nogil=True)
-def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints):
+def _read_split_residuals(src, p, end, ints, order, m, base, offset, rp, rend):
+    """Tokens from ``src[p:end]`` and raw bits from ``src[rp:rend]`` into the differences
+    ``ints[order:m]``. Returns ``(status, next position)``; the raw stream must end
+    exactly with the last residual's bits, padded with zeros."""
+    if end - p < m - order:
+        return TRUNCATED, 0
+    acc = np.uint64(0)
+    held = 0
+    for j in range(order, m):
+        t = np.int64(src[p])
+        p += 1
+        if t < 2:
+            u = np.uint64(t)
+        else:
+            if t > MAX_TOKEN:
+                return BAD_TOKEN, j
+            left = (t >> 1) - 1
+            u = (np.uint64(2) | np.uint64(t & 1)) << np.uint64(left)
+            shift = 0
+            while left > 0:  # at most 32 bits at a time, so that ``acc`` never overflows
+                take = min(left, 32)
+                while held < take:
+                    if rp >= rend:
+                        return TRUNCATED, j
+                    acc |= np.uint64(src[rp]) << np.uint64(held)
+                    rp += 1
+                    held += 8
+                u |= (acc & ((np.uint64(1) << np.uint64(take)) - np.uint64(1))) << np.uint64(shift)
+                acc >>= np.uint64(take)
+                held -= take
+                shift += take
+                left -= take
+        if offset:
+            ints[j] = np.int64(np.uint64(base) + u)
+        else:
+            ints[j] = np.int64(np.uint64(base) + np.uint64(_unzigzag(u)))
+    if rp != rend or acc != np.uint64(0):
+        return TRAILING, m
+    return OK, p
+
+
+@njit(cache=True, nogil=True)
+def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints, rp, rend):
     """Exceptions and scaled integers; returns ``(status, next position or sample)``."""
+    values = lay & VALUES_MASK
+    order = values
+    base = np.int64(0)
+    offset = 0
+    if values == VALUES_SPLIT:
+        if p >= end:
+            return TRUNCATED, 0
+        coding = np.int64(src[p])
+        order = coding & SPLIT_ORDER_MASK
+        offset = coding & SPLIT_OFFSET
+        if coding & ~(SPLIT_ORDER_MASK | SPLIT_OFFSET) or order == 0 or order == 3:
+            return BAD_LAYOUT, 0
+        u, p = _get_uvarint(src, p + 1, end)
+        if p < 0:
+            return (TRUNCATED if p == -1 else BAD_VARINT), 0
+        base = _unzigzag(u)
     st, p, e = _read_exceptions(src, p, end, n, vbits, o, taken)
     if st != OK:
         return st, 0
     m = n - e
-    order = lay & VALUES_MASK
     q, p = _get_uvarint(src, p, end)
     if p < 0:
         return (TRUNCATED if p == -1 else BAD_VARINT), 0
@@ -525,9 +761,13 @@ def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints):
         if p < 0:
             return (TRUNCATED if p == -1 else BAD_VARINT), 0
         ints[1] = ints[0] + _unzigzag(d)
-    # Residuals (zigzagged) into ints[order:m].
+    # Differences into ints[order:m], zigzagged unless split.
     r = max(m - order, 0)
-    if lay & FLAG_PLANES:
+    if values == VALUES_SPLIT:
+        st, p = _read_split_residuals(src, p, end, ints, order, m, base, offset, rp, rend)
+        if st != OK:
+            return st, p
+    elif lay & FLAG_PLANES:
         if p >= end:
             return TRUNCATED, 0
         w = np.int64(src[p])
@@ -539,9 +779,9 @@ def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints):
         ints[order:m] = 0
         for b in range(w):
             shift = 8 * b
-            base = p + b * r - order
+            base_p = p + b * r - order
             for j in range(order, m):
-                ints[j] |= np.int64(src[base + j]) << shift
+                ints[j] |= np.int64(src[base_p + j]) << shift
         p += w * r
     else:
         for j in range(order, m):
@@ -553,12 +793,10 @@ def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints):
                 if p < 0:
                     return (TRUNCATED if p == -1 else BAD_VARINT), j
     # Undo the differences (int64 arithmetic wraps as the encoder's did).
-    if order == VALUES_DELTA:
-        for j in range(1, m):
-            ints[j] = ints[j - 1] + _unzigzag(ints[j])
+    if values == VALUES_SPLIT:
+        _undo_differences(ints, order, m, False)
     else:
-        for j in range(2, m):
-            ints[j] = 2 * ints[j - 1] - ints[j - 2] + _unzigzag(ints[j])
+        _undo_differences(ints, order, m, True)
     scale = _POW10[k]
     if e == 0:
         for i in range(n):
@@ -572,11 +810,36 @@ def _read_integers(src, p, end, n, lay, k, vfloat, vbits, o, taken, ints):
     return OK, p
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _undo_differences(ints, order, m, zigzagged):
+    """Integers from ``ints[:order]`` and the differences ``ints[order:m]``, in place."""
+    if order == VALUES_DELTA:
+        for j in range(1, m):
+            d = _unzigzag(ints[j]) if zigzagged else ints[j]
+            ints[j] = ints[j - 1] + d
+    else:
+        for j in range(2, m):
+            d = _unzigzag(ints[j]) if zigzagged else ints[j]
+            ints[j] = 2 * ints[j - 1] - ints[j - 2] + d
+
+
 @njit(cache=True, nogil=True)
 def decode_bodies(
-    bodies, body_start, counts, layout, decimals, body_len, sample_starts, ts_out, vfloat, vbits
+    bodies,
+    body_start,
+    counts,
+    layout,
+    decimals,
+    body_len,
+    raw_start,
+    raw_len,
+    sample_starts,
+    ts_out,
+    vfloat,
+    vbits,
 ):
-    """Decode every body ``bodies[body_start[c]:body_start[c] + body_len[c]]`` into
+    """Decode every body ``bodies[body_start[c]:body_start[c] + body_len[c]]`` (and a
+    split body's raw bits ``bodies[raw_start[c]:raw_start[c] + raw_len[c]]``) into
     ``*_out[sample_starts[c]:]``; it must hold exactly ``counts[c]`` samples.
 
     ``vfloat`` and ``vbits`` are views of the same values array. Returns
@@ -599,8 +862,10 @@ def decode_bodies(
             if layout[c] & VALUES_MASK == VALUES_XOR:
                 st, p = _read_xor_planes(bodies, p, end, n, vbits, o)
             else:
+                rp = raw_start[c]
                 st, p = _read_integers(
-                    bodies, p, end, n, layout[c], decimals[c], vfloat, vbits, o, taken, ints
+                    bodies, p, end, n, layout[c], decimals[c], vfloat, vbits, o, taken, ints,
+                    rp, rp + raw_len[c],
                 )
             if st != OK:
                 return st, c, p

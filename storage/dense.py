@@ -73,6 +73,7 @@ _DECODE_ERRORS = {
     _k.UNORDERED: "timestamps do not increase",
     _k.BAD_EXCEPTIONS: "exception list out of range",
     _k.TRAILING: "bytes left after the last sample",
+    _k.BAD_TOKEN: "residual token out of range",
 }
 
 ChunkData = bytes | bytearray | memoryview | np.ndarray
@@ -119,43 +120,58 @@ def encode_dense_many(
     _check_increasing(ts, bounds)
     nch = len(bounds) - 1
     counts = np.diff(bounds)
-    decimals, order, width, sizes = _k.plan(ts, vs, bounds)
+    decimals, order, width, coding, base, raw_len, sizes = _k.plan(ts, vs, bounds)
 
-    # Every candidate body of every chunk in one buffer, kind after kind.
+    # Every candidate body of every chunk in one buffer, kind after kind; the raw bits
+    # of split bodies in another.
     slots = np.zeros(_k.N_BODY_KINDS * nch + 1, np.int64)
     np.cumsum(sizes.ravel(), out=slots[1:])
     bodies = np.empty(int(slots[-1]), np.uint8)
+    raw_len = np.where(sizes[_k.BODY_SPLIT] > 0, raw_len, 0)
+    raw_slots = np.zeros(nch + 1, np.int64)
+    np.cumsum(raw_len, out=raw_slots[1:])
+    raw = np.empty(int(raw_slots[-1]), np.uint8)
     for kind in range(_k.N_BODY_KINDS):
         kind_slots = slots[kind * nch : (kind + 1) * nch + 1]
+        kind_raw = raw_slots if kind == _k.BODY_SPLIT else np.zeros(nch + 1, np.int64)
         bad = _k.write_bodies(
-            ts, vs, vs.view(np.uint64), bounds, kind, decimals, order, width, kind_slots, bodies
-        )
+            ts, vs, vs.view(np.uint64), bounds, kind, decimals, order, width, coding, base,
+            kind_slots, bodies, kind_raw, raw,
+        )  # fmt: skip
         if bad >= 0:
             raise AssertionError(f"dense chunk {bad}: body size differs from its plan")
 
     frame_len, frames, frame_start = _compress(bodies, slots, level)
+    never = np.iinfo(np.int64).max // 2
     stored = sizes.ravel()
-    zipped = np.where(frame_len > 0, frame_len - len(_ZSTD_MAGIC), np.iinfo(np.int64).max)
-    stored = np.where(stored > 0, stored, np.iinfo(np.int64).max)
+    zipped = np.where(frame_len > 0, frame_len - len(_ZSTD_MAGIC), never)
+    stored = np.where(stored > 0, stored, never)
     # Candidate j of chunk c: kind j // 2, compressed when j is odd; ties keep the first.
     choices = np.stack([stored.reshape(-1, nch), zipped.reshape(-1, nch)], axis=1)
     choices = choices.reshape(2 * _k.N_BODY_KINDS, nch)
-    best = np.argmin(choices, axis=0)
+    costs = choices.copy()  # a split body adds its raw bits and their length
+    costs[2 * _k.BODY_SPLIT : 2 * _k.BODY_SPLIT + 2] += raw_len + _uvarint_sizes(raw_len)
+    best = np.argmin(costs, axis=0)
     kind = best // 2
     compress = (best % 2).astype(bool)
     flat = kind * nch + np.arange(nch)
+    split = kind == _k.BODY_SPLIT
 
     body_len = sizes[kind, np.arange(nch)]
     pool = np.concatenate([bodies, frames])
     src_start = np.where(compress, len(bodies) + frame_start[flat] + len(_ZSTD_MAGIC), slots[flat])
     src_len = choices[best, np.arange(nch)]
     src_len = np.where(counts > 0, src_len, 0)
-    layout = np.where(kind == _k.BODY_XOR, _k.VALUES_XOR, order)
+    values = np.where(kind == _k.BODY_XOR, _k.VALUES_XOR, order)
+    layout = np.where(split, _k.VALUES_SPLIT, values)
     layout |= np.where(kind == _k.BODY_INT_PLANES, _k.FLAG_PLANES, 0)
     layout |= np.where(compress, _k.FLAG_ZSTD, 0)
     layout = np.where(counts > 0, layout, 0)
     decimals = np.where(kind == _k.BODY_XOR, 0, decimals)
-    return _k.assemble(pool, src_start, src_len, counts, layout, decimals, body_len)
+    raw_len = np.where(split & (counts > 0), raw_len, 0)
+    return _k.assemble(
+        pool, src_start, src_len, counts, layout, decimals, body_len, raw, raw_slots[:-1], raw_len
+    )
 
 
 def decode_dense_many(
@@ -174,16 +190,21 @@ def decode_dense_many(
         raise ValueError("offsets must be a 1-d array with at least one entry")
     if len(bounds) > 1 and (bounds[0] < 0 or bounds[-1] > len(data) or np.any(np.diff(bounds) < 0)):
         raise ValueError("offsets must be non-decreasing and inside the blob")
-    status, chunk, counts, layout, decimals, body_len, payload = _k.read_headers(data, bounds)
+    status, chunk, counts, layout, decimals, body_len, raw_len, payload = _k.read_headers(
+        data, bounds
+    )
     if status != _k.OK:
         raise CorruptionError(f"dense chunk {chunk}: header: {_DECODE_ERRORS[status]}")
 
     zipped = np.flatnonzero(layout & _k.FLAG_ZSTD)
-    inflated = _inflate(data, bounds, payload, body_len, zipped)
-    # Stored bodies are read where they are, behind the inflated ones.
+    # Split chunks end with their raw bits; the rest is the payload.
+    payload_end = bounds[1:] - raw_len
+    inflated = _inflate(data, payload_end, payload, body_len, zipped)
+    # Stored bodies and raw bits are read where they are, behind the inflated bodies.
     bodies = np.concatenate([inflated, data])
     body_start = payload + len(inflated)
     body_start[zipped] = np.cumsum(body_len[zipped]) - body_len[zipped]
+    raw_start = payload_end + len(inflated)
 
     sample_starts = np.zeros(len(bounds), np.int64)
     np.cumsum(counts, out=sample_starts[1:])
@@ -196,6 +217,8 @@ def decode_dense_many(
         layout,
         decimals,
         body_len,
+        raw_start,
+        raw_len,
         sample_starts,
         ts,
         vs,
@@ -272,15 +295,16 @@ def _joined(out: zstandard.BufferWithSegmentsCollection) -> tuple[np.ndarray, np
 
 def _inflate(
     data: np.ndarray,
-    bounds: np.ndarray,
+    payload_end: np.ndarray,
     payload: np.ndarray,
     body_len: np.ndarray,
     zipped: np.ndarray,
 ) -> np.ndarray:
-    """The bodies of chunks ``zipped`` back to back, decompressed and length-checked."""
+    """The bodies of chunks ``zipped`` (frames ``data[payload[c]:payload_end[c]]``) back
+    to back, decompressed and length-checked."""
     if not len(zipped):
         return np.zeros(0, np.uint8)
-    frames, segments = _k.framed_payloads(data, payload, bounds[1:], zipped, _ZSTD_MAGIC)
+    frames, segments = _k.framed_payloads(data, payload, payload_end, zipped, _ZSTD_MAGIC)
     sizes = body_len[zipped]
     try:
         return _inflate_frames(frames, segments, sizes)
@@ -309,6 +333,14 @@ def _inflate_frames(frames: np.ndarray, segments: np.ndarray, sizes: np.ndarray)
     if not np.array_equal(lengths, sizes):
         raise zstandard.ZstdError(f"inflated to {lengths.tolist()} bytes, not {sizes.tolist()}")
     return bodies
+
+
+def _uvarint_sizes(x: np.ndarray) -> np.ndarray:
+    """Bytes of the uvarint of each non-negative ``x``."""
+    size = np.ones(len(x), np.int64)
+    for k in range(1, 10):
+        size += x >= 1 << (7 * k)
+    return size
 
 
 def _samples(timestamps: npt.ArrayLike, values: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:

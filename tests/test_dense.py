@@ -112,6 +112,25 @@ def test_golden_compressed_chunk() -> None:
     assert_same(decode_dense(again), ts, vs)
 
 
+def test_golden_split() -> None:
+    # count 3 | layout 03 (split, stored) | decimals 0 | body 12 bytes | raw 1 byte:
+    # timestamps d00f 9875 00 | coding 05 (first differences minus the base, as they
+    # are) | base zigzag(10) 14 | no exceptions | q0 zigzag(100) c8 01 | tokens 00 (u 0)
+    # and 04 (u 5 = 0b101: bit length 3, bit below the leading one 0, one raw bit) |
+    # raw bits: 1.
+    chunk = bytes.fromhex("000303000c01" "d00f987500" "0514" "00" "c801" "0004" "01")
+    assert_same(decode_dense(chunk), np.array([1000, 16000, 31000]), np.array([100.0, 110, 125]))
+
+
+def test_tokens_cover_every_bit_length() -> None:
+    for u in [0, 1, 2, 3, 4, 5, 6, 7, 8, 255, 256, 2**32 - 1, 2**32, 2**62 + 5, U64]:
+        token, extra = kernels._token(np.uint64(u))
+        assert token <= kernels.MAX_TOKEN and extra == max(u.bit_length() - 2, 0)
+        if u >= 2:  # the leading one and the bit below it are in the token
+            top = (2 | token & 1) << extra
+            assert top == u >> extra << extra and token >> 1 == u.bit_length() - 1
+
+
 # --------------------------------------------------------------------------- round trips
 
 int64s = st.integers(INT64_MIN, INT64_MAX)
@@ -182,6 +201,58 @@ def test_bulk_equals_single(samples: list[tuple[np.ndarray, np.ndarray]]) -> Non
     got_ts, got_vs, sample_starts = decode_dense_many(blob, offsets)
     assert sample_starts.tolist() == starts.tolist()
     assert_same((got_ts, got_vs), ts, vs)
+
+
+def uvarint(x: int) -> bytes:
+    out = b""
+    while x >= 0x80:
+        out += bytes([x & 0x7F | 0x80])
+        x >>= 7
+    return out + bytes([x])
+
+
+def forced_split(ts: np.ndarray, vs: np.ndarray, *, compress: bool) -> bytes | None:
+    """The chunk in the split layout, whether or not the encoder would pick it (None when
+    no value is decimal-like)."""
+    bounds = np.array([0, len(ts)], np.int64)
+    decimals, order, width, coding, base, raw_len, sizes = kernels.plan(ts, vs, bounds)
+    size = int(sizes[kernels.BODY_SPLIT, 0])
+    if size == 0:
+        return None
+    body = np.empty(size, np.uint8)
+    raw = np.empty(raw_len[0], np.uint8)
+    bad = kernels.write_bodies(
+        ts, vs, vs.view(np.uint64), bounds, kernels.BODY_SPLIT, decimals, order, width, coding,
+        base, np.array([0, size]), body, np.array([0, len(raw)]), raw,
+    )  # fmt: skip
+    assert bad == -1
+    layout = kernels.VALUES_SPLIT | (kernels.FLAG_ZSTD if compress else 0)
+    payload = zstd_payload(body.tobytes()) if compress else body.tobytes()
+    head = header(len(ts), layout, int(decimals[0]), size) + uvarint(len(raw))
+    return head + payload + raw.tobytes()
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks(), st.booleans())
+def test_split_layout_round_trips_whatever_the_encoder_picks(
+    sample: tuple[np.ndarray, np.ndarray], compress: bool
+) -> None:
+    ts, vs = sample
+    chunk = forced_split(ts, vs, compress=compress)
+    if chunk is not None:
+        assert_same(decode_dense(chunk), ts, vs)
+
+
+def test_split_layout_wins_on_noisy_counters_and_gauges() -> None:
+    n = 2048
+    ts = scrapes(n)
+    rng = np.random.default_rng(5)
+    counter = np.cumsum(np.floor(rng.gamma(4.0, 2500.0, n))) / 100
+    gauge = np.cumsum(np.rint(rng.standard_normal(n) * 3e6))
+    for vs in (counter, gauge):
+        chunk = encode_dense(ts, vs)
+        assert layout_of(chunk) & kernels.VALUES_MASK == kernels.VALUES_SPLIT
+        assert_same(decode_dense(chunk), ts, vs)
 
 
 def test_special_values_survive_in_every_layout() -> None:
@@ -276,11 +347,19 @@ def realistic_chunks() -> list[bytes]:
     ts = scrapes(n, jitter=20)
     counter = np.cumsum(np.arange(n) % 11) / 10.0
     counter[17] = floats_from_bits([STALE_NAN])[0]
-    return [
+    noisy = np.cumsum(np.floor(np.random.default_rng(6).gamma(4.0, 2500.0, n)))
+    noisy[17] = floats_from_bits([STALE_NAN])[0]
+    split = forced_split(ts[:40], noisy[:40], compress=False)
+    assert split is not None
+    chunks = [
         encode_dense(ts[:40], counter[:40]),  # stored
         encode_dense(ts, counter),  # compressed integers
         encode_dense(ts, np.sin(np.arange(n))),  # compressed XOR planes
+        encode_dense(scrapes(n), noisy),  # compressed split
+        split,  # stored split
     ]
+    assert [layout_of(c) for c in chunks[-2:]] == [0x83, 0x03]
+    return chunks
 
 
 def test_every_truncation_is_detected() -> None:
@@ -321,7 +400,7 @@ def test_hostile_headers() -> None:
     cases = [
         ("truncated", b"\x00\x01\x00\x00"),
         ("unknown layout", header(1, 0x10, 0, 9) + bytes(9)),  # a bit no layout uses
-        ("unknown layout", header(1, 0x03, 0, 9) + bytes(9)),  # values kind 3
+        ("unknown layout", header(1, 0x03 | kernels.FLAG_PLANES, 0, 9) + bytes(9)),  # split
         ("unknown layout", header(1, 0x01, 19, 9) + bytes(9)),  # 19 decimals
         ("unknown layout", header(1, kernels.FLAG_PLANES, 0, 9) + bytes(9)),  # XOR + planes
         ("unknown layout", header(1, 0x00, 3, 9) + bytes(9)),  # XOR with decimals
@@ -330,6 +409,11 @@ def test_hostile_headers() -> None:
         ("body length", header(1, 0x00, 0, 9) + bytes(8)),
         ("body length", header(1, kernels.FLAG_ZSTD, 0, 9)),
         ("body length", header(1, kernels.FLAG_ZSTD, 0, 0) + b"\x00"),
+        # Split: the raw stream is longer than 8 bytes a sample, or than the chunk.
+        ("body length", header(1, 0x03, 0, 2) + b"\x09" + bytes(11)),
+        ("body length", header(2, 0x03, 0, 2) + b"\x05" + bytes(6)),
+        ("body length", header(2, 0x03 | kernels.FLAG_ZSTD, 0, 5) + b"\x02" + bytes(2)),
+        ("truncated", header(2, 0x03, 0, 2)),
     ]
     for message, chunk in cases:
         with pytest.raises(CorruptionError, match=f"header: .*{message}"):
@@ -350,9 +434,32 @@ def test_hostile_bodies() -> None:
         ("left after", header(3, 1, 0, 8) + regular + b"\x00\x00\x00\x00\x00"),
         ("overflows", header(1, 0, 0, 19) + b"\xff" * 10 + b"\x02" + bytes(8)),
     ]
+    # Split bodies: timestamps, coding byte, base, exceptions, q0, tokens; raw bits apart.
+    def split(coding: bytes, tokens: bytes, raw: bytes) -> bytes:
+        body = regular + coding + b"\x00\x00\x02" + tokens
+        return header(3, 0x03, 0, len(body)) + bytes([len(raw)]) + body + raw
+
+    cases += [
+        ("unknown layout", split(b"\x00", b"\x00\x00", b"")),  # order 0
+        ("unknown layout", split(b"\x03", b"\x00", b"")),  # order 3
+        ("unknown layout", split(b"\x09", b"\x00\x00", b"")),  # an unknown bit
+        ("residual token", split(b"\x01", b"\x00\x80", bytes(8))),
+        ("truncated", split(b"\x01", b"\x00", b"")),  # one token of two
+        ("truncated", split(b"\x01", b"\x00\x14", b"\x00")),  # 9 raw bits in 1 byte
+        ("left after", split(b"\x01", b"\x00\x04", b"\x01\x00")),  # a raw byte too many
+        ("left after", split(b"\x01", b"\x00\x04", b"\x03")),  # padding not zero
+        ("left after", split(b"\x01", b"\x00\x00", b"\x00")),  # raw bits nobody reads
+    ]
     for message, chunk in cases:
         with pytest.raises(CorruptionError, match=f"dense chunk 0: sample .*{message}"):
             decode_dense(chunk)
+    # The same bodies, well formed, decode.
+    ts = np.array([1, 3, 5])
+    # Zigzagged: token 04 and raw bit 1 are 5, the difference -3.
+    assert_same(decode_dense(split(b"\x01", b"\x00\x04", b"\x01")), ts, np.array([1.0, 1, -2]))
+    # Token 127: a 64-bit residual, 62 bits of it raw; the sum wraps.
+    top = split(b"\x05", b"\x7f\x00", b"\xff" * 7 + b"\x3f")
+    assert_same(decode_dense(top), ts, np.array([1.0, 0.0, 0.0]))
 
 
 def test_compressed_body_must_inflate_to_its_length() -> None:
@@ -375,7 +482,7 @@ def test_compressed_body_must_inflate_to_its_length() -> None:
         st.builds(
             lambda n, lay, k, body: header(n, lay, k, len(body)) + body,
             st.integers(0, 60),
-            st.sampled_from([0, 1, 2, 1 | kernels.FLAG_PLANES, 2 | kernels.FLAG_PLANES]).flatmap(
+            st.sampled_from([0, 1, 2, 3, 1 | kernels.FLAG_PLANES, 2 | kernels.FLAG_PLANES]).flatmap(
                 lambda lay: st.sampled_from([lay, lay | kernels.FLAG_ZSTD])
             ),
             st.integers(0, 18),
