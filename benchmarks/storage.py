@@ -4,15 +4,15 @@ and read figures.
 A dataset of several hours at a 15 s interval (a real node_exporter capture stretched by
 ``benchmarks.corpus``, or the synthetic ``node`` workload) is remote-written, backfilled
 so that it ends a few minutes ago, into each target started fresh. Once the target has
-cut its blocks (``<data>/<ULID>/meta.json``; VictoriaMetrics is flushed instead), the
-report gives, per target:
+cut its blocks (``<data>/<ULID>/meta.json``; VictoriaMetrics is flushed and merged
+instead, see ``settle_victoriametrics``), the report gives, per target:
 
 - bytes per sample on disk: blocks only, and every file (blocks, WAL, head chunks);
 - resident memory per active series (after the load, and its growth over idle);
 - bytes per sample after compaction: the blocks of promstore merged into one by
   promstore's compactor (``compaction.compactor.compact``, dense chunks), those of
   Prometheus merged the way Prometheus merges them (XOR chunks carried over), and
-  VictoriaMetrics's data once its background merges have settled;
+  VictoriaMetrics's data once flushed, force-merged and settled;
 - read throughput in samples per second: every sample through the PromQL API (a range
   selector at hourly instants), every sample read raw (remote read, or
   ``/api/v1/export`` for VictoriaMetrics), and the target's blocks read in this process
@@ -60,7 +60,7 @@ from storage.block import Block
 from storage.errors import CorruptionError
 
 __all__ = ["PRESETS", "Preset", "bench_target", "compacted", "main", "read_blocks",
-           "wait_for_blocks"]
+           "settle_victoriametrics", "wait_for_blocks"]
 
 _HOUR_MS = 3_600_000
 _END_BEFORE_NOW_MS = 5 * 60_000  # VictoriaMetrics hides the last 30 s from queries
@@ -172,17 +172,50 @@ def wait_for_blocks(data_dir: Path, *, first_s: float, stable_s: float) -> list[
     return [data_dir / name for name in seen]
 
 
-def _wait_stable_size(path: Path, *, stable_s: float, bound_s: float) -> None:
-    """Wait until the bytes under ``path`` stop changing for ``stable_s`` (background merges)."""
+def _vm_metrics(server: Server) -> dict[str, float]:
+    """VictoriaMetrics's own gauges of merges, parts and rows (``/metrics``), summed by
+    name (``vm_rows{type="storage/small"}`` and ``{type="storage/big"}`` add up)."""
+    wanted = ("vm_active_merges", "vm_active_force_merges", "vm_parts", "vm_rows",
+              "vm_pending_rows")
+    out: dict[str, float] = dict.fromkeys(wanted, 0.0)
+    for line in _get(server.base_url + "/metrics").decode().splitlines():
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in wanted and 'type="indexdb' not in line:
+            out[name] += float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def settle_victoriametrics(server: Server, data_dir: Path, *, stable_s: float,
+                           bound_s: float) -> dict[str, float]:
+    """Flush VictoriaMetrics, merge each of its partitions into one part, and wait until
+    no merge runs and its files stop changing for ``stable_s``: its data in the most
+    compact form it reaches by itself, the counterpart of promstore's blocks merged
+    into one.
+
+    Waiting for the bytes alone is not enough: after ``force_flush`` VictoriaMetrics
+    writes some parts seconds later (its files can stay unchanged that long), and a
+    merge asked for before they exist leaves them out, so the merge is asked for again
+    while a partition holds more than one part. Returns its last gauges.
+    """
+    _get(server.base_url + "/internal/force_flush")
     deadline = time.monotonic() + bound_s
     size, since = -1, time.monotonic()
+    metrics = _vm_metrics(server)
     while time.monotonic() < deadline:
-        now_size = _dir_bytes(path)
-        if now_size != size:
+        metrics = _vm_metrics(server)
+        busy = metrics["vm_active_merges"] or metrics["vm_active_force_merges"]
+        # One directory per month under data/small and data/big.
+        partitions = {p.name for p in data_dir.glob("data/*/*_*") if p.is_dir()}
+        if not busy and metrics["vm_parts"] > len(partitions):
+            _get(server.base_url + "/internal/force_merge")  # every partition
+            busy = True
+        now_size = _dir_bytes(data_dir)
+        if busy or now_size != size:
             size, since = now_size, time.monotonic()
         elif time.monotonic() - since >= stable_s:
-            return
+            break
         time.sleep(0.5)
+    return metrics
 
 
 def disk_usage(data_dir: Path, block_dirs: list[Path]) -> dict[str, Any]:
@@ -375,9 +408,10 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
         rss_idle = server.rss_bytes()
         load = loadgen.run(plan, server.write_url, duration_s=ingest_bound_s)
         waited = time.monotonic()
+        vm_state: dict[str, Any] = {}
         if target is VICTORIAMETRICS:
-            _measure("flush", lambda: {"ok": _get(server.base_url + "/internal/force_flush")})
-            _wait_stable_size(data_dir, stable_s=3.0, bound_s=args.block_wait)
+            vm_state = _measure("settle", lambda: settle_victoriametrics(
+                server, data_dir, stable_s=5.0, bound_s=max(args.block_wait, 300.0)))
             block_dirs: list[Path] = []
         else:
             block_dirs = wait_for_blocks(data_dir, first_s=args.block_wait, stable_s=3.0)
@@ -402,10 +436,10 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
     active = load.series_created or n_series
     if target is VICTORIAMETRICS:
         # Every file of VictoriaMetrics is long-term storage: it keeps no WAL or head, and
-        # what it holds once its background merges settle is its compacted form.
+        # what it holds once flushed and merged into one part is its compacted form.
         disk["block_bytes"], disk["block_samples"] = disk["total_bytes"], accepted
         merged = {"encoding": "victoriametrics", "bytes": disk["total_bytes"],
-                  "samples": accepted,
+                  "samples": accepted, "state": vm_state,
                   "bytes_per_sample": disk["total_bytes"] / accepted if accepted else None}
     return {
         "target": target.name,
@@ -597,7 +631,8 @@ def main(argv: list[str] | None = None) -> int:
           "storage.chunkenc.decode_many; decode: the decoding alone. B/sample compacted: "
           "promstore's blocks merged into one by its compactor (dense chunks), "
           "Prometheus's merged as Prometheus does (XOR chunks kept), VictoriaMetrics's "
-          "data after its merges; compacted decode: the merged block read in this process.")
+          "data flushed, force-merged and settled; compacted decode: the merged block read "
+          "in this process.")
 
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"storage-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"

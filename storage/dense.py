@@ -5,11 +5,14 @@ chunk's 120 (``TARGET_SAMPLES_PER_CHUNK``). Timestamps are delta-of-delta varint
 regular scrapes cost almost nothing. Values are written one of two ways, chosen per
 chunk for size: when they are decimal-like (integers, counters, gauges printed with a
 few decimals, i.e. ``v == q / 10**k`` exactly for an integer q and a small k) as scaled
-integers under first or second differences, zigzagged, as varints or byte planes, with
-the few values that do not fit (NaN, the stale marker, infinities, -0.0…) kept raw in an
-exception list; otherwise as the XOR of consecutive values' bits in byte planes. The
-body is then compressed with zstd when that makes it smaller. Every value comes back
-bit for bit. Layout: ``docs/format.md`` ("Dense chunk").
+integers under first or second differences, with the few values that do not fit (NaN,
+the stale marker, infinities, -0.0…) kept raw in an exception list; otherwise as the XOR
+of consecutive values' bits in byte planes. The differences are written as zigzagged
+varints, as byte planes, or split: a one-byte token per difference (its magnitude) that
+zstd compresses with the timestamps, and the remaining low bits raw behind it (noisy
+counters and gauges, whose low bits zstd cannot shrink anyway). The body is compressed
+with zstd when that makes it smaller. Every value comes back bit for bit. Layout:
+``docs/format.md`` ("Dense chunk").
 
 Like every Prometheus chunk, the data starts with the big-endian uint16 sample count;
 the encoding byte ``ENCODING_DENSE`` is stored next to it, as for XOR chunks.
@@ -110,8 +113,8 @@ def encode_dense_many(
     uint8 chunk bytes back to back and int64 offsets, chunk ``i`` being
     ``blob[offsets[i]:offsets[i+1]]``.
 
-    Every chunk is written in each way its values allow (scaled integers as varints and
-    as byte planes; XOR planes too unless the values are all integers with few
+    Every chunk is written in each way its values allow (scaled integers as varints, as
+    byte planes and split; XOR planes too unless the values are all integers with few
     decimals), each compressed at zstd ``level``, and the smallest of these, compressed
     or not, is kept. Temporary memory is a few times the input.
     """
