@@ -12,8 +12,9 @@ restart now and then. The data ends at the reference time ("now"). Then:
    process, the query API's engine without HTTP), each query ``--repeat`` times, median
    kept, raw (``max_source_resolution=0``) and ``auto`` (5 m windows, step / 5 = 12 m):
 
-   - ``now``: the 30 days ending now; the newest raw blocks (not yet 40 h old) are read
-     raw in both runs;
+   - ``now``: the 30 days ending now; the newest raw block, still being filled (0 to
+     54 h of data, depending on where the run's time falls), is read raw in both runs
+     (ended 54-hour blocks are downsampled at once: they span more than 40 hours);
    - ``old``: the 30 days before that, all downsampled.
 
    The answers are compared: the largest and median relative difference are reported.
@@ -43,7 +44,7 @@ from promstore.promql import Engine
 from storage.block import write_block
 from storage.chunk_merge import encode_series
 from storage.db import DB, DBOptions
-from storage.downsampled import DownsampledStore, TieredStore
+from storage.downsampled import RESOLUTION_5M, DownsampledStore, TieredStore
 
 __all__ = ["main"]
 
@@ -150,6 +151,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report["bytes_per_raw_sample"] = {k: v / samples for k, v in report["bytes"].items()}
             print(f"downsampled {len(made)} blocks in {report['downsample_s']:.1f} s; bytes "
                   + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in report["bytes"].items()))
+            # How much of ``now`` is too young for the aggregates: it depends on where
+            # the run's time falls among the 54-hour blocks.
+            covered = store.coverage_end(RESOLUTION_5M)
+            report["now_raw_hours"] = (end - (covered if covered is not None else end
+                                              - args.days * DAY_MS)) / HOUR_MS
+            print(f"the newest {report['now_raw_hours']:.0f} h are read raw in both runs")
             engine = Engine(TieredStore(db, store))
             _time(engine, end - DAY_MS, end, None, 1)  # compile kernels, warm the caches
             report["queries"] = {}

@@ -6,9 +6,10 @@ reset-adjusted ``counter`` of the samples in it (``storage.aggregate``), so that
 instead of every scrape. Stale markers are left out of every aggregate.
 
 A raw block is downsampled to 5 minutes once it ends ``after_5m_ms`` before the
-reference time (Thanos: 40 hours), a 5-minute block to 1 hour once it ends
-``after_1h_ms`` before it (Thanos: 10 days); 1-hour windows are built from the 5-minute
-aggregates, so they do not need raw data that retention may already have deleted.
+reference time, a 5-minute block to 1 hour once it ends ``after_1h_ms`` before it; a
+block that has ended and spans that long already is downsampled at once (Thanos's own
+rule: 40 hours, 10 days). 1-hour windows are built from the 5-minute aggregates, so they
+do not need raw data that retention may already have deleted.
 A downsampled block has its source's time range and sources, so a block already
 downsampled is recognised, and when compaction later merges raw blocks that were
 downsampled one by one, the merge is downsampled again and replaces their aggregates.
@@ -126,7 +127,16 @@ def due(db: Any, store: DownsampledStore, options: DownsampleOptions, now_ms: in
     tier = store.blocks(resolution)
     return [DownsampleJob(b, source_resolution, resolution,
                           store.deletions(b) if source_resolution else _NOTHING)
-            for b in sources if b.meta.max_time <= now_ms - age and not _covered(b, tier)]
+            for b in sources if _old_enough(b.meta, now_ms, age) and not _covered(b, tier)]
+
+
+def _old_enough(meta: BlockMeta, now_ms: int, age: int) -> bool:
+    """Whether a block is due: it ended ``age`` before ``now_ms``, or it has ended and
+    spans ``age`` or more (Thanos's rule: compaction made it as large as the aggregates
+    need, so waiting for its end to age only keeps its data raw longer; with blocks a
+    couple of days wide that wait is most of the young data a long query reads raw)."""
+    return meta.max_time <= now_ms - age \
+        or (meta.max_time <= now_ms and meta.max_time - meta.min_time >= age)
 
 
 def still_current(job: DownsampleJob, db: Any, store: DownsampledStore) -> bool:

@@ -12,7 +12,7 @@ import math
 import numpy as np
 from numba import njit
 
-__all__ = ["adjust_runs", "locate_column", "pack", "packed_sizes", "stitch"]
+__all__ = ["adjust_runs", "gather", "locate_column", "pack", "packed_sizes", "stitch"]
 
 HEADER = 11  # sample count (2), version (1), last raw value (8)
 N_COLUMNS = 5
@@ -120,6 +120,13 @@ def packed_sizes(column_offsets):  # pragma: no cover - compiled
             length = column_offsets[c, i + 1] - column_offsets[c, i]
             sizes[i] += _uvarint_size(length) + length
     return sizes
+
+
+@njit(cache=True, nogil=True)
+def gather(blob, starts, ends, out_offsets, out):  # pragma: no cover - compiled
+    """Copy ``blob[starts[i]:ends[i]]`` to ``out[out_offsets[i]:out_offsets[i+1]]``."""
+    for i in range(len(starts)):
+        out[out_offsets[i]:out_offsets[i + 1]] = blob[starts[i]:ends[i]]
 
 
 @njit(cache=True, nogil=True)

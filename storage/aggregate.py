@@ -143,9 +143,10 @@ def decode_column(blob: np.ndarray, offsets: np.ndarray, column: Column
     lengths = ends - starts
     sub_offsets = np.zeros(n + 1, np.int64)
     np.cumsum(lengths, out=sub_offsets[1:])
-    index = np.repeat(starts - sub_offsets[:-1], lengths) + np.arange(int(sub_offsets[-1]))
+    column_bytes = np.empty(int(sub_offsets[-1]), np.uint8)
+    _k.gather(data, starts, ends, sub_offsets, column_bytes)
     try:
-        ts, vs, sample_starts = decode_dense_many(data[index], sub_offsets)
+        ts, vs, sample_starts = decode_dense_many(column_bytes, sub_offsets)
     except CorruptionError as exc:
         raise CorruptionError(f"aggregate chunk, {column.name.lower()} column: {exc}") from None
     return ts, vs, sample_starts, bits.view(np.float64)

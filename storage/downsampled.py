@@ -399,7 +399,8 @@ class DownsampledStore:
         blocks = [b for b in self.blocks(resolution)
                   if b.meta.min_time <= maxt and b.meta.max_time > mint]
         registry = SeriesRegistry()
-        owners, times, values, run_lengths, firsts, lasts = [], [], [], [], [], []
+        times, values, runs = [], [], []
+        base = 0
         for block in blocks:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids) == 0:
@@ -420,53 +421,59 @@ class DownsampledStore:
                 ts, vs = ts[alive], vs[alive]
                 first_raw = np.where(first_kept, first_raw, np.nan)
                 last_raw = np.where(last_kept, last_raw, np.nan)
-            lengths = np.diff(starts)
-            owners.append(np.repeat(qids[chunks.series], lengths))
+            lo, hi = starts[:-1], starts[1:]
+            if block.meta.min_time < mint or block.meta.max_time - 1 > maxt:
+                lo, hi = _trimmed(ts, starts, mint, maxt)
+                # A run's raw value at an end is unknown once that end is cut.
+                first_raw = np.where(lo > starts[:-1], np.nan, first_raw)
+                last_raw = np.where(hi < starts[1:], np.nan, last_raw)
             times.append(ts)
             values.append(vs)
-            run_lengths.append(lengths)
-            firsts.append(first_raw)
-            lasts.append(last_raw)
-        if not owners:
+            runs.append((qids[chunks.series], lo + base, hi - lo, first_raw, last_raw))
+            base += len(ts)
+        if not runs:
             return _empty_aggregate_set()
-        owner, ts, vs = np.concatenate(owners), np.concatenate(times), np.concatenate(values)
-        lengths = np.concatenate(run_lengths)
-        run_start = np.cumsum(lengths) - lengths
-        run_owner = owner[np.minimum(run_start, max(len(owner) - 1, 0))]
-        run_first_t = ts[np.minimum(run_start, max(len(ts) - 1, 0))]
-        order = np.lexsort((run_first_t, run_owner))  # blocks do not overlap in time
-        lengths, run_owner = lengths[order], run_owner[order]
-        new_start = np.cumsum(lengths) - lengths
-        take = np.repeat(run_start[order] - new_start, lengths) + np.arange(len(ts))
-        owner, ts, vs = owner[take], ts[take], vs[take]
-        first_raw, last_raw = np.concatenate(firsts)[order], np.concatenate(lasts)[order]
-        if aggregate == Aggregate.COUNTER:
-            bounds = np.append(new_start, len(ts))
-            same = np.zeros(len(lengths), bool)
-            same[1:] = run_owner[1:] == run_owner[:-1]
-            stitch_counters(bounds, same, first_raw, last_raw, vs)
-        # Raw values at each series' ends are known where the time range cut nothing.
-        run_of = np.repeat(np.arange(len(lengths)), lengths)
-        series_first = np.ones(len(lengths), bool)
-        series_first[1:] = run_owner[1:] != run_owner[:-1]
-        series_last = np.append(series_first[1:], True)
-        kept = np.flatnonzero((ts >= mint) & (ts <= maxt))
-        if len(kept) == 0:
+        owner, src, lengths, first_raw, last_raw = (np.concatenate(c) for c in zip(*runs))
+        some = lengths > 0
+        owner, src, lengths = owner[some], src[some], lengths[some]
+        first_raw, last_raw = first_raw[some], last_raw[some]
+        if len(owner) == 0:
             return _empty_aggregate_set()
-        owner, ts, vs = owner[kept], ts[kept], vs[kept]
+        ts, vs = np.concatenate(times), np.concatenate(values)
+        # Runs in output order: series in label order, each series' runs in time order
+        # (blocks do not overlap in time), gathered once.
         present, series = np.unique(owner, return_inverse=True)
-        starts = np.zeros(len(present) + 1, np.int64)
-        np.cumsum(np.bincount(series, minlength=len(present)), out=starts[1:])
-        head_at, tail_at = kept[starts[:-1]], kept[starts[1:] - 1]
-        head_run, tail_run = run_of[head_at], run_of[tail_at]
-        whole_head = series_first[head_run] & (head_at == new_start[head_run])
-        whole_tail = series_last[tail_run] \
-            & (tail_at == new_start[tail_run] + lengths[tail_run] - 1)
-        s_first = np.where(whole_head, first_raw[head_run], np.nan)
-        s_last = np.where(whole_tail, last_raw[tail_run], np.nan)
         names, label_values, label_ids, by_label = label_table(registry.snapshot(), present)
-        ss = _reordered(names, label_values, label_ids, by_label, starts, ts, vs)
-        return AggregateSet(ss, s_first[by_label], s_last[by_label])
+        rank = np.empty(len(present), np.int64)
+        rank[by_label] = np.arange(len(present))
+        run_rank = rank[series]
+        order = np.lexsort((ts[src], run_rank))
+        run_rank, src, lengths = run_rank[order], src[order], lengths[order]
+        first_raw, last_raw = first_raw[order], last_raw[order]
+        new_start = np.cumsum(lengths) - lengths
+        take = np.repeat(src - new_start, lengths) + np.arange(int(lengths.sum()))
+        ts, vs = ts[take], vs[take]
+        series_first = np.ones(len(order), bool)
+        series_first[1:] = run_rank[1:] != run_rank[:-1]
+        if aggregate == Aggregate.COUNTER:
+            stitch_counters(np.append(new_start, len(ts)), ~series_first, first_raw, last_raw,
+                            vs)
+        series_last = np.append(series_first[1:], True)
+        starts = np.append(new_start[series_first], len(ts))
+        return AggregateSet(SeriesSet(names, label_values, label_ids, starts, ts, vs),
+                            first_raw[series_first], last_raw[series_last])
+
+
+def _trimmed(ts: np.ndarray, starts: np.ndarray, mint: int, maxt: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Per run ``ts[starts[i]:starts[i+1]]`` (in time order), the bounds of its samples
+    in ``[mint, maxt]``."""
+    before = np.zeros(len(ts) + 1, np.int64)
+    np.cumsum(ts < mint, out=before[1:])
+    upto = np.zeros(len(ts) + 1, np.int64)
+    np.cumsum(ts <= maxt, out=upto[1:])
+    lo, hi = starts[:-1], starts[1:]
+    return lo + before[hi] - before[lo], lo + upto[hi] - upto[lo]
 
 
 def _decode(blob: np.ndarray, offsets: np.ndarray, aggregate: Aggregate
@@ -477,18 +484,6 @@ def _decode(blob: np.ndarray, offsets: np.ndarray, aggregate: Aggregate
         with np.errstate(all="ignore"):
             return ts, total / count, starts, last_raw
     return decode_column(blob, offsets, _COLUMN[aggregate])
-
-
-def _reordered(names: list[str], values: list[str], label_ids: np.ndarray,
-               order: np.ndarray, starts: np.ndarray, ts: np.ndarray, vs: np.ndarray
-               ) -> SeriesSet:
-    """The SeriesSet whose series ``i`` is the input's series ``order[i]``."""
-    lengths = np.diff(starts)[order]
-    new_starts = np.zeros(len(order) + 1, np.int64)
-    np.cumsum(lengths, out=new_starts[1:])
-    take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) \
-        + np.arange(int(new_starts[-1]))
-    return SeriesSet(names, values, label_ids, new_starts, ts[take], vs[take])
 
 
 def _empty_aggregate_set() -> AggregateSet:
@@ -642,10 +637,11 @@ def _raw_as(ss: SeriesSet, aggregate: Aggregate) -> AggregateSet:
                                       ss.timestamps, values), nan, nan)
     if aggregate != Aggregate.COUNTER:
         return AggregateSet(ss, nan, nan)
-    fresh = np.zeros(len(stale) + 1, np.int64)
-    np.cumsum(~stale, out=fresh[1:])
-    starts = fresh[ss.starts]
-    ts, raw = ss.timestamps[~stale], np.asarray(ss.samples)[~stale]
+    starts, ts, raw = ss.starts, ss.timestamps, np.asarray(ss.samples, np.float64)
+    if stale.any():
+        fresh = np.zeros(len(stale) + 1, np.int64)
+        np.cumsum(~stale, out=fresh[1:])
+        starts, ts, raw = fresh[ss.starts], ts[~stale], raw[~stale]
     empty = starts[1:] == starts[:-1]
     first = np.where(empty, np.nan, raw[np.minimum(starts[:-1], max(len(raw) - 1, 0))]) \
         if len(raw) else nan
@@ -685,15 +681,22 @@ def _join(pieces: list[AggregateSet], counter: bool) -> SeriesSet:
     # Runs: series i of piece k, in time order of the pieces.
     run_rank = rank[series_of_row]
     lengths = np.concatenate([np.diff(p.series.starts) for p in pieces])
-    run_src = np.concatenate([[0], np.cumsum([p.series.n_samples for p in pieces])[:-1]])
-    src_start = np.concatenate([p.series.starts[:-1] + base
-                                for p, base in zip(pieces, run_src)])
     run_order = np.argsort(run_rank, kind="stable")  # pieces are already in time order
     lengths = lengths[run_order]
     new_start = np.cumsum(lengths) - lengths
-    take = np.repeat(src_start[run_order] - new_start, lengths) + np.arange(int(lengths.sum()))
-    ts = np.concatenate([p.series.timestamps for p in pieces])[take]
-    vs = np.concatenate([np.asarray(p.series.samples, np.float64) for p in pieces])[take]
+    # Each piece's samples go straight to their places (no concatenated copy first).
+    dest = np.empty(len(run_order), np.int64)
+    dest[run_order] = new_start
+    ts = np.empty(int(lengths.sum()), np.int64)
+    vs = np.empty(len(ts), np.float64)
+    first_run = 0
+    for p in pieces:  # a handful of pieces, one per resolution
+        ss = p.series
+        where = np.repeat(dest[first_run:first_run + ss.n_series] - ss.starts[:-1],
+                          np.diff(ss.starts)) + np.arange(ss.n_samples)
+        ts[where] = ss.timestamps
+        vs[where] = ss.samples
+        first_run += ss.n_series
     if counter:
         first = np.concatenate([p.first_raw for p in pieces])[run_order]
         last = np.concatenate([p.last_raw for p in pieces])[run_order]

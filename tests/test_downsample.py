@@ -268,6 +268,20 @@ def test_store_writes_thanos_meta_and_cleans_up_after_a_crash(data) -> None:
     again.close()
 
 
+def test_a_block_spanning_the_age_is_downsampled_once_it_has_ended(data) -> None:
+    """Thanos's rule beside the age: a block as wide as the age waits no longer, but
+    the block still being filled does."""
+    db, store, ts, _ = data
+    now = int(ts[-1])  # T0 + 96 h: the block [90 h, 108 h) is still being filled
+    made = downsample_due(db, store, DownsampleOptions(after_5m_ms=18 * HOUR), now)
+    assert [(m.min_time - T0) // HOUR for m in made] == [0, 18, 36, 54, 72]
+    # Narrower than the age: only the age counts.
+    other = DownsampledStore.open(db.directory / "other")
+    made = downsample_due(db, other, DownsampleOptions(after_5m_ms=19 * HOUR), now)
+    assert [(m.min_time - T0) // HOUR for m in made] == [0, 18, 36, 54]
+    other.close()
+
+
 def test_merged_raw_blocks_are_downsampled_again_and_replace_their_parts(data) -> None:
     db, store, ts, _ = data
     downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]))
