@@ -15,6 +15,7 @@ leaves out what its own tombstones delete (``Block.chunks``, ``Head.read_samples
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
 from .rwlock import RWLock
 from .samples import SampleSet
-from .series import SeriesRegistry
+from .series import RegistryView, SeriesRegistry
 from .series_set import ChunkSeriesSet, SeriesSet, label_table
 from .xor import ENCODING_XOR
 
@@ -101,8 +102,11 @@ class Querier:
         self._lock = lock
         self.mint, self.maxt = mint, maxt
         self._registry = SeriesRegistry()
+        self._ids_lock = threading.Lock()  # shards of a query read on several threads
         self._blocks: list[Block] = []
         self._selected: dict[tuple[Block, tuple[Matcher, ...]], tuple[np.ndarray, np.ndarray]] = {}
+        self._partitions: dict[tuple[Block, tuple[Matcher, ...], int],
+                               tuple[np.ndarray, np.ndarray]] = {}
 
     @property
     def head(self) -> Head:
@@ -127,8 +131,14 @@ class Querier:
         if len(offsets) <= 1:
             return _NO_IDS
         canon = canonicalise(batch_from_keys(blob, offsets), NO_LIMITS)
-        ids, _ = self._registry.resolve(canon)
+        with self._ids_lock:
+            ids, _ = self._registry.resolve(canon)
         return ids
+
+    def _view(self) -> RegistryView:
+        """The label sets of the ids given so far."""
+        with self._ids_lock:
+            return self._registry.snapshot()
 
     def _head_parts(self, matchers: Sequence[Matcher], mint: int, maxt: int,
                     shard: Shard | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -151,13 +161,13 @@ class Querier:
         return np.unique(np.concatenate(parts))
 
     def series_labels(self, refs: np.ndarray) -> list[dict[str, str]]:
-        view = self._registry.snapshot()
+        view = self._view()
         return [view.labels(int(r)) for r in refs]
 
     @_read
     def label_names(self, refs: np.ndarray | None = None) -> list[str]:
         if refs is not None:
-            view = self._registry.snapshot()
+            view = self._view()
             pairs = view.pairs_of(np.asarray(refs, np.int64))
             return sorted(view.symbols(np.unique(view.pair_names()[pairs])))
         names = set(self._head.label_names())
@@ -168,7 +178,7 @@ class Querier:
     @_read
     def label_values(self, name: str, refs: np.ndarray | None = None) -> list[str]:
         if refs is not None:
-            view = self._registry.snapshot()
+            view = self._view()
             pairs = view.pairs_with_name(name)
             if len(pairs):
                 pairs = np.intersect1d(pairs, view.pairs_of(np.asarray(refs, np.int64)))
@@ -194,6 +204,21 @@ class Querier:
             self._selected[key] = found
         return found
 
+    def _shard_rows(self, block: Block, matchers: Sequence[Matcher], qids: np.ndarray,
+                    shard: Shard) -> np.ndarray:
+        """Rows of ``_block_series(block, matchers)`` in ``shard``, in order. The rows are
+        partitioned into all ``shard.count`` shards at once, for the querier's life: a
+        sharded query selects from every block for every slice of every shard."""
+        key = (block, tuple(matchers), shard.count)
+        partition = self._partitions.get(key)
+        if partition is None:
+            owner = self._registry.ser_hash[qids] % np.uint64(shard.count)
+            order = np.argsort(owner, kind="stable")
+            bounds = np.searchsorted(owner[order], np.arange(shard.count + 1, dtype=np.uint64))
+            partition = self._partitions[key] = (order, bounds)
+        order, bounds = partition
+        return order[bounds[shard.index]:bounds[shard.index + 1]]
+
     @_read
     def estimate_series(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
         """The most series matching ``matchers`` in one part of the store (a block, the
@@ -217,7 +242,7 @@ class Querier:
                 continue
             ids, qids = self._block_series(block, matchers)
             if shard is not None:
-                mine = shard.holds(self._registry.ser_hash[qids])
+                mine = self._shard_rows(block, matchers, qids, shard)
                 ids, qids = ids[mine], qids[mine]
             if len(ids) == 0:
                 continue
@@ -251,7 +276,7 @@ class Querier:
         if len(lo) == 0:
             return SeriesSet.empty()
         present, run_series = np.unique(run_owner, return_inverse=True)
-        names, labels, ids, order = label_table(self._registry.snapshot(), present)
+        names, labels, ids, order = label_table(self._view(), present)
         rank = np.empty(len(present), np.int64)
         rank[order] = np.arange(len(present))
         run_rank = rank[run_series]
@@ -317,7 +342,7 @@ class Querier:
             s, lo, hi, blob, offsets = rebuild_chunks(s, lo, hi, blob, offsets, redo, late,
                                                       encoding)
         present, chunk_series = np.unique(s, return_inverse=True)
-        names, values, ids, order = label_table(self._registry.snapshot(), present)
+        names, values, ids, order = label_table(self._view(), present)
         per_series = np.bincount(chunk_series, minlength=len(present))[order]
         rank = np.empty(len(present), np.int64)
         rank[order] = np.arange(len(present))

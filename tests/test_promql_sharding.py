@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from promstore.promql.engine import Engine, EngineOptions
+from promstore.promql.errors import QueryTimeoutError
 from promstore.promql.parser import parse
 from promstore.promql.sharding import shardable
 from storage.batch import WriteBatch
@@ -77,10 +78,11 @@ def test_sharded_range_query_answers_as_unsharded(store, query):
     assert shardable(parse(query))
     options = EngineOptions()
     start, end, step = T0 + 10 * MINUTE, T0 + HOURS * 3_600_000 - MINUTE, 60_000
-    whole = Engine(store.querier(), dataclasses.replace(options, shard_series=10**9)) \
+    whole = Engine(store.querier(), dataclasses.replace(options, shard_from_series=10**9)) \
         .range_query(query, start, end, step)
     counting = _Counting(store.querier())
-    sharded = Engine(counting, dataclasses.replace(options, shard_series=300)) \
+    sharded = Engine(counting, dataclasses.replace(options, shard_from_series=1_200,
+                                                       shard_series=300)) \
         .range_query(query, start, end, step)
     assert counting.sharded > 0
     assert whole.value.labels.to_dicts(whole.pool) == sharded.value.labels.to_dicts(sharded.pool)
@@ -100,3 +102,24 @@ def test_sharded_range_query_answers_as_unsharded(store, query):
 ])
 def test_what_is_not_sharded(query):
     assert not shardable(parse(query))
+
+
+def _sharded(workers: int, timeout_s: float = 120.0) -> EngineOptions:
+    return EngineOptions(shard_from_series=1_200, shard_series=300, shard_workers=workers,
+                         timeout_s=timeout_s)
+
+
+def test_answer_does_not_depend_on_how_many_shards_run_at_once(store):
+    query = "sum by (code) (rate(requests_total[5m]))"
+    start, end, step = T0 + 10 * MINUTE, T0 + HOURS * 3_600_000 - MINUTE, 60_000
+    one, three = (Engine(store.querier(), _sharded(w)).range_query(query, start, end, step)
+                  for w in (1, 3))
+    assert one.value.labels.to_dicts(one.pool) == three.value.labels.to_dicts(three.pool)
+    assert np.array_equal(one.value.present, three.value.present)
+    assert np.array_equal(one.value.values, three.value.values)  # folded in shard order
+
+
+def test_a_failing_shard_fails_the_query(store):
+    with pytest.raises(QueryTimeoutError):
+        Engine(store.querier(), _sharded(2, timeout_s=0.0)).range_query(
+            "sum(rate(requests_total[5m]))", T0, T0 + HOURS * 3_600_000, 60_000)

@@ -20,7 +20,6 @@ the event loop nor the write path; a client that goes away cancels its query.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import functools
 import os
 import threading
@@ -37,6 +36,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 import promstore
+from promstore import allocator
 from promstore.config import Config
 from promstore.promql import (
     Engine,
@@ -88,18 +88,6 @@ _WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still 
 _COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/deflate)
 _TRIM_AFTER_S = 0.05  # queries that ran longer hand freed memory back to the system
 _ALL_TIME = (-(2**63), 2**63 - 1)  # a reader over every part of the store
-
-
-def _find_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, where the C library has it."""
-    try:
-        trim: Callable[[int], int] = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):
-        return None
-    return trim
-
-
-_malloc_trim = _find_malloc_trim()
 
 
 @dataclass(frozen=True)
@@ -234,7 +222,8 @@ class _QueryApi:
         """An engine over a reader of the store (one per query, so that what it finds
         in blocks is found once), and over the downsampled store beside it if any."""
         store = self._store(request)
-        if isinstance(store, Queryable):
+        kind: type = type(store)
+        if _hands_out_readers(kind):
             store = store.querier(_ALL_TIME[0], _ALL_TIME[1])
         downsampled = request.app.get(DOWNSAMPLED_KEY)
         if downsampled is not None:
@@ -262,10 +251,10 @@ class _QueryApi:
             cancel.set()
             raise
         finally:
-            if _malloc_trim is not None and time.monotonic() - began > _TRIM_AFTER_S:
-                # A long query freed large arrays, which the C allocator keeps in the
-                # arena of the thread that ran it; give them back, off the answer's path.
-                self._pool.submit(_malloc_trim, 0)
+            if time.monotonic() - began > _TRIM_AFTER_S:
+                # A long query freed large arrays, which the C allocator keeps; give
+                # them back, off the answer's path.
+                self._pool.submit(allocator.trim)
         response = json_response(f'{{"status":"success","data":{data}}}'.encode())
         if len(data) > _COMPRESS_FROM:
             response.enable_compression()  # as Prometheus, when the client accepts it
@@ -382,6 +371,13 @@ class _QueryApi:
         loop = asyncio.get_running_loop()
         body = await loop.run_in_executor(self._pool, _tsdb_status, head)
         return json_response(body)
+
+
+@functools.cache
+def _hands_out_readers(store_type: type) -> bool:
+    """Whether stores of this type are ``Queryable`` (asked once per type: a check
+    against a runtime protocol costs as much as a small query's evaluation)."""
+    return issubclass(store_type, Queryable)
 
 
 def _has_selector(node: object) -> bool:

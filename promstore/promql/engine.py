@@ -19,10 +19,14 @@ of them stops it at the next node with ``QueryTimeoutError``, ``QueryCanceledErr
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from itertools import islice
 from typing import Literal
 
 import numpy as np
@@ -85,9 +89,13 @@ class EngineOptions:
     # sample while it reads and merges them.
     max_cells: int = 8_000_000
     max_slice_samples: int = 2_000_000
-    # An aggregation over at least four times this many series is evaluated this many
-    # series at a time (``sharding``), so that each slice covers hours of their data.
-    shard_series: int = 1_000
+    # An aggregation over at least ``shard_from_series`` series is evaluated
+    # ``shard_series`` series at a time (``sharding``), so that each slice covers hours
+    # of their data within ``max_slice_samples``.
+    shard_from_series: int = 4_000
+    shard_series: int = 250
+    # Shards evaluated at once, each on a thread of its own (the machine's cores).
+    shard_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
 
 
 @dataclass(frozen=True)
@@ -110,11 +118,11 @@ class Evaluator:
 
     def __init__(self, store: Selectable, options: EngineOptions, start: int, end: int,
                  deadline: float, cancel: threading.Event | None,
-                 max_resolution: int | None = AUTO) -> None:
+                 max_resolution: int | None = AUTO, pool: StringPool | None = None) -> None:
         self.store = store
         self.options = options
         self.max_resolution = max_resolution  # ms, or AUTO (see resolution.py)
-        self.pool = StringPool()
+        self.pool = StringPool() if pool is None else pool
         self.start = start
         self.end = end
         self._deadline = deadline
@@ -126,12 +134,24 @@ class Evaluator:
         self._origins = [start]
         self.slice = SliceUse()
         self.shard: Shard | None = None  # the part of the series being evaluated
+        self._stop: threading.Event | None = None  # set when a sibling shard failed
+
+    def fork(self, shard: Shard, options: EngineOptions, stop: threading.Event) -> Evaluator:
+        """An evaluator of one shard of this query, for another thread: the same store,
+        string pool, range and limits, slices of its own, and ``stop`` to end it early."""
+        child = Evaluator(self.store, options, self.start, self.end, self._deadline,
+                          self._cancel, self.max_resolution, self.pool)
+        child.shard = shard
+        child._stop = stop
+        return child
 
     # -- limits ---------------------------------------------------------------------------
 
     def check(self) -> None:
         """Stop the query if it was canceled or ran out of time."""
         if self._cancel is not None and self._cancel.is_set():
+            raise QueryCanceledError()
+        if self._stop is not None and self._stop.is_set():
             raise QueryCanceledError()
         if time.monotonic() > self._deadline:
             raise QueryTimeoutError()
@@ -312,9 +332,9 @@ class Engine:
 
     def _shards(self, ev: Evaluator, node: Node, grid: Grid) -> int:
         """How many shards to evaluate ``node`` in: one unless it is a ``shardable``
-        aggregation whose selectors match at least ``_SHARDED_FROM`` shards' worth of
-        series in some part of the store (as the store estimates from its index,
-        before any sample is read)."""
+        aggregation whose selectors match at least ``shard_from_series`` series in some
+        part of the store (as the store estimates from its index, before any sample is
+        read)."""
         estimate = getattr(ev.store, "estimate_series", None)
         if estimate is None or not shardable(node):
             return 1
@@ -322,8 +342,9 @@ class Engine:
         end = grid.start + (grid.n - 1) * grid.step
         series = max((estimate(list(sel.matchers), lo - reach, end)
                       for sel, reach in selectors(node)), default=0)
-        per_shard = self.options.shard_series
-        return -(-series // per_shard) if series >= _SHARDED_FROM * per_shard else 1
+        if series < self.options.shard_from_series:
+            return 1
+        return -(-series // self.options.shard_series)
 
     def _sliced(self, ev: Evaluator, node: Node, grid: Grid) -> Vector:
         """``node`` over ``grid``, a slice of steps at a time. Steps are independent, so
@@ -347,21 +368,38 @@ class Engine:
 
     def _sharded(self, ev: Evaluator, node: Node, grid: Grid, count: int) -> Vector:
         """``node`` from the partial aggregates of ``count`` shards of its series, each
-        evaluated over the whole grid; an unsharded evaluation where a shard would read
-        downsampled data (its store does not shard)."""
+        evaluated over the whole grid, ``shard_workers`` at a time on threads of their
+        own (decoding and the kernels release the GIL), each within an equal part of the
+        slice budget; an unsharded evaluation where a shard would read downsampled data
+        (its store does not shard). Partials are folded in shard order, so that the
+        answer does not depend on which thread finishes first."""
         assert isinstance(node, Aggregate)
+        workers = max(1, min(self.options.shard_workers, count))
+        budget = replace(self.options, max_cells=self.options.max_cells // workers,
+                         max_slice_samples=self.options.max_slice_samples // workers)
+        stop = threading.Event()
+
+        def shard(index: int) -> list[Vector]:
+            child = ev.fork(Shard(index, count), budget, stop)
+            return partials(node, self._sliced(child, node.expr, grid))
+
         folded: list[Vector] | None = None
+        indices = iter(range(count))
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="shard")
         try:
-            for index in range(count):
-                ev.shard = Shard(index, count)
-                mine = partials(node, self._sliced(ev, node.expr, grid))
+            # A few shards ahead of the fold, not all: partials wait in memory until then.
+            running = deque(pool.submit(shard, i) for i in islice(indices, 2 * workers))
+            while running:
+                mine = running.popleft().result()
+                running.extend(pool.submit(shard, i) for i in islice(indices, 1))
                 folded = mine if folded is None else fold(node, folded, mine)
         except ShardUnsupportedError:
-            ev.shard = None
-            return self._sliced(ev, node, grid)
+            folded = None
         finally:
-            ev.shard = None
-        assert folded is not None
+            stop.set()
+            pool.shutdown(cancel_futures=True)
+        if folded is None:
+            return self._sliced(ev, node, grid)
         return finish(node, folded)
 
 
@@ -371,7 +409,6 @@ _FIRST_SPAN_MS = 10 * 60_000  # and the time they may span at most
 # made from unusual data (series that appear later in the range) is soon corrected.
 _GROWTH = 64
 _MIN_SERIES_SAMPLES = 64  # samples per selected series a slice may read in any case
-_SHARDED_FROM = 4  # shards (of ``shard_series`` series) at which a query is sharded
 
 
 @dataclass

@@ -10,6 +10,7 @@ grouping, matching and de-duplication are numpy operations on id matrices.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -29,20 +30,20 @@ _EMPTY_IDS = np.zeros((0, 0), dtype=np.int32)
 
 
 class StringPool:
-    """Interned strings of one query. Not thread-safe: a query runs on one thread."""
+    """Interned strings of one query, shared by the threads evaluating its shards."""
 
     def __init__(self) -> None:
         self._ids: dict[str, int] = {"": 0}
         self.strings: list[str] = [""]
         self._rank: np.ndarray | None = None
+        self._lock = threading.Lock()
 
     def intern(self, s: str) -> int:
-        i = self._ids.get(s)
-        if i is None:
-            i = len(self.strings)
-            self._ids[s] = i
-            self.strings.append(s)
-            self._rank = None
+        with self._lock:
+            i = self._ids.setdefault(s, len(self.strings))
+            if i == len(self.strings):
+                self.strings.append(s)
+                self._rank = None
         return i
 
     def intern_many(self, values: Sequence[str]) -> np.ndarray:
@@ -51,12 +52,13 @@ class StringPool:
         A new string gets the id of its position in this call, so the pool may keep
         unused duplicate slots; ``rank`` gives equal strings equal ranks regardless.
         """
-        n0, n = len(self.strings), len(values)
-        ids = np.fromiter(map(self._ids.setdefault, values, range(n0, n0 + n)),
-                          dtype=np.int32, count=n)
-        if n and int(ids.max()) >= n0:
-            self.strings.extend(values)
-            self._rank = None
+        with self._lock:
+            n0, n = len(self.strings), len(values)
+            ids = np.fromiter(map(self._ids.setdefault, values, range(n0, n0 + n)),
+                              dtype=np.int32, count=n)
+            if n and int(ids.max()) >= n0:
+                self.strings.extend(values)
+                self._rank = None
         return ids
 
     def lookup(self, ids: np.ndarray) -> list[str]:
@@ -65,12 +67,13 @@ class StringPool:
 
     def rank(self) -> np.ndarray:
         """Byte-order rank of every id (equal strings share a rank; "" ranks lowest)."""
-        if self._rank is None or len(self._rank) != len(self.strings):
-            # Code-point order of str is the byte order of its UTF-8 encoding.
-            arr = np.array(self.strings, dtype=object)
-            _, inverse = np.unique(arr, return_inverse=True)
-            self._rank = inverse.astype(np.int64).reshape(-1)
-        return self._rank
+        with self._lock:
+            if self._rank is None or len(self._rank) != len(self.strings):
+                # Code-point order of str is the byte order of its UTF-8 encoding.
+                arr = np.array(self.strings, dtype=object)
+                _, inverse = np.unique(arr, return_inverse=True)
+                self._rank = inverse.astype(np.int64).reshape(-1)
+            return self._rank
 
 
 @dataclass(frozen=True, slots=True)

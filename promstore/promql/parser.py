@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -252,8 +253,13 @@ def _prometheus_wording(message: str) -> str:
     return message
 
 
+@functools.lru_cache(maxsize=1024)
 def parse(text: str) -> Node:
-    """The AST of ``text``; raises ``ParseError`` with Prometheus-like messages."""
+    """The AST of ``text``; raises ``ParseError`` with Prometheus-like messages.
+
+    Dashboards send the same few queries again and again, and parsing one costs about as
+    much as answering a one-series query, so recent ASTs are kept (nodes are immutable).
+    """
     _check_size(text)
     try:
         expr = lib.parse(text)
