@@ -464,6 +464,64 @@ def gather_strings(buf, offs, lens, ids):
 
 
 @njit(cache=True, nogil=True)
+def postings_counts(buf, limit, offsets):
+    """Entry counts of the postings lists at ``offsets``, from their headers, each list
+    checked to lie inside ``buf[:limit]`` (not against its checksum).
+    Returns ``(counts, status, position)``."""
+    counts = np.zeros(len(offsets), dtype=np.int64)
+    for i in range(len(offsets)):
+        o = offsets[i]
+        if o < 0 or o + 8 > limit:
+            return counts, TRUNCATED, o
+        length = _be32(buf, o)
+        count = _be32(buf, o + 4)
+        if length != 4 + 4 * count:
+            return counts, BAD_LENGTH, o
+        if o + 8 + length > limit:
+            return counts, TRUNCATED, o
+        counts[i] = count
+    return counts, OK, 0
+
+
+@njit(cache=True, nogil=True)
+def postings_checksums(buf, offsets, counts):
+    """Check the checksums of the postings lists at ``offsets`` (bounds checked by
+    ``postings_counts``). Returns ``(status, position)``."""
+    for i in range(len(offsets)):
+        o = offsets[i]
+        end = o + 8 + 4 * counts[i]
+        if crc32c(buf, o + 4, end) != _be32(buf, end):
+            return BAD_CHECKSUM, o
+    return OK, 0
+
+
+@njit(cache=True, nogil=True)
+def postings_contain(buf, offsets, counts, refs):
+    """Which of the ascending ``refs`` are in any of the postings lists at ``offsets``
+    (bounds checked by ``postings_counts``): a binary search in the list's bytes for
+    each, without decoding it. Unsorted lists give wrong answers, never a bad read."""
+    found = np.zeros(len(refs), dtype=np.bool_)
+    for i in range(len(offsets)):
+        base = offsets[i] + 8
+        n = counts[i]
+        lo = 0
+        for j in range(len(refs)):
+            if found[j]:
+                continue
+            r = refs[j]
+            hi = n
+            while lo < hi:
+                mid = (lo + hi) >> 1
+                if _be32(buf, base + 4 * mid) < r:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            if lo < n and _be32(buf, base + 4 * lo) == r:
+                found[j] = True
+    return found
+
+
+@njit(cache=True, nogil=True)
 def read_postings(buf, limit, offsets):
     """Concatenated postings lists found at ``offsets`` (each BE32 length, BE32 count,
     ascending BE32 refs, CRC32-C), all inside ``buf[:limit]``.

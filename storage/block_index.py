@@ -27,6 +27,7 @@ import numpy as np
 from . import _block_kernels as k
 from .errors import CorruptionError
 from .labels import batch_from_keys
+from .postings import contained
 
 __all__ = [
     "INDEX_FORMAT_V2",
@@ -43,6 +44,9 @@ INDEX_FORMAT_V2 = 2
 HEADER_SIZE = 5
 TOC_SIZE = 6 * 8 + 4
 SERIES_ALIGN = 16
+# A binary search in a postings list's bytes costs about this many list entries read
+# in order: looking refs up is cheaper than reading the lists below that ratio.
+_PROBE_COST = 16
 
 _ERRORS = {
     k.TRUNCATED: "runs past the end of its section",
@@ -350,6 +354,7 @@ class IndexFile:
         if np.any(np.diff(self._pair_key) <= 0):
             raise self._fail(start, "postings offset table entries out of order")
         self._pair_offset = offsets[1:]
+        self._checksummed = np.zeros(len(self._pair_offset), dtype=bool)  # postings lists
 
         refs, _, status, pos = k.read_postings(buf, self._limit, offsets[:1])
         self._check(status, pos, "postings of all series")
@@ -420,6 +425,32 @@ class IndexFile:
 
     def all_refs(self) -> np.ndarray:
         return np.arange(self.n_series, dtype=np.int64)
+
+    def postings_size(self, pairs: np.ndarray) -> int:
+        return int(self._postings_counts(pairs).sum())
+
+    def carrying(self, refs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        """Which of the sorted ordinals ``refs`` carry any of the pairs. A few series
+        are looked up in the lists' bytes (a binary search each), so that a selective
+        matcher does not cost decoding the list of every series of a job; each list's
+        checksum is still verified once."""
+        pairs = np.asarray(pairs, dtype=np.int64)
+        counts = self._postings_counts(pairs)
+        if len(refs) * len(pairs) * _PROBE_COST > counts.sum():
+            return contained(refs, self.refs_for_pairs(pairs))
+        offsets = self._pair_offset[pairs]
+        unchecked = ~self._checksummed[pairs]
+        if unchecked.any():
+            status, pos = k.postings_checksums(self._buf, offsets[unchecked], counts[unchecked])
+            self._check(status, pos, "postings")
+            self._checksummed[pairs] = True
+        return k.postings_contain(self._buf, offsets, counts, self._series_refs[refs])
+
+    def _postings_counts(self, pairs: np.ndarray) -> np.ndarray:
+        counts, status, pos = k.postings_counts(self._buf, self._limit,
+                                                self._pair_offset[np.asarray(pairs, np.int64)])
+        self._check(status, pos, "postings")
+        return counts
 
     # -- series ---------------------------------------------------------------------
 

@@ -23,7 +23,7 @@ from . import _registry_kernels as k
 from .matchers import Matcher, MatchType
 from .series import RegistryView
 
-__all__ = ["LabelIndex", "Postings", "PostingsReader", "select"]
+__all__ = ["LabelIndex", "Postings", "PostingsReader", "contained", "select"]
 
 _NO_REFS = np.empty(0, dtype=np.int64)
 
@@ -45,6 +45,14 @@ class LabelIndex(Protocol):
     def view(self) -> _Pairs: ...
     def refs_for_pairs(self, pairs: np.ndarray) -> np.ndarray: ...
     def all_refs(self) -> np.ndarray: ...
+
+    def postings_size(self, pairs: np.ndarray) -> int:
+        """About how many refs ``refs_for_pairs(pairs)`` returns (without reading them)."""
+        ...
+
+    def carrying(self, refs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        """Which of the sorted ``refs`` carry any of the pairs."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,15 @@ class PostingsReader:
     def all_refs(self) -> np.ndarray:
         return np.arange(self.view.n_series, dtype=np.int64)
 
+    def postings_size(self, pairs: np.ndarray) -> int:
+        t = self._table
+        indexed = np.asarray(pairs, dtype=np.int64)
+        indexed = indexed[indexed < t.built_pairs]
+        return int((t.offsets[indexed + 1] - t.offsets[indexed]).sum())
+
+    def carrying(self, refs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        return contained(refs, self.refs_for_pairs(pairs))
+
 
 def _pairs_matching(reader: LabelIndex, m: Matcher, want_match: bool) -> np.ndarray:
     """Pair ids of label ``m.name`` whose value satisfies ``m`` (or fails it, if not
@@ -137,7 +154,11 @@ def _pairs_matching(reader: LabelIndex, m: Matcher, want_match: bool) -> np.ndar
 
 
 def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
-    """Sorted refs of the series that satisfy every matcher."""
+    """Sorted refs of the series that satisfy every matcher.
+
+    Only the smallest set of postings is read; the series in it are then checked
+    against the other matchers' postings, so that a query for one series of a large
+    job costs about the size of that series' rarest label, not of the job."""
     include: list[np.ndarray] = []
     exclude: list[np.ndarray] = []
     for m in matchers:
@@ -145,25 +166,22 @@ def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
             # Absent labels match; drop series whose value for the label fails the matcher.
             bad = _pairs_matching(reader, m, want_match=False)
             if len(bad):
-                exclude.append(reader.refs_for_pairs(bad))
+                exclude.append(bad)
             continue
-        refs = reader.refs_for_pairs(_pairs_matching(reader, m, want_match=True))
-        if len(refs) == 0:
+        pairs = _pairs_matching(reader, m, want_match=True)
+        if len(pairs) == 0:
             return _NO_REFS
-        include.append(refs)
-    # Smallest first: each step then costs the size of what is left, not of the lists.
-    include.sort(key=len)
-    result = include[0] if include else reader.all_refs()
-    for refs in include[1:]:
-        result = result[_contained(result, refs)]
-        if len(result) == 0:
-            return _NO_REFS
-    for refs in exclude:
-        result = result[~_contained(result, refs)]
+        include.append(pairs)
+    include.sort(key=reader.postings_size)
+    result = reader.refs_for_pairs(include[0]) if include else reader.all_refs()
+    for pairs in include[1:]:
+        result = result[reader.carrying(result, pairs)] if len(result) else result
+    for pairs in exclude:
+        result = result[~reader.carrying(result, pairs)] if len(result) else result
     return result
 
 
-def _contained(refs: np.ndarray, sorted_refs: np.ndarray) -> np.ndarray:
+def contained(refs: np.ndarray, sorted_refs: np.ndarray) -> np.ndarray:
     """Which of ``refs`` are in the sorted array ``sorted_refs`` (a binary search each)."""
     if len(sorted_refs) == 0:
         return np.zeros(len(refs), bool)
