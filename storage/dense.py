@@ -63,8 +63,8 @@ TARGET_SAMPLES_PER_CHUNK = 2048
 chunks. Larger chunks gain little and cost short reads more (``docs/format.md``)."""
 
 DEFAULT_LEVEL = 19
-"""zstd level of ``encode_dense_many``: the smallest chunks, about 5 M samples/s a core.
-Level 9 encodes six times faster for 2-8 % more bytes; decoding speed does not change."""
+"""zstd level of ``encode_dense_many``: the smallest chunks, about 4 M samples/s a core.
+Level 9 encodes four times faster for 2-9 % more bytes; decoding speed does not change."""
 
 _ZSTD_MAGIC = np.frombuffer(zstandard.MAGIC_NUMBER.to_bytes(4, "little"), np.uint8)
 
