@@ -122,6 +122,8 @@ def encode_dense_many(
     bounds = _chunk_bounds(starts, len(ts))
     _check_increasing(ts, bounds)
     nch = len(bounds) - 1
+    if nch == 0:  # e.g. a compaction slice whose every sample is deleted
+        return np.empty(0, np.uint8), np.zeros(1, np.int64)
     counts = np.diff(bounds)
     decimals, order, width, coding, base, raw_len, sizes = _k.plan(ts, vs, bounds)
 

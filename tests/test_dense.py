@@ -99,6 +99,14 @@ def test_golden_xor_planes_and_empty() -> None:
     assert_same(decode_dense(bytes.fromhex("0000000000")), np.array([]), np.array([]))
 
 
+def test_no_chunks_at_all() -> None:
+    # What compacting a slice whose every sample is deleted asks for.
+    blob, offsets = encode_dense_many(np.empty(0, np.int64), np.empty(0), np.zeros(1, np.int64))
+    assert len(blob) == 0 and offsets.tolist() == [0]
+    ts, vs, starts = decode_dense_many(blob, offsets)
+    assert len(ts) == len(vs) == 0 and starts.tolist() == [0]
+
+
 def test_golden_compressed_chunk() -> None:
     # count 300 | layout 82 (zstd, second differences) | decimals 2 | body 649 bytes |
     # a zstd frame without its magic number. Only the decoding is pinned: zstd versions
