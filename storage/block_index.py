@@ -47,6 +47,7 @@ SERIES_ALIGN = 16
 # A binary search in a postings list's bytes costs about this many list entries read
 # in order: looking refs up is cheaper than reading the lists below that ratio.
 _PROBE_COST = 16
+_RELEASE_FROM = 100  # series decoded at once from which their entries' pages are dropped
 
 _ERRORS = {
     k.TRUNCATED: "runs past the end of its section",
@@ -464,7 +465,20 @@ class IndexFile:
         *arrays, status, pos = k.decode_series(self._buf, self._limit, self._entry_off, ids,
                                                len(self._sym_off), mint, maxt)
         self._check(status, pos, "series")
+        if len(ids) > _RELEASE_FROM:
+            self._release(int(self._entry_off[ids.min()]), int(ids.max()) + 1)
         return DecodedSeries(*arrays)
+
+    def _release(self, start: int, after: int) -> None:
+        """Drop from this process's mapping the pages of the series entries from offset
+        ``start`` to the entry of ordinal ``after``, once decoded into arrays: a query
+        over a large fleet reads the entries of every series again for each slice, and
+        the page cache keeps them; resident memory then shows what queries hold rather
+        than the index pages they have ever read."""
+        end = int(self._entry_off[after]) if after < self.n_series else self._limit
+        start -= start % mmap.PAGESIZE
+        with contextlib.suppress(OSError, ValueError):
+            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def keys(self, decoded: DecodedSeries) -> tuple[np.ndarray, np.ndarray]:
         """Canonical keys (``name 0xFF value 0xFF`` …) of decoded series."""

@@ -24,6 +24,7 @@ from .labels import Canonical
 __all__ = ["RegistryView", "SeriesRegistry"]
 
 _EMPTY = -1
+_RESOLVE_PART = 4096  # series interned per kernel call (see ``SeriesRegistry.resolve``)
 
 
 def _grown(arr: np.ndarray, need: int, used: int, fill: int | None = None) -> np.ndarray:
@@ -139,21 +140,28 @@ class SeriesRegistry:
         """Refs of the batch's series (-1 invalid, -2 over the series limit) and a mask of
         the series created by this call. Caller holds the head's lock."""
         n_batch = len(canon.hashes)
-        n_labels = int(canon.canon_start[-1])
-        label_bytes = int(canon.batch.name_len[canon.order[:n_labels]].sum()
-                           + canon.batch.value_len[canon.order[:n_labels]].sum())
-        self._reserve(n_batch, n_labels, label_bytes)
+        starts = canon.canon_start
+        b = canon.batch
+        used = canon.order[:int(starts[-1])]
+        label_bytes = np.zeros(len(used) + 1, dtype=np.int64)
+        np.cumsum(b.name_len[used] + b.value_len[used], out=label_bytes[1:])
         refs = np.empty(n_batch, dtype=np.int64)
         created = np.empty(n_batch, dtype=np.uint8)
-        b = canon.batch
-        k.get_or_create(
-            b.buf, b.name_off, b.name_len, b.value_off, b.value_len,
-            canon.order, canon.canon_start, canon.status, canon.hashes,
-            self.arena, self.sym_off, self.sym_len, self.sym_hash, self.sym_slots,
-            self.pair_key, self.pair_slots,
-            self.lab_start, self.lab_pair, self.ser_hash, self.ser_slots,
-            self.counters, self.max_series, refs, created,
-        )
+        # Room is made for the worst case (every label new), so a large batch goes in
+        # parts: a reader interning 100,000 known label sets would otherwise reserve
+        # symbol tables for millions of strings it never adds.
+        for lo in range(0, n_batch, _RESOLVE_PART):
+            hi = min(lo + _RESOLVE_PART, n_batch)
+            first, last = int(starts[lo]), int(starts[hi])
+            self._reserve(hi - lo, last - first, int(label_bytes[last] - label_bytes[first]))
+            k.get_or_create(
+                b.buf, b.name_off, b.name_len, b.value_off, b.value_len,
+                canon.order, starts[lo:hi + 1], canon.status[lo:hi], canon.hashes[lo:hi],
+                self.arena, self.sym_off, self.sym_len, self.sym_hash, self.sym_slots,
+                self.pair_key, self.pair_slots,
+                self.lab_start, self.lab_pair, self.ser_hash, self.ser_slots,
+                self.counters, self.max_series, refs[lo:hi], created[lo:hi],
+            )
         return refs, created.view(bool)
 
     def _reserve(self, series: int, labels: int, label_bytes: int) -> None:

@@ -94,6 +94,9 @@ class EngineOptions:
     # of their data within ``max_slice_samples``.
     shard_from_series: int = 4_000
     shard_series: int = 250
+    # Samples a slice of one shard selects: about 2,000 per series, the span of one
+    # compacted chunk (8.5 h at a 15 s interval), so each chunk is decoded about twice.
+    shard_slice_samples: int = 500_000
     # Shards evaluated at once, each on a thread of its own (the machine's cores).
     shard_workers: int = field(default_factory=lambda: min(os.cpu_count() or 1, 4))
 
@@ -369,14 +372,14 @@ class Engine:
     def _sharded(self, ev: Evaluator, node: Node, grid: Grid, count: int) -> Vector:
         """``node`` from the partial aggregates of ``count`` shards of its series, each
         evaluated over the whole grid, ``shard_workers`` at a time on threads of their
-        own (decoding and the kernels release the GIL), each within an equal part of the
-        slice budget; an unsharded evaluation where a shard would read downsampled data
+        own (decoding and the kernels release the GIL), each within ``shard_slice_samples``
+        and its part of ``max_cells``; an unsharded evaluation where a shard would read downsampled data
         (its store does not shard). Partials are folded in shard order, so that the
         answer does not depend on which thread finishes first."""
         assert isinstance(node, Aggregate)
         workers = max(1, min(self.options.shard_workers, count))
         budget = replace(self.options, max_cells=self.options.max_cells // workers,
-                         max_slice_samples=self.options.max_slice_samples // workers)
+                         max_slice_samples=self.options.shard_slice_samples)
         stop = threading.Event()
 
         def shard(index: int) -> list[Vector]:
