@@ -88,7 +88,7 @@ def test_reads_merge_block_and_head_and_label_apis_see_both(tmp_path):
         refs = early.select_series(ALL, T0, T0 + HOUR)
         assert len(refs) == 3
         got = db.select([Matcher(MatchType.EQ, "i", "2")], T0 + HOUR, T0 + 3 * HOUR)
-        ts, vs = got.series_samples(0)
+        ts, _ = got.series_samples(0)
         assert ts[0] == T0 + HOUR and ts[-1] == T0 + 3 * HOUR and len(ts) == 481
     finally:
         db.close()

@@ -372,10 +372,11 @@ class Engine:
     def _sharded(self, ev: Evaluator, node: Node, grid: Grid, count: int) -> Vector:
         """``node`` from the partial aggregates of ``count`` shards of its series, each
         evaluated over the whole grid, ``shard_workers`` at a time on threads of their
-        own (decoding and the kernels release the GIL), each within ``shard_slice_samples``
-        and its part of ``max_cells``; an unsharded evaluation where a shard would read downsampled data
-        (its store does not shard). Partials are folded in shard order, so that the
-        answer does not depend on which thread finishes first."""
+        own (decoding and the kernels release the GIL), each within
+        ``shard_slice_samples`` and its part of ``max_cells``; an unsharded evaluation
+        where a shard would read downsampled data (its store does not shard). Partials
+        are folded in shard order, so that the answer does not depend on which thread
+        finishes first."""
         assert isinstance(node, Aggregate)
         workers = max(1, min(self.options.shard_workers, count))
         budget = replace(self.options, max_cells=self.options.max_cells // workers,
