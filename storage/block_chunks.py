@@ -12,7 +12,6 @@ checking each chunk's checksum on the way.
 
 from __future__ import annotations
 
-import contextlib
 import mmap
 import os
 from pathlib import Path
@@ -20,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _block_kernels as k
-from .block_index import _unmap
+from .block_index import _unmap, drop_pages
 from .errors import CorruptionError
 
 __all__ = [
@@ -140,19 +139,9 @@ class ChunkSegments:
                                         offsets[idx], out_enc)
             self._checked((None, status, i), refs[idx])
             encoding[idx] = out_enc
-            self._release(int(seg[idx[0]]), int(off[idx].min()),
-                          int((off[idx] + lengths[idx]).max()) + _RECORD_OVERHEAD)
+            drop_pages(self._maps[int(seg[idx[0]])], int(off[idx].min()),
+                       int((off[idx] + lengths[idx]).max()) + _RECORD_OVERHEAD)
         return encoding, blob, offsets
-
-    def _release(self, segment: int, start: int, end: int) -> None:
-        """Drop the pages of ``[start, end)`` from this process's mapping once read: the
-        bytes were copied out, the page cache keeps them for the next read, and the
-        process's resident memory shows what queries hold rather than every block page
-        they have ever read."""
-        mm = self._maps[segment]
-        start -= start % mmap.PAGESIZE
-        with contextlib.suppress(OSError, ValueError):
-            mm.madvise(mmap.MADV_DONTNEED, start, min(end, len(mm)) - start)
 
     def _checked(self, result: tuple, refs: np.ndarray) -> np.ndarray:
         values, status, i = result

@@ -466,19 +466,12 @@ class IndexFile:
                                                len(self._sym_off), mint, maxt)
         self._check(status, pos, "series")
         if len(ids) > _RELEASE_FROM:
-            self._release(int(self._entry_off[ids.min()]), int(ids.max()) + 1)
+            # Decoded into arrays: a query over a large fleet reads the entries of every
+            # series again for each slice, so their pages need not stay mapped.
+            after = int(ids.max()) + 1
+            end = int(self._entry_off[after]) if after < self.n_series else self._limit
+            drop_pages(self._mm, int(self._entry_off[ids.min()]), end)
         return DecodedSeries(*arrays)
-
-    def _release(self, start: int, after: int) -> None:
-        """Drop from this process's mapping the pages of the series entries from offset
-        ``start`` to the entry of ordinal ``after``, once decoded into arrays: a query
-        over a large fleet reads the entries of every series again for each slice, and
-        the page cache keeps them; resident memory then shows what queries hold rather
-        than the index pages they have ever read."""
-        end = int(self._entry_off[after]) if after < self.n_series else self._limit
-        start -= start % mmap.PAGESIZE
-        with contextlib.suppress(OSError, ValueError):
-            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
     def keys(self, decoded: DecodedSeries) -> tuple[np.ndarray, np.ndarray]:
         """Canonical keys (``name 0xFF value 0xFF`` …) of decoded series."""
@@ -489,6 +482,16 @@ class IndexFile:
         """Unmap the file. Arrays handed out are copies and stay valid."""
         self.__dict__.pop("_buf", None)
         _unmap(self._mm)
+
+
+def drop_pages(mm: mmap.mmap, start: int, end: int) -> None:
+    """Drop the pages of ``mm[start:end]`` from this process's mapping once their bytes
+    were copied out: the page cache keeps them for the next read, and the process's
+    resident memory shows what queries hold rather than every block page they have
+    ever read."""
+    start -= start % mmap.PAGESIZE
+    with contextlib.suppress(OSError, ValueError):
+        mm.madvise(mmap.MADV_DONTNEED, start, min(end, len(mm)) - start)
 
 
 def _unmap(mm: mmap.mmap) -> None:

@@ -104,9 +104,14 @@ class Shard:
     index: int
     count: int
 
+    @staticmethod
+    def owners(hashes: np.ndarray, count: int) -> np.ndarray:
+        """The shard (of ``count``) each of the label-set ``hashes`` belongs to."""
+        return hashes % np.uint64(count)
+
     def holds(self, hashes: np.ndarray) -> np.ndarray:
         """Which of the label-set ``hashes`` belong to this shard."""
-        return hashes % np.uint64(self.count) == np.uint64(self.index)
+        return self.owners(hashes, self.count) == np.uint64(self.index)
 
 
 class Selectable(Protocol):

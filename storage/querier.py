@@ -212,7 +212,7 @@ class Querier:
         key = (block, tuple(matchers), shard.count)
         partition = self._partitions.get(key)
         if partition is None:
-            owner = self._registry.ser_hash[qids] % np.uint64(shard.count)
+            owner = Shard.owners(self._registry.ser_hash[qids], shard.count)
             order = np.argsort(owner, kind="stable")
             bounds = np.searchsorted(owner[order], np.arange(shard.count + 1, dtype=np.uint64))
             partition = self._partitions[key] = (order, bounds)
