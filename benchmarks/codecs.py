@@ -20,9 +20,6 @@ Run: ``python -m benchmarks.codecs`` (see ``--help`` and ``docs/benchmarks.md``)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import shlex
 import sys
 import time
 from collections.abc import Callable
@@ -35,7 +32,7 @@ import numpy as np
 
 from benchmarks.corpus import Capture, StretchedCorpus, capture_real, capture_synthetic
 from benchmarks.ingest import RESULTS_DIR
-from benchmarks.peers import machine_info
+from benchmarks.peers import RunRecord
 from storage import dense, xor
 
 __all__ = ["Series", "chunk_starts", "main", "measure", "real_series", "synthetic_series"]
@@ -228,16 +225,7 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point."""
     args = _parse_args(argv)
-    machine = machine_info()
-    started = dt.datetime.now(dt.UTC)
-    command = shlex.join([sys.executable, "-m", "benchmarks.codecs", *(argv or sys.argv[1:])])
-    print(f"command: {command}")
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(
-        f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} "
-        f"usable), {machine['memory_gib']} GiB, Linux {machine['kernel']}, "
-        f"Python {machine['python']}"
-    )
+    record = RunRecord.start("benchmarks.codecs", argv)
     # Compile or load the kernels before anything is timed.
     warm = chunk_starts(np.array([0, 300]), 100)
     dense.decode_dense_many(*dense.encode_dense_many(np.arange(300), np.arange(300) / 4, warm))
@@ -267,12 +255,7 @@ def main(argv: list[str] | None = None) -> int:
         "chunk (length varint, encoding byte, CRC32-C). encode/decode: samples per second "
         f"of one bulk call on one core, best of {args.repeat}."
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"codecs-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     report = {
-        "command": command,
-        "date": started.isoformat(timespec="seconds"),
-        "machine": machine,
         "datasets": [
             {
                 "name": d.name,
@@ -284,8 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
         "rows": rows,
     }
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
+    record.save(args.out, "codecs", report)
     return 0
 
 

@@ -24,10 +24,8 @@ Run: ``python -m benchmarks.compaction --preset quick`` (see ``docs/benchmarks.m
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
-import shlex
 import shutil
 import signal
 import statistics
@@ -43,7 +41,7 @@ import numpy as np
 
 from benchmarks import backfill, loadgen
 from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm
-from benchmarks.peers import PROMSTORE, Target, machine_info, running
+from benchmarks.peers import PROMSTORE, RunRecord, Target, running
 from benchmarks.workloads import make_workload
 from compaction.maintainer import Maintainer, MaintainerOptions
 from storage.db import DB, DBOptions
@@ -252,13 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parse_args(argv)
     preset = PRESETS[args.preset]
     rounds = args.rounds or preset.rounds
-    machine = machine_info()
-    started = dt.datetime.now(dt.UTC)
-    command = shlex.join([sys.executable, "-m", "benchmarks.compaction", *(argv or sys.argv[1:])])
-    print(f"command: {command}")
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} "
-          f"usable), {machine['memory_gib']} GiB, Linux {machine['kernel']}")
+    record = RunRecord.start("benchmarks.compaction", argv)
     print(f"preset:  {args.preset} ({preset.note})")
 
     load = make_workload("node", series=preset.load_series, seed=args.seed + 1,
@@ -321,14 +313,10 @@ def main(argv: list[str] | None = None) -> int:
           "compacted, so the maintainer has nothing to do; compacting: the same history as "
           "2 h blocks, compacted from the moment the store opens.")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"compaction-{args.preset}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    report = {"command": command, "date": started.isoformat(timespec="seconds"),
-              "machine": machine, "preset": args.preset, "history": facts,
-              "plan": plan.describe(), "conditions": conditions, "runs": runs,
-              "p99_ratio": ratio, "compaction_ran_through": under}
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
+    record.save(args.out, f"compaction-{args.preset}",
+             {"preset": args.preset, "history": facts, "plan": plan.describe(),
+              "conditions": conditions, "runs": runs, "p99_ratio": ratio,
+              "compaction_ran_through": under})
     failed = any(c["non_2xx"] for c in conditions.values()) or ratio > _TARGET_P99_RATIO
     return 1 if failed else 0
 

@@ -12,7 +12,6 @@ Run: ``python -m benchmarks.ingest --preset quick`` (see ``docs/benchmarks.md``)
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import math
 import shlex
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from benchmarks import loadgen
-from benchmarks.peers import TARGETS, Target, machine_info, running
+from benchmarks.peers import TARGETS, RunRecord, Target, running
 from benchmarks.workloads import WORKLOADS, Workload, make_workload
 
 __all__ = [
@@ -370,18 +369,10 @@ def main(argv: list[str] | None = None) -> int:
         series=None if args.hosts else (args.series or preset.series),
         seed=args.seed,
     )
-    machine = machine_info()
-    started = dt.datetime.now(dt.UTC)
-    command = shlex.join([sys.executable, "-m", "benchmarks.ingest", *(argv or sys.argv[1:])])
-    print(f"command: {command}")
-    print(f"date:    {started.isoformat(timespec='seconds')}")
+    record = RunRecord.start("benchmarks.ingest", argv)
     print(
-        f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable), "
-        f"{machine['memory_gib']} GiB, Linux {machine['kernel']}"
-    )
-    print(
-        f"note:    the load generator runs on the same {machine['cores_usable']} cores as the "
-        "server; its CPU time is shown per target"
+        f"note:    the load generator runs on the same {record.machine['cores_usable']} cores "
+        "as the server; its CPU time is shown per target"
     )
     print(
         f"preset:  {label} ({preset.note}{'; overridden' if overridden else ''}); "
@@ -436,12 +427,7 @@ def main(argv: list[str] | None = None) -> int:
         "to VictoriaMetrics' rate and Prometheus' ΔRSS/series."
     )
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"ingest-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
     report = {
-        "command": command,
-        "date": started.isoformat(timespec="seconds"),
-        "machine": machine,
         "preset": label,
         "plan": plan.describe(),
         "warmup_plan": warmup.describe() if warmup else None,
@@ -450,8 +436,7 @@ def main(argv: list[str] | None = None) -> int:
         "targets": rows,
         "runs": runs,
     }
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
+    record.save(args.out, f"ingest-{label}", report)
     failed = any("error" in r or r["load"]["non_2xx"] for rs in runs.values() for r in rs)
     return 1 if failed else 0
 

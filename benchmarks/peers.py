@@ -13,8 +13,11 @@ process group, so a server that forks helpers is measured whole.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
+import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -24,15 +27,17 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "PROMETHEUS",
     "PROMSTORE",
     "TARGETS",
     "VICTORIAMETRICS",
+    "RunRecord",
     "Server",
     "Target",
     "machine_info",
@@ -340,6 +345,39 @@ def running(target: Target, *, ready_timeout_s: float = 120.0,
             server.stop()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What every benchmark's output starts with and its JSON result carries first:
+    the command that ran it, when, and on what machine."""
+
+    command: str
+    started: dt.datetime
+    machine: dict[str, object]
+
+    @classmethod
+    def start(cls, module: str, argv: Sequence[str] | None) -> RunRecord:
+        """Record the run of ``python -m module argv`` and print its facts."""
+        run = cls(shlex.join([sys.executable, "-m", module, *(argv or sys.argv[1:])]),
+                  dt.datetime.now(dt.UTC), machine_info())
+        m = run.machine
+        print(f"command: {run.command}")
+        print(f"date:    {run.started.isoformat(timespec='seconds')}")
+        print(f"machine: {m['cpu']}, {m['cores']} cores ({m['cores_usable']} usable), "
+              f"{m['memory_gib']} GiB, Linux {m['kernel']}, Python {m['python']}")
+        return run
+
+    def save(self, out: Path, name: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Write the run's facts and ``report`` to ``out/NAME-<start time>.json``, say
+        where, and return what was written."""
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{name}-{self.started.strftime('%Y%m%dT%H%M%SZ')}.json"
+        written = {"command": self.command, "date": self.started.isoformat(timespec="seconds"),
+                   "machine": self.machine, **report}
+        path.write_text(json.dumps(written, indent=2) + "\n")
+        print(f"results: {path}")
+        return written
 
 
 def machine_info() -> dict[str, object]:

@@ -20,11 +20,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import http.client
 import json
 import os
-import shlex
 import signal
 import subprocess
 import sys
@@ -41,7 +39,7 @@ import numpy as np
 from benchmarks import backfill, loadgen
 from benchmarks._node import _histogram
 from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm, select_targets
-from benchmarks.peers import PROMSTORE, VICTORIAMETRICS, Server, Target, machine_info, running
+from benchmarks.peers import PROMSTORE, VICTORIAMETRICS, RunRecord, Server, Target, running
 from benchmarks.workloads import Kind, Profile, SeriesSpec, ValueStream, Workload
 
 __all__ = ["PRESETS", "Fleet", "Preset", "Query", "dashboard_queries", "main"]
@@ -732,13 +730,7 @@ def main(argv: list[str] | None = None) -> int:
     preset = Preset(**{**base.__dict__, **overrides})
     args.runs = preset.runs
     label = f"{args.preset}-custom" if overrides else args.preset
-    machine = machine_info()
-    started = dt.datetime.now(dt.UTC)
-    command = shlex.join([sys.executable, "-m", "benchmarks.query", *(argv or sys.argv[1:])])
-    print(f"command: {command}")
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} "
-          f"usable), {machine['memory_gib']} GiB, Linux {machine['kernel']}")
+    record = RunRecord.start("benchmarks.query", argv)
     print(f"preset:  {label} ({base.note}{'; overridden' if overrides else ''}), "
           f"{preset.runs} timed runs after {args.warmups} warm-up runs")
     targets = select_targets(args.targets)
@@ -753,12 +745,8 @@ def main(argv: list[str] | None = None) -> int:
     print("Latency: wall time of a GET on a kept-alive connection until the whole answer is "
           "read, each target measured alone (the others paused); VictoriaMetrics with "
           "nocache=1. promstore ÷ peer: ratio of medians (below 1: promstore is faster).")
-    report = {"command": command, "date": started.isoformat(timespec="seconds"),
-              "machine": machine, "preset": label, "settings": preset.__dict__, **report}
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"query-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
+    report = record.save(args.out, f"query-{label}",
+                         {"preset": label, "settings": preset.__dict__, **report})
     failed = any(r["load"]["non_2xx"] or "data_problem" in r or "exited" in r
                  or any("error" in m for m in r["queries"].values())
                  for r in report["targets"])

@@ -28,7 +28,6 @@ Run: ``python -m benchmarks.storage --preset quick`` (see ``docs/benchmarks.md``
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import os
 import shlex
@@ -51,7 +50,7 @@ import snappy  # type: ignore[import-untyped]
 from benchmarks import loadgen
 from benchmarks.corpus import Capture, StretchedCorpus, capture_real, read_request, remote_read
 from benchmarks.ingest import RESULTS_DIR, exit_on_sigterm, select_targets
-from benchmarks.peers import PROMETHEUS, VICTORIAMETRICS, Server, Target, machine_info, running
+from benchmarks.peers import PROMETHEUS, VICTORIAMETRICS, RunRecord, Server, Target, running
 from benchmarks.workloads import Workload, make_workload
 from compaction.compactor import compact
 from promstore.remote.pb import remote_pb2
@@ -583,15 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     if not targets:
         print("no target to benchmark")
         return 1
-    machine = machine_info()
-    started = dt.datetime.now(dt.UTC)
-    command = shlex.join([sys.executable, "-m", "benchmarks.storage", *(argv or sys.argv[1:])])
     overridden = args.hosts is not None or args.hours is not None
     label = f"{args.preset}-custom" if overridden else args.preset
-    print(f"command: {command}")
-    print(f"date:    {started.isoformat(timespec='seconds')}")
-    print(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} "
-          f"usable), {machine['memory_gib']} GiB, Linux {machine['kernel']}")
+    record = RunRecord.start("benchmarks.storage", argv)
 
     dataset = build_dataset(args, preset)
     hours = args.hours or preset.hours
@@ -634,13 +627,8 @@ def main(argv: list[str] | None = None) -> int:
           "data flushed, force-merged and settled; compacted decode: the merged block read "
           "in this process.")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / f"storage-{label}-{started.strftime('%Y%m%dT%H%M%SZ')}.json"
-    report = {"command": command, "date": started.isoformat(timespec="seconds"),
-              "machine": machine, "preset": label, "data": facts, "plan": plan.describe(),
-              "targets": rows}
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"results: {path}")
+    record.save(args.out, f"storage-{label}", {"preset": label, "data": facts,
+                                               "plan": plan.describe(), "targets": rows})
     failed = any("error" in r or r["load"]["non_2xx"] for r in rows)
     return 1 if failed else 0
 
