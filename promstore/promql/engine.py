@@ -91,7 +91,7 @@ class EngineOptions:
     max_slice_samples: int = 2_000_000
     # An aggregation over at least ``shard_from_series`` series is evaluated
     # ``shard_series`` series at a time (``sharding``), so that each slice covers hours
-    # of their data within ``max_slice_samples``.
+    # of their data within ``shard_slice_samples``.
     shard_from_series: int = 4_000
     shard_series: int = 250
     # Samples a slice of one shard selects: about 2,000 per series, the span of one
