@@ -36,12 +36,17 @@ from .series_set import ChunkSeriesSet, SeriesSet, label_table
 from .xor import ENCODING_XOR
 
 if TYPE_CHECKING:
-    from .block import Block
+    from .block import Block, ChunkSet
     from .head import Head
 
 __all__ = ["Querier"]
 
 _NO_IDS = np.empty(0, np.int64)
+
+_DECODE_CHUNKS = 256
+"""Chunks of a block decoded at once, then trimmed to the range asked for: a long query
+reads in time slices that cut through chunks (a dense chunk holds about 2,048 samples),
+so decoding all of them first would hold several times the samples selected."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,23 @@ def _first_copies(ts: np.ndarray, vs: np.ndarray, rank: np.ndarray, src: np.ndar
     first = np.ones(len(ts), bool)
     first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
     return ts[first], vs[first], np.bincount(owner[first], minlength=n_series)
+
+
+def _decoded(chunks: ChunkSet, qids: np.ndarray, mint: int, maxt: int) -> Iterator[_Runs]:
+    """The samples of ``chunks`` in ``[mint, maxt]``, a run per chunk (owned by the
+    querier ids ``qids`` of the chunks' series), decoding ``_DECODE_CHUNKS`` at a time."""
+    for first in range(0, chunks.n_chunks, _DECODE_CHUNKS):  # a loop over batches
+        last = min(first + _DECODE_CHUNKS, chunks.n_chunks)
+        bounds = chunks.offsets[first:last + 1]
+        ts, vs, starts = chunkenc.decode_many(chunks.encoding[first:last],
+                                              chunks.blob[bounds[0]:bounds[-1]],
+                                              bounds - bounds[0])
+        lo, hi = mk.trim_runs(ts, starts[:-1], starts[1:], mint, maxt)
+        if hi[-1] - lo[0] < len(ts) or np.any(lo[1:] != hi[:-1]):
+            ts, vs = mk.gather_runs(ts, vs, lo, hi - lo)
+            starts = np.zeros(len(lo) + 1, np.int64)
+            np.cumsum(hi - lo, out=starts[1:])
+        yield _Runs(qids[chunks.series[first:last]], starts, ts, vs)
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -246,9 +268,7 @@ class Querier:
                 ids, qids = ids[mine], qids[mine]
             if len(ids) == 0:
                 continue
-            chunks = block.chunks(ids, mint, maxt)
-            ts, vs, starts = chunkenc.decode_many(chunks.encoding, chunks.blob, chunks.offsets)
-            runs.append(_Runs(qids[chunks.series], starts, ts, vs))  # a run per chunk
+            runs.extend(_decoded(block.chunks(ids, mint, maxt), qids, mint, maxt))
         refs, qids = self._head_parts(matchers, mint, maxt, shard)
         if len(refs):
             got = self._head.read_samples(refs, mint, maxt)
@@ -263,13 +283,14 @@ class Querier:
         """One SeriesSet from parts' runs (samples of one series in time order). Runs are
         trimmed to ``[mint, maxt]``, put in label order (older parts first for a series)
         and copied once; only series whose runs overlap in time are sorted sample by
-        sample, the first copy of a timestamp winning."""
+        sample, the first copy of a timestamp winning. Empties ``parts``."""
         base = np.cumsum([0] + [len(p.ts) for p in parts[:-1]])
         run_owner = np.concatenate([p.owner for p in parts])
         lo = np.concatenate([p.starts[:-1] + b for p, b in zip(parts, base)])
         hi = np.concatenate([p.starts[1:] + b for p, b in zip(parts, base)])
         ts = parts[0].ts if len(parts) == 1 else np.concatenate([p.ts for p in parts])
         vs = parts[0].vs if len(parts) == 1 else np.concatenate([p.vs for p in parts])
+        parts.clear()  # the parts' own copies go before the merged one is made
         lo, hi = mk.trim_runs(ts, lo, hi, mint, maxt)
         held = hi > lo
         run_owner, lo, hi = run_owner[held], lo[held], hi[held]

@@ -94,6 +94,34 @@ def test_reads_merge_block_and_head_and_label_apis_see_both(tmp_path):
         db.close()
 
 
+def test_reads_decode_block_chunks_a_batch_at_a_time(tmp_path, monkeypatch):
+    """Windows that cut through chunks give the same samples whether a block's chunks
+    are decoded all at once or a few at a time (then trimmed batch by batch)."""
+    import storage.querier
+
+    db = DB.open(tmp_path, _options())
+    try:
+        _write(db, 4, range(0, 960))
+        db.compact_head()
+        windows = [(LO, HI), (T0 + 7_000, T0 + HOUR + 1), (T0 + 30 * 60_000, T0 + 30 * 60_000),
+                   (T0 + HOUR, T0 + 3 * HOUR)]
+        whole = [db.select(ALL, lo, hi) for lo, hi in windows]
+        monkeypatch.setattr(storage.querier, "_DECODE_CHUNKS", 3)
+        for (lo, hi), want in zip(windows, whole):
+            got = db.select(ALL, lo, hi)
+            assert got.n_series == want.n_series == 4
+            for i in range(4):
+                ts, vs = got.series_samples(i)
+                want_ts, want_vs = want.series_samples(i)
+                assert ts.tolist() == want_ts.tolist() and vs.tolist() == want_vs.tolist()
+                assert len(ts) and ts[0] >= lo and ts[-1] <= hi
+                everything = _expected(4, range(0, 960))[tuple(got.labels(i).items())]
+                assert list(zip(ts.tolist(), vs.tolist())) == \
+                    [(t, v) for t, v in everything if lo <= t <= hi]
+    finally:
+        db.close()
+
+
 def test_out_of_order_samples_reach_the_block(tmp_path):
     db = DB.open(tmp_path, _options(out_of_order_window_ms=10 * HOUR))
     try:

@@ -50,11 +50,14 @@ class _Counting:
     """A store that counts the selections made for a shard."""
 
     def __init__(self, store) -> None:
-        self.store, self.sharded = store, 0
+        self.store, self.sharded, self.most = store, 0, 0
 
     def select(self, matchers, mint, maxt, shard=None):
-        self.sharded += shard is not None
-        return self.store.select(matchers, mint, maxt, shard)
+        got = self.store.select(matchers, mint, maxt, shard)
+        if shard is not None:
+            self.sharded += 1
+            self.most = max(self.most, got.n_samples)
+        return got
 
     def estimate_series(self, matchers, mint, maxt):
         return self.store.estimate_series(matchers, mint, maxt)
@@ -117,6 +120,18 @@ def test_answer_does_not_depend_on_how_many_shards_run_at_once(store):
     assert one.value.labels.to_dicts(one.pool) == three.value.labels.to_dicts(three.pool)
     assert np.array_equal(one.value.present, three.value.present)
     assert np.array_equal(one.value.values, three.value.values)  # folded in shard order
+
+
+def test_a_shard_reads_its_series_in_slices_of_its_own_budget(store):
+    """Each shard keeps to ``shard_slice_samples`` per selection, however much an
+    unsharded slice may read: shards run side by side, each holding a slice."""
+    counting = _Counting(store.querier())
+    options = dataclasses.replace(_sharded(2), max_slice_samples=10**9,
+                                  shard_slice_samples=20_000)
+    Engine(counting, options).range_query("sum(rate(requests_total[5m]))",
+                                          T0, T0 + HOURS * 3_600_000, 60_000)
+    assert counting.sharded > 2 * 10  # 10 shards of 300 series, 6 hours = 108,000 samples
+    assert 10_000 < counting.most <= 30_000
 
 
 def test_a_failing_shard_fails_the_query(store):

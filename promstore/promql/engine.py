@@ -366,7 +366,7 @@ class Engine:
             assert isinstance(value, Vector)
             parts.append(value)
             done += piece.n
-            size = ev.slice.next_size(piece.n, step, self.options)
+            size = ev.slice.next_size(piece.n, step, ev.options)
         return _join_slices(parts, grid)
 
     def _sharded(self, ev: Evaluator, node: Node, grid: Grid, count: int) -> Vector:
