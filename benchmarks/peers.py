@@ -313,10 +313,11 @@ class Server:
 
 @contextlib.contextmanager
 def running(target: Target, *, ready_timeout_s: float = 120.0,
-            seed: Path | None = None) -> Iterator[Server]:
+            seed: Path | None = None, flags: Sequence[str] = ()) -> Iterator[Server]:
     """Start ``target`` fresh in a temporary directory; stop it and clean up on exit.
     With ``seed``, its data directory starts as a copy of that tree made of hard links
-    (block files are never changed in place, so targets can share them)."""
+    (block files are never changed in place, so targets can share them). ``flags`` are
+    added to the target's command line."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{target.name}-"))
     try:
         data_dir = workdir / "data"
@@ -325,7 +326,7 @@ def running(target: Target, *, ready_timeout_s: float = 120.0,
         else:
             shutil.copytree(seed, data_dir, copy_function=os.link)
         port = _free_port()
-        argv = target.command(workdir, data_dir, port)
+        argv = [*target.command(workdir, data_dir, port), *flags]
         log_path = workdir / "server.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(

@@ -9,10 +9,13 @@ instead, see ``settle_victoriametrics``), the report gives, per target:
 
 - bytes per sample on disk: blocks only, and every file (blocks, WAL, head chunks);
 - resident memory per active series (after the load, and its growth over idle);
-- bytes per sample after compaction: the blocks of promstore merged into one by
-  promstore's compactor (``compaction.compactor.compact``, dense chunks), those of
-  Prometheus merged the way Prometheus merges them (XOR chunks carried over), and
-  VictoriaMetrics's data once flushed, force-merged and settled;
+- bytes per sample after compaction, over every sample written: a snapshot of
+  promstore and of Prometheus (their admin API's, which writes the head's samples as
+  one more block beside hard links of the blocks) merged into one block by promstore's
+  compactor (``compaction.compactor.compact``): promstore's with dense chunks,
+  Prometheus's the way Prometheus merges (XOR chunks carried over); VictoriaMetrics's
+  data once flushed, force-merged and settled. Where the merged block's bytes go
+  (index sections, chunk data by encoding, chunk record framing) is reported beside;
 - read throughput in samples per second: every sample through the PromQL API (a range
   selector at hourly instants), every sample read raw (remote read, or
   ``/api/v1/export`` for VictoriaMetrics), and the target's blocks read in this process
@@ -45,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import snappy  # type: ignore[import-untyped]
 
 from benchmarks import loadgen
@@ -56,14 +60,17 @@ from compaction.compactor import compact
 from promstore.remote.pb import remote_pb2
 from storage import chunkenc
 from storage.block import Block
+from storage.block_index import section_sizes
 from storage.errors import CorruptionError
 
-__all__ = ["PRESETS", "Preset", "bench_target", "compacted", "main", "read_blocks",
-           "settle_victoriametrics", "wait_for_blocks"]
+__all__ = ["PRESETS", "Preset", "bench_target", "block_breakdown", "compacted", "main",
+           "read_blocks", "settle_victoriametrics", "snapshot", "wait_for_blocks"]
 
 _HOUR_MS = 3_600_000
 _END_BEFORE_NOW_MS = 5 * 60_000  # VictoriaMetrics hides the last 30 s from queries
 _HTTP_TIMEOUT_S = 300.0
+# promstore and Prometheus both name it so; the snapshot API is behind it.
+_ADMIN_FLAGS = ("--web.enable-admin-api",)
 
 
 @dataclass(frozen=True)
@@ -274,10 +281,43 @@ def read_blocks(block_dirs: list[Path], repeat: int) -> dict[str, Any]:
             "decode_samples_per_s": samples / decode_s if decode_s else None}
 
 
+def snapshot(server: Server) -> list[Path]:
+    """The blocks of a snapshot of ``server`` (promstore or Prometheus) with its head:
+    ``POST /api/v1/admin/tsdb/snapshot`` hard-links the blocks into
+    ``<data>/snapshots/<name>/`` and writes the head's samples there as one more block,
+    so that the blocks together hold every sample the server has."""
+    request = urllib.request.Request(server.base_url + "/api/v1/admin/tsdb/snapshot",
+                                     data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=_HTTP_TIMEOUT_S) as resp:
+        name = json.loads(resp.read())["data"]["name"]
+    return [p for p, _ in _blocks(server.workdir / "data" / "snapshots" / name)]
+
+
+def block_breakdown(path: Path) -> dict[str, Any]:
+    """Where the bytes of the block at ``path`` go: index sections
+    (``storage.block_index.section_sizes``), chunk data by encoding name, the chunk
+    records' framing (length, encoding byte, checksum, segment headers) and the rest
+    (``meta.json``, tombstones)."""
+    index = section_sizes(path / "index")
+    segments = sum(p.stat().st_size for p in (path / "chunks").iterdir())
+    with Block.open(path) as block:
+        meta = block.meta
+        found = block.chunks(np.arange(block.n_series), meta.min_time, meta.max_time - 1)
+    sizes = np.diff(found.offsets)
+    by_encoding = {chunkenc.codec_for(int(e)).name: int(sizes[found.encoding == e].sum())
+                   for e in np.unique(found.encoding)}
+    total = _dir_bytes(path)
+    return {"index": index, "chunk_data": by_encoding,
+            "chunk_framing": segments - int(sizes.sum()),
+            "other": total - sum(index.values()) - segments, "total": total,
+            "series": meta.num_series, "chunks": meta.num_chunks, "samples": meta.num_samples}
+
+
 def compacted(block_dirs: list[Path], *, dense: bool, repeat: int) -> dict[str, Any]:
     """The blocks merged into one by promstore's compactor in a scratch directory, with
     dense chunks or (``dense`` false) with their XOR chunks carried over, as Prometheus's
-    own compaction keeps them: its bytes per sample, and ``read_blocks`` of it.
+    own compaction keeps them: its bytes per sample, where they go, and ``read_blocks``
+    of it.
 
     The blocks are hard-linked first, so that a server compacting or deleting its own
     meanwhile does not pull them away."""
@@ -295,11 +335,13 @@ def compacted(block_dirs: list[Path], *, dense: bool, repeat: int) -> dict[str, 
                 block.close()
         seconds = time.perf_counter() - began
         size = _dir_bytes(meta.path)
+        breakdown = block_breakdown(meta.path)
         read = read_blocks([meta.path], repeat)
     return {"encoding": "dense" if dense else "xor", "blocks_merged": len(block_dirs),
             "bytes": size, "samples": meta.num_samples, "compact_seconds": round(seconds, 2),
+            "span_ms": [meta.min_time, meta.max_time],
             "bytes_per_sample": size / meta.num_samples if meta.num_samples else None,
-            "block_read": read}
+            "breakdown": breakdown, "block_read": read}
 
 
 # -- reading through HTTP -----------------------------------------------------------------
@@ -401,7 +443,8 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
     """Start ``target`` fresh, write the plan, wait for its blocks, measure; always stops it."""
     mint = plan.start_ms
     maxt = plan.start_ms + plan.rounds * plan.interval_ms - 1
-    with running(target, ready_timeout_s=args.ready_timeout) as server:
+    flags = () if target is VICTORIAMETRICS else _ADMIN_FLAGS
+    with running(target, ready_timeout_s=args.ready_timeout, flags=flags) as server:
         data_dir = server.workdir / "data"
         time.sleep(args.idle)
         rss_idle = server.rss_bytes()
@@ -424,12 +467,13 @@ def bench_target(target: Target, plan: loadgen.LoadPlan, n_series: int,
         in_process = (_measure("block read",
                                lambda: read_blocks(block_dirs, 5 * args.query_repeat))
                       if block_dirs else {"error": "no blocks"})
-        # promstore's own figure is for its dense encoding; Prometheus's for what its
+        # Over every sample, as VictoriaMetrics's figure is: the blocks and the head,
+        # through a snapshot taken after the disk figures (its hard links would count
+        # twice). promstore's figure is for its dense encoding; Prometheus's for what its
         # compaction would keep (XOR chunks as they are, one index).
-        merged = (_measure("compaction",
-                           lambda: compacted(block_dirs, dense=target is not PROMETHEUS,
-                                             repeat=5 * args.query_repeat))
-                  if block_dirs else {"error": "no blocks"})
+        merged = ({} if target is VICTORIAMETRICS else _measure(
+            "compaction", lambda: compacted(snapshot(server), dense=target is not PROMETHEUS,
+                                            repeat=5 * args.query_repeat)))
         argv = server.argv
     accepted = load.samples_accepted
     active = load.series_created or n_series
@@ -539,11 +583,23 @@ def _narrate(row: dict[str, Any], expected: int) -> None:
     if "error" in merged:
         print(f"   compacted: {merged['error']}")
     elif "blocks_merged" in merged:
-        print(f"   compacted: {merged['blocks_merged']} blocks merged into one "
-              f"({merged['encoding']} chunks) in {merged['compact_seconds']} s: "
+        hours = (merged["span_ms"][1] - merged["span_ms"][0]) / _HOUR_MS
+        print(f"   compacted: {merged['blocks_merged']} snapshot blocks (head included) merged "
+              f"into one ({merged['encoding']} chunks) in {merged['compact_seconds']} s: "
               f"{merged['bytes']:,} bytes, "
               f"{_fmt(merged['bytes_per_sample'], '.3f')} B/sample, "
-              f"{merged['samples']:,} samples")
+              f"{merged['samples']:,} of {expected:,} samples over {hours:.2f} h")
+        print(f"   {_describe_breakdown(merged['breakdown'])}")
+
+
+def _describe_breakdown(b: dict[str, Any]) -> str:
+    """One line: bytes per series of the index by section, bytes per sample of chunks."""
+    series, samples = max(b["series"], 1), max(b["samples"], 1)
+    index = ", ".join(f"{name} {size / series:.1f}" for name, size in b["index"].items())
+    chunks = ", ".join(f"{name} {size / samples:.4f}" for name, size in b["chunk_data"].items())
+    return (f"index {sum(b['index'].values()) / series:.1f} B/series ({index}); chunk data "
+            f"B/sample: {chunks}; chunk framing {b['chunk_framing'] / samples:.4f} B/sample "
+            f"({b['chunks']:,} chunks); other {b['other']:,} bytes")
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -621,11 +677,11 @@ def main(argv: list[str] | None = None) -> int:
           "all files: the whole data directory / samples accepted (VictoriaMetrics has no "
           "WAL: all its files count as blocks). block read: the target's blocks read in this "
           "process with storage.block (index, chunks, checksums) and decoded with "
-          "storage.chunkenc.decode_many; decode: the decoding alone. B/sample compacted: "
-          "promstore's blocks merged into one by its compactor (dense chunks), "
-          "Prometheus's merged as Prometheus does (XOR chunks kept), VictoriaMetrics's "
-          "data flushed, force-merged and settled; compacted decode: the merged block read "
-          "in this process.")
+          "storage.chunkenc.decode_many; decode: the decoding alone. B/sample compacted, "
+          "over every sample written: a snapshot of promstore (blocks and head) merged into "
+          "one block by its compactor (dense chunks), Prometheus's snapshot merged as "
+          "Prometheus does (XOR chunks kept), VictoriaMetrics's data flushed, force-merged "
+          "and settled; compacted decode: the merged block read in this process.")
 
     record.save(args.out, f"storage-{label}", {"preset": label, "data": facts,
                                                "plan": plan.describe(), "targets": rows})

@@ -36,6 +36,7 @@ __all__ = [
     "DecodedSeries",
     "IndexFile",
     "SeriesLayout",
+    "section_sizes",
     "write_index",
 ]
 
@@ -482,6 +483,31 @@ class IndexFile:
         """Unmap the file. Arrays handed out are copies and stay valid."""
         self.__dict__.pop("_buf", None)
         _unmap(self._mm)
+
+    def __enter__(self) -> IndexFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_SECTIONS = ("symbols", "series", "label_indices", "label_offset_table", "postings",
+             "postings_offset_table")
+
+
+def section_sizes(path: Path) -> dict[str, int]:
+    """Bytes of each section of the index file at ``path`` (header and table of
+    contents included), in file order: where a block's index bytes go.
+    ``CorruptionError`` when the table of contents is unreadable."""
+    with IndexFile(path) as index:
+        buf, limit = index._buf, index._limit
+        starts = [int.from_bytes(buf[limit + 8 * i:limit + 8 * i + 8].tobytes(), "big")
+                  for i in range(len(_SECTIONS))]
+        bounds = sorted(zip(starts, _SECTIONS)) + [(limit, "toc")]
+        sizes = {"header": bounds[0][0]}
+        sizes |= {name: end - start for (start, name), (end, _) in itertools.pairwise(bounds)}
+        sizes["toc"] = len(buf) - limit
+    return sizes
 
 
 def drop_pages(mm: mmap.mmap, start: int, end: int) -> None:
