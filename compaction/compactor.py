@@ -3,9 +3,11 @@
 Series are matched across the source blocks by their label sets. With ``dense`` (the
 default for compacted data), every series is decoded, merged in time order with the
 first copy of a timestamp kept (sources in time order), and re-encoded in the dense
-chunk encoding (``storage.dense``), several times smaller than XOR on typical metrics.
-Without it, a series' XOR chunks are carried over byte for byte where the sources do
-not overlap for it, and re-encoded as XOR where they do, so the block stays readable by
+chunk encoding (``storage.dense``), several times smaller than XOR on typical metrics,
+under the compact index format (``storage.block_index``): Prometheus cannot read such a
+block whatever its index, so the index need not be Prometheus's either. Without it, a
+series' XOR chunks are carried over byte for byte where the sources do not overlap for
+it, and re-encoded as XOR where they do, so the block (index format 2) stays readable by
 Prometheus and its tools. The result is written as a new block whose level is one above
 its highest source and whose sources are theirs together; deleting the sources is the
 caller's job, once the new block is durable.
@@ -67,7 +69,8 @@ def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True,
         mint=min(b.meta.min_time for b in ordered),
         maxt=max(b.meta.max_time for b in ordered),
         level=max(b.meta.level for b in ordered) + 1,
-        sources=sorted({s for b in ordered for s in (b.meta.sources or (b.meta.ulid,))}))
+        sources=sorted({s for b in ordered for s in (b.meta.sources or (b.meta.ulid,))}),
+        compact_index=dense)
 
 
 def _merge_slice(blocks: Sequence[Block], members: Sequence[np.ndarray], first: int,

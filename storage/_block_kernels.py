@@ -283,11 +283,14 @@ def encode_offset_entries(src, name_start, name_len, value_start, value_len, off
 
 
 @njit(cache=True, nogil=True)
-def encode_series(base, lab_start, lab_syms, chk_start, chk_mint, chk_maxt, chk_ref):
+def encode_series(base, lab_start, lab_syms, chk_start, chk_mint, chk_maxt, chk_ref, align,
+                  time_base):
     """The series section, written at file offset ``base``: per series, zero padding to
-    a multiple of 16, uvarint body length, body, CRC32-C of the body. The body holds the
-    label count and (name, value) symbol refs (``lab_syms`` interleaved), then the chunk
-    count and the delta-coded chunk metas. Returns the bytes and each entry's offset."""
+    a multiple of ``align`` (16 in format 2, 1 in the compact format), uvarint body
+    length, body, CRC32-C of the body. The body holds the label count and (name, value)
+    symbol refs (``lab_syms`` interleaved), then the chunk count and the delta-coded
+    chunk metas, the first mint relative to ``time_base`` (0 in format 2). Returns the
+    bytes and each entry's offset."""
     n = len(lab_start) - 1
     bodies = np.empty(n, dtype=np.int64)
     total = 0
@@ -299,18 +302,19 @@ def encode_series(base, lab_start, lab_syms, chk_start, chk_mint, chk_maxt, chk_
         size += _uvarint_size(c1 - c0)
         for c in range(c0, c1):
             if c == c0:
-                size += _uvarint_size(_zigzag(chk_mint[c])) + _uvarint_size(chk_ref[c])
+                size += (_uvarint_size(_zigzag(chk_mint[c] - time_base))
+                         + _uvarint_size(chk_ref[c]))
             else:
                 size += (_uvarint_size(chk_mint[c] - chk_maxt[c - 1])
                          + _uvarint_size(_zigzag(chk_ref[c] - chk_ref[c - 1])))
             size += _uvarint_size(chk_maxt[c] - chk_mint[c])
         bodies[s] = size
-        total += 15 + _uvarint_size(size) + size + 4
+        total += align - 1 + _uvarint_size(size) + size + 4
     out = np.zeros(total, dtype=np.uint8)
     entry = np.empty(n, dtype=np.int64)
     p = 0
     for s in range(n):
-        p += (-(base + p)) % 16
+        p += (-(base + p)) % align
         entry[s] = base + p
         p = _put_uvarint(out, p, bodies[s])
         body = p
@@ -321,7 +325,7 @@ def encode_series(base, lab_start, lab_syms, chk_start, chk_mint, chk_maxt, chk_
         p = _put_uvarint(out, p, c1 - c0)
         for c in range(c0, c1):
             if c == c0:
-                p = _put_uvarint(out, p, _zigzag(chk_mint[c]))
+                p = _put_uvarint(out, p, _zigzag(chk_mint[c] - time_base))
                 p = _put_uvarint(out, p, chk_maxt[c] - chk_mint[c])
                 p = _put_uvarint(out, p, chk_ref[c])
             else:
@@ -330,6 +334,25 @@ def encode_series(base, lab_start, lab_syms, chk_start, chk_mint, chk_maxt, chk_
                 p = _put_uvarint(out, p, _zigzag(chk_ref[c] - chk_ref[c - 1]))
         p = _put_be32(out, p, crc32c(out, body, p))
     return out[:p].copy(), entry
+
+
+@njit(cache=True, nogil=True)
+def encode_pair_entries(names, values, offsets):
+    """Postings offset table entries of the compact format for pairs sorted by (name,
+    value) symbol id, with ascending offsets: per pair the uvarint name id minus the
+    previous one, the uvarint value id (minus the previous one under the same name),
+    and the uvarint offset minus the previous one."""
+    out = np.empty(30 * len(names), dtype=np.uint8)
+    p = 0
+    name = np.int64(0)
+    value = np.int64(0)
+    offset = np.int64(0)
+    for i in range(len(names)):
+        p = _put_uvarint(out, p, names[i] - name)
+        p = _put_uvarint(out, p, values[i] - value if names[i] == name and i else values[i])
+        p = _put_uvarint(out, p, offsets[i] - offset)
+        name, value, offset = names[i], values[i], offsets[i]
+    return out[:p].copy()
 
 
 @njit(cache=True, nogil=True)
@@ -423,6 +446,45 @@ def parse_offset_table(buf, start, end, count, keys):
         p = q
     status = OK if p == end else BAD_LENGTH
     return name_off, name_len, value_off, value_len, offset, status, p
+
+
+@njit(cache=True, nogil=True)
+def parse_pair_entries(buf, start, end, count, n_symbols):
+    """Entries of a compact postings offset table in ``buf[start:end]`` (see
+    ``encode_pair_entries``); pairs must be strictly ascending and name symbols below
+    ``n_symbols``. Returns ``(names, values, offsets, status, position)``."""
+    names = np.empty(count, dtype=np.int64)
+    values = np.empty(count, dtype=np.int64)
+    offsets = np.empty(count, dtype=np.int64)
+    name = np.int64(0)
+    value = np.int64(0)
+    offset = np.int64(0)
+    p = start
+    for i in range(count):
+        a, q = _get_uvarint(buf, p, end)
+        if q < 0:
+            return names, values, offsets, _varint_status(q), p
+        b, r = _get_uvarint(buf, q, end)
+        if r < 0:
+            return names, values, offsets, _varint_status(r), q
+        c, t = _get_uvarint(buf, r, end)
+        if t < 0:
+            return names, values, offsets, _varint_status(t), r
+        if a < 0 or b < 0 or c < 0 or a >= n_symbols or b >= n_symbols:
+            return names, values, offsets, BAD_SYMBOL, p
+        if i and a == 0:
+            if b == 0:
+                return names, values, offsets, UNSORTED, p
+            b += value
+        name += a
+        offset += c
+        if name >= n_symbols or b >= n_symbols or offset < 0:
+            return names, values, offsets, BAD_SYMBOL, p
+        value = b
+        names[i], values[i], offsets[i] = name, value, offset
+        p = t
+    status = OK if p == end else BAD_LENGTH
+    return names, values, offsets, status, p
 
 
 @njit(cache=True, nogil=True)
@@ -553,9 +615,10 @@ def read_postings(buf, limit, offsets):
 
 
 @njit(cache=True, nogil=True)
-def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt):
+def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
     """Labels and chunk metas of the series ``ids`` (entries at ``entry_off[id]``),
-    checking each entry's CRC32-C. Chunk metas are kept when they overlap
+    checking each entry's CRC32-C; a series' first chunk mint is stored relative to
+    ``time_base``. Chunk metas are kept when they overlap
     ``[mint, maxt]`` (none when ``mint > maxt``). Returns ``(lab_start, lab_name,
     lab_value, chk_pos, chk_mint, chk_maxt, chk_ref, status, position)`` where series
     i's labels are
@@ -628,7 +691,7 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt):
                 return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(s), r
             p = s
             if c == 0:
-                t_min = _unzigzag(a)
+                t_min = time_base + _unzigzag(a)
                 ref = x
             else:
                 t_min = t_max + a

@@ -225,6 +225,7 @@ def write_block(
     level: int = 1,
     sources: Sequence[str] | None = None,
     segment_size: int = MAX_SEGMENT_SIZE,
+    compact_index: bool = False,
 ) -> BlockMeta:
     """Write a new block under the existing directory ``parent`` and return its meta.
 
@@ -237,6 +238,9 @@ def write_block(
     a series come sorted by time and do not overlap; series without chunks are left out.
     Every chunk lies in ``[mint, maxt)``. ``sources`` defaults to the new block's own id.
     Chunk segments are cut at ``segment_size`` bytes (Prometheus's 512 MiB by default).
+    ``compact_index`` writes the index in promstore's compact format
+    (``storage.block_index``), for blocks Prometheus cannot read anyway (dense chunks);
+    otherwise in Prometheus's format 2.
 
     The block is complete and fsynced when this returns; on any error nothing is left
     under its final name. ``ValueError`` for inputs that break these rules.
@@ -302,7 +306,8 @@ def write_block(
         np.cumsum(np.bincount(chunk_ordinal, minlength=layout.n_series),
                   out=chunk_start[1:])
         write_index(tmp / "index", layout,
-                    ChunkMetas(chunk_start, c_mint[order], c_maxt[order], refs))
+                    ChunkMetas(chunk_start, c_mint[order], c_maxt[order], refs),
+                    compact=compact_index)
         _write_file(tmp / tomb.FILENAME, tomb.encode(Tombstones.empty()))
         _fsync_dir(tmp / "chunks")
         _write_file(tmp / "meta.json", meta.to_json().encode())

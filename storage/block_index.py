@@ -1,11 +1,21 @@
-"""The ``index`` file of a block, format version 2 as Prometheus 2.x writes it.
+"""The ``index`` file of a block: format version 2 as Prometheus 2.x writes it, or the
+compact format of dense blocks.
 
-Sections, in file order: header (magic, version), symbol table (every label name and
-value, sorted, plus the empty string), series (16-byte aligned entries holding symbol
-refs and chunk metas; a series is named by its offset / 16), label indices (one per
-label name, kept for older readers), postings (per label pair, the sorted series refs
-that carry it, led by the list of all series), label offset table, postings offset
-table, and the table of contents. Byte layout in ``docs/format.md`` ("Blocks").
+Format 2 sections, in file order: header (magic, version), symbol table (every label
+name and value, sorted, plus the empty string), series (16-byte aligned entries holding
+symbol refs and chunk metas; a series is named by its offset / 16), label indices (one
+per label name, kept for older readers), postings (per label pair, the sorted series
+refs that carry it, led by the list of all series), label offset table, postings offset
+table, and the table of contents.
+
+The compact format (version ``INDEX_FORMAT_COMPACT``) is what compaction writes beside
+dense chunks, which Prometheus cannot read anyway. It keeps the same sections and
+look-ups (postings stay lists of big-endian uint32, binary-searched in place) but drops
+what only costs bytes in a long block of many small series: series entries are not
+padded (a series is named by its offset), the first chunk's mint is stored relative to
+a time base in the header, the label indices and label offset table (which no reader of
+ours uses) are left out, and the postings offset table names pairs by symbol ids
+instead of repeating their strings. Byte layouts in ``docs/format.md`` ("Blocks").
 
 ``SeriesLayout.from_keys`` and ``write_index`` build the file from canonical series
 keys; ``IndexFile`` maps one and answers look-ups without loading it. Series are
@@ -30,6 +40,7 @@ from .labels import batch_from_keys
 from .postings import contained
 
 __all__ = [
+    "INDEX_FORMAT_COMPACT",
     "INDEX_FORMAT_V2",
     "MAGIC_INDEX",
     "ChunkMetas",
@@ -42,9 +53,15 @@ __all__ = [
 
 MAGIC_INDEX = 0xBAAAD700
 INDEX_FORMAT_V2 = 2
+INDEX_FORMAT_COMPACT = 0x81
+"""Version byte of the compact index. Prometheus knows versions 1 and 2 and refuses any
+other, so a dense block fails loudly there; the high bit marks it as promstore's own,
+like the dense chunk encoding byte."""
 HEADER_SIZE = 5
+COMPACT_HEADER_SIZE = HEADER_SIZE + 12  # and the time base (BE int64) and its CRC32-C
 TOC_SIZE = 6 * 8 + 4
 SERIES_ALIGN = 16
+_MAX_REF = 1 << 32  # postings hold series refs as uint32
 # A binary search in a postings list's bytes costs about this many list entries read
 # in order: looking refs up is cheaper than reading the lists below that ratio.
 _PROBE_COST = 16
@@ -179,9 +196,11 @@ class _Out:
         self.write(_be32(k.crc32c(body, 0, len(body))))
 
 
-def write_index(path: Path, layout: SeriesLayout, chunks: ChunkMetas) -> None:
+def write_index(path: Path, layout: SeriesLayout, chunks: ChunkMetas, *,
+                compact: bool = False) -> None:
     """Write and fsync the index file for ``layout`` whose series ``i`` owns the chunk
-    metas ``chunks.start[i]:chunks.start[i+1]``."""
+    metas ``chunks.start[i]:chunks.start[i+1]``: format 2, or with ``compact`` the
+    compact format (format 2 still when unpadded series would not fit uint32 refs)."""
     sym_blob, sym_off = layout.symbols_blob, layout.symbols_offsets
     sym_start, sym_len = sym_off[:-1], np.diff(sym_off)
     n = layout.n_series
@@ -189,27 +208,39 @@ def write_index(path: Path, layout: SeriesLayout, chunks: ChunkMetas) -> None:
     pairs, pair_of_label = np.unique(pair_key, return_inverse=True)
     pair_name, pair_value = pairs >> 32, pairs & 0xFFFFFFFF
     names, name_first = np.unique(pair_name, return_index=True)
+    seq = np.empty(2 * len(layout.lab_name), dtype=np.int64)
+    seq[0::2], seq[1::2] = layout.lab_name, layout.lab_value
+    symbols = np.concatenate((np.frombuffer(_be32(len(sym_start)), np.uint8),
+                              k.encode_strings(sym_blob, sym_start, sym_len)))
+    time_base = int(chunks.mint.min()) if compact and len(chunks.mint) else 0
+    header = _be32(MAGIC_INDEX) + bytes([INDEX_FORMAT_V2])
+    if compact:
+        base = np.frombuffer(time_base.to_bytes(8, "big", signed=True), np.uint8)
+        header = (_be32(MAGIC_INDEX) + bytes([INDEX_FORMAT_COMPACT]) + base.tobytes()
+                  + _be32(k.crc32c(base, 0, 8)))
+    series_at = len(header) + 8 + len(symbols)
+    align = 1 if compact else SERIES_ALIGN
+    series, entry = k.encode_series(series_at, layout.lab_start, seq, chunks.start,
+                                    chunks.mint, chunks.maxt, chunks.ref, align, time_base)
+    if compact and series_at + len(series) >= _MAX_REF:
+        write_index(path, layout, chunks)
+        return
+    series_ref = entry // align
     with open(path, "wb") as f:
         out = _Out(f)
-        out.write(_be32(MAGIC_INDEX) + bytes([INDEX_FORMAT_V2]))
-
+        out.write(header)
         toc_symbols = out.pos
-        out.section(np.concatenate((np.frombuffer(_be32(len(sym_start)), np.uint8),
-                                    k.encode_strings(sym_blob, sym_start, sym_len))))
-
+        out.section(symbols)
         toc_series = out.pos
-        seq = np.empty(2 * len(layout.lab_name), dtype=np.int64)
-        seq[0::2], seq[1::2] = layout.lab_name, layout.lab_value
-        series, entry = k.encode_series(out.pos, layout.lab_start, seq, chunks.start,
-                                        chunks.mint, chunks.maxt, chunks.ref)
         out.write(series)
-        series_ref = entry // SERIES_ALIGN
 
-        toc_label_indices = out.pos
-        index_start = np.append(name_first, len(pairs))
-        label_indices, label_index_pos = k.encode_u32_lists(out.pos, index_start, pair_value,
-                                                            True)
-        out.write(label_indices)
+        toc_label_indices = 0
+        if not compact:
+            toc_label_indices = out.pos
+            index_start = np.append(name_first, len(pairs))
+            label_indices, label_index_pos = k.encode_u32_lists(out.pos, index_start,
+                                                                pair_value, True)
+            out.write(label_indices)
 
         toc_postings = out.pos
         owner = np.repeat(series_ref, np.diff(layout.lab_start))
@@ -222,19 +253,25 @@ def write_index(path: Path, layout: SeriesLayout, chunks: ChunkMetas) -> None:
             out.pos, list_start, np.concatenate((series_ref, by_pair)), False)
         out.write(postings)
 
-        toc_label_table = out.pos
-        empty = np.zeros(0, dtype=np.int64)
-        entries = k.encode_offset_entries(sym_blob, sym_start[names], sym_len[names], empty,
-                                          empty, label_index_pos, 1)
-        out.section(np.concatenate((np.frombuffer(_be32(len(names)), np.uint8), entries)))
+        toc_label_table = 0
+        if not compact:
+            toc_label_table = out.pos
+            empty = np.zeros(0, dtype=np.int64)
+            entries = k.encode_offset_entries(sym_blob, sym_start[names], sym_len[names],
+                                              empty, empty, label_index_pos, 1)
+            out.section(np.concatenate((np.frombuffer(_be32(len(names)), np.uint8),
+                                        entries)))
 
         toc_postings_table = out.pos
         # The list of all series is keyed by the empty name and value (symbol 0 is "").
         keyed_name = np.concatenate(([0], pair_name))
         keyed_value = np.concatenate(([0], pair_value))
-        entries = k.encode_offset_entries(sym_blob, sym_start[keyed_name], sym_len[keyed_name],
-                                          sym_start[keyed_value], sym_len[keyed_value],
-                                          postings_pos, 2)
+        if compact:
+            entries = k.encode_pair_entries(keyed_name, keyed_value, postings_pos)
+        else:
+            entries = k.encode_offset_entries(sym_blob, sym_start[keyed_name],
+                                              sym_len[keyed_name], sym_start[keyed_value],
+                                              sym_len[keyed_value], postings_pos, 2)
         out.section(np.concatenate((np.frombuffer(_be32(len(pairs) + 1), np.uint8), entries)))
 
         toc = b"".join(int(x).to_bytes(8, "big") for x in (
@@ -301,7 +338,7 @@ class IndexFile:
     def _section(self, offset: int, what: str) -> tuple[int, int]:
         """Start and end of the body of the length-prefixed, checksummed section at
         ``offset``."""
-        if not HEADER_SIZE <= offset <= self._limit - 8:
+        if not self._header_size <= offset <= self._limit - 8:
             raise self._fail(offset, f"{what} section starts outside the file")
         length = self._u32(offset)
         start, end = offset + 4, offset + 4 + length
@@ -318,8 +355,20 @@ class IndexFile:
         magic = self._u32(0)
         if magic != MAGIC_INDEX:
             raise self._fail(0, f"bad magic {magic:#010x}")
-        if buf[4] != INDEX_FORMAT_V2:
-            raise self._fail(4, f"unsupported index version {buf[4]}")
+        self.version = int(buf[4])
+        if self.version not in (INDEX_FORMAT_V2, INDEX_FORMAT_COMPACT):
+            raise self._fail(4, f"unsupported index version {self.version}")
+        compact = self.version == INDEX_FORMAT_COMPACT
+        self._header_size = COMPACT_HEADER_SIZE if compact else HEADER_SIZE
+        if len(buf) < self._header_size + TOC_SIZE:
+            raise self._fail(0, f"{len(buf)} bytes, too short for an index")
+        self._time_base = 0
+        if compact:
+            base_end = HEADER_SIZE + 8
+            if k.crc32c(buf, HEADER_SIZE, base_end) != self._u32(base_end):
+                raise self._fail(HEADER_SIZE, "time base checksum mismatch")
+            self._time_base = int.from_bytes(buf[HEADER_SIZE:base_end].tobytes(), "big",
+                                             signed=True)
         self._limit = len(buf) - TOC_SIZE
         toc_crc = k.crc32c(buf, self._limit, len(buf) - 4)
         if toc_crc != self._u32(len(buf) - 4):
@@ -337,13 +386,33 @@ class IndexFile:
 
         start, end = self._section(postings_table_at, "postings offset table")
         count = self._u32(start)
-        if not 1 <= count <= (end - start - 4) // 4:
+        if not 1 <= count <= (end - start - 4) // (3 if compact else 4):
             raise self._fail(start, f"postings offset table count {count} does not fit")
+        if compact:
+            names, values, offsets = self._pair_entries(start + 4, end, count)
+        else:
+            names, values, offsets = self._offset_entries(start + 4, end, count)
+        self._pair_key = (names << 32) | values
+        if np.any(np.diff(self._pair_key) <= 0):
+            raise self._fail(start, "postings offset table entries out of order")
+        self._pair_offset = offsets
+        self._checksummed = np.zeros(len(self._pair_offset), dtype=bool)  # postings lists
+
+        refs, _, status, pos = k.read_postings(buf, self._limit, self._all_series_at)
+        self._check(status, pos, "postings of all series")
+        self._series_refs = refs
+        self._entry_off = refs * (1 if compact else SERIES_ALIGN)
+
+    def _offset_entries(self, start: int, end: int, count: int
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Pairs (name and value symbol ids) and postings offsets of a format 2 postings
+        offset table, whose entries hold the strings; remembers the list of all series."""
+        buf = self._buf
         name_off, name_len, value_off, value_len, offsets, status, pos = \
-            k.parse_offset_table(buf, start + 4, end, count, 2)
+            k.parse_offset_table(buf, start, end, count, 2)
         self._check(status, pos, "postings offset table")
         if name_len[0] or value_len[0]:
-            raise self._fail(start + 4, "postings offset table does not start with all series")
+            raise self._fail(start, "postings offset table does not start with all series")
         names = k.find_symbols(buf, self._sym_off, self._sym_len, buf, name_off[1:],
                                name_len[1:])
         values = k.find_symbols(buf, self._sym_off, self._sym_len, buf, value_off[1:],
@@ -352,16 +421,20 @@ class IndexFile:
         if len(unknown):
             raise self._fail(int(name_off[unknown[0] + 1]),
                              "postings offset table names a string missing from the symbols")
-        self._pair_key = (names << 32) | values
-        if np.any(np.diff(self._pair_key) <= 0):
-            raise self._fail(start, "postings offset table entries out of order")
-        self._pair_offset = offsets[1:]
-        self._checksummed = np.zeros(len(self._pair_offset), dtype=bool)  # postings lists
+        self._all_series_at = offsets[:1]
+        return names, values, offsets[1:]
 
-        refs, _, status, pos = k.read_postings(buf, self._limit, offsets[:1])
-        self._check(status, pos, "postings of all series")
-        self._series_refs = refs
-        self._entry_off = refs * SERIES_ALIGN
+    def _pair_entries(self, start: int, end: int, count: int
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The same for a compact postings offset table, whose entries hold symbol ids."""
+        n_symbols = len(self._sym_off)
+        names, values, offsets, status, pos = k.parse_pair_entries(self._buf, start, end,
+                                                                   count, n_symbols)
+        self._check(status, pos, "postings offset table")
+        if names[0] or values[0] or n_symbols == 0 or self._sym_len[0]:
+            raise self._fail(start, "postings offset table does not start with all series")
+        self._all_series_at = offsets[:1]
+        return names[1:], values[1:], offsets[1:]
 
     # -- the postings view ------------------------------------------------------------
 
@@ -464,7 +537,8 @@ class IndexFile:
         if len(ids) and (ids.min() < 0 or ids.max() >= self.n_series):
             raise ValueError(f"series ids must be in [0, {self.n_series})")
         *arrays, status, pos = k.decode_series(self._buf, self._limit, self._entry_off, ids,
-                                               len(self._sym_off), mint, maxt)
+                                               len(self._sym_off), mint, maxt,
+                                               self._time_base)
         self._check(status, pos, "series")
         if len(ids) > _RELEASE_FROM:
             # Decoded into arrays: a query over a large fleet reads the entries of every
@@ -503,10 +577,13 @@ def section_sizes(path: Path) -> dict[str, int]:
         buf, limit = index._buf, index._limit
         starts = [int.from_bytes(buf[limit + 8 * i:limit + 8 * i + 8].tobytes(), "big")
                   for i in range(len(_SECTIONS))]
-        bounds = sorted(zip(starts, _SECTIONS)) + [(limit, "toc")]
-        sizes = {"header": bounds[0][0]}
+        # A section the file leaves out (the compact format's label indices) is at 0.
+        bounds = sorted((at, name) for at, name in zip(starts, _SECTIONS) if at)
+        bounds.append((limit, "toc"))
+        sizes = dict.fromkeys(_SECTIONS, 0) | {"header": bounds[0][0]}
         sizes |= {name: end - start for (start, name), (end, _) in itertools.pairwise(bounds)}
         sizes["toc"] = len(buf) - limit
+        sizes = {name: sizes[name] for name in ("header", *_SECTIONS, "toc")}
     return sizes
 
 
