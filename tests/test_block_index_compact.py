@@ -13,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from compaction.compactor import compact
 from storage import block_index
 from storage.block import Block, write_block
 from storage.block_index import INDEX_FORMAT_COMPACT, INDEX_FORMAT_V2, IndexFile, section_sizes
@@ -143,3 +144,14 @@ def test_garbage_behind_a_compact_header_is_corruption(tmp_path, garbage):
                                  + GOLDEN_COMPACT_INDEX[-52:])
     with pytest.raises(CorruptionError):
         read_everything(path)
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_compaction_writes_the_compact_index_beside_dense_chunks_only(tmp_path, dense):
+    source = write_block(tmp_path, **golden_chunks(), mint=BASE, maxt=GOLDEN_MAXT)
+    with Block.open(source.path) as block:
+        meta = compact(tmp_path, [block], dense=dense)
+    with IndexFile(meta.path / "index") as index:
+        assert index.version == (INDEX_FORMAT_COMPACT if dense else INDEX_FORMAT_V2)
+    got, want = read_everything(meta.path), read_everything(source.path)
+    assert got[:7] == want[:7]  # the same series, labels and postings
