@@ -627,7 +627,8 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
     lab_start = np.zeros(n + 1, dtype=np.int64)
     body = np.empty(n, dtype=np.int64)
     body_end = np.empty(n, dtype=np.int64)
-    bound = 0
+    n_labels = 0
+    n_chunks = 0
     e64 = np.empty(0, dtype=np.int64)
     for i in range(n):
         o = entry_off[ids[i]]
@@ -640,13 +641,32 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
             return lab_start, e64, e64, e64, e64, e64, e64, BAD_CHECKSUM, o
         body[i] = p
         body_end[i] = p + size
-        bound += size
-    lab_name = np.empty(bound // 2, dtype=np.int64)
-    lab_value = np.empty(bound // 2, dtype=np.int64)
-    chk_pos = np.empty(bound // 3, dtype=np.int64)
-    chk_mint = np.empty(bound // 3, dtype=np.int64)
-    chk_maxt = np.empty(bound // 3, dtype=np.int64)
-    chk_ref = np.empty(bound // 3, dtype=np.int64)
+        # Counted exactly (labels skipped over) so that the arrays below are the size
+        # of what they will hold, not a bound from the entries' bytes: a fleet's label
+        # sets are read in one call.
+        count, q = _get_uvarint(buf, p, p + size)
+        if q < 0:
+            return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
+        if count < 0 or count > (p + size - q) // 2:
+            return lab_start, e64, e64, e64, e64, e64, e64, BAD_LENGTH, p
+        for _ in range(2 * count):
+            _, q = _get_uvarint(buf, q, p + size)
+            if q < 0:
+                return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
+        chunks, r = _get_uvarint(buf, q, p + size)
+        if r < 0:
+            return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(r), q
+        if chunks < 0 or chunks > (p + size - r) // 3:
+            return lab_start, e64, e64, e64, e64, e64, e64, BAD_LENGTH, q
+        n_labels += count
+        if mint <= maxt:
+            n_chunks += chunks
+    lab_name = np.empty(n_labels, dtype=np.int64)
+    lab_value = np.empty(n_labels, dtype=np.int64)
+    chk_pos = np.empty(n_chunks, dtype=np.int64)
+    chk_mint = np.empty(n_chunks, dtype=np.int64)
+    chk_maxt = np.empty(n_chunks, dtype=np.int64)
+    chk_ref = np.empty(n_chunks, dtype=np.int64)
     nl = 0
     nc = 0
     for i in range(n):
@@ -703,8 +723,10 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
                 chk_maxt[nc] = t_max
                 chk_ref[nc] = ref
                 nc += 1
-    return (lab_start, lab_name[:nl].copy(), lab_value[:nl].copy(), chk_pos[:nc].copy(),
-            chk_mint[:nc].copy(), chk_maxt[:nc].copy(), chk_ref[:nc].copy(), OK, 0)
+    if nc < n_chunks:
+        chk_pos, chk_mint = chk_pos[:nc].copy(), chk_mint[:nc].copy()
+        chk_maxt, chk_ref = chk_maxt[:nc].copy(), chk_ref[:nc].copy()
+    return lab_start, lab_name, lab_value, chk_pos, chk_mint, chk_maxt, chk_ref, OK, 0
 
 
 @njit(cache=True, nogil=True)
