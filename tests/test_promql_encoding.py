@@ -91,11 +91,11 @@ def test_answers_have_prometheus_shapes() -> None:
         {"metric": {"__name__": "m", "job": "b"}, "value": [30.5, "1e-07"]},
         {"metric": {"__name__": "m", "job": "é\"x"}, "value": [30.5, "NaN"]}]}
     matrix = encode_data(engine.range_query("m", 0, 30_000, 15_000))
-    assert matrix == ('{"resultType":"matrix","result":['
-                      '{"metric":{"__name__":"m","job":"b"},"values":'
-                      '[[15,"1e-07"],[30,"1e-07"]]},'
-                      '{"metric":{"__name__":"m","job":"é\\"x"},"values":'
-                      '[[0,"1"],[15,"0.5"],[30,"0.5"]]}]}')
+    assert matrix.decode() == ('{"resultType":"matrix","result":['
+                               '{"metric":{"__name__":"m","job":"b"},"values":'
+                               '[[15,"1e-07"],[30,"1e-07"]]},'
+                               '{"metric":{"__name__":"m","job":"é\\"x"},"values":'
+                               '[[0,"1"],[15,"0.5"],[30,"0.5"]]}]}')
     raw = json.loads(encode_data(engine.instant_query("m[1m]", 30_500)))
     assert raw["result"][1]["values"] == [[0, "1"], [15, "0.5"], [30.5, "NaN"]]
     empty = json.loads(encode_data(engine.instant_query("nothing", 0)))

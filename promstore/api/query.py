@@ -86,6 +86,7 @@ _TOP = 10  # entries per list of the TSDB status page, as Prometheus shows
 _MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
 _WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still there
 _COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/deflate)
+_SUCCESS = (b'{"status":"success","data":', b"}")  # the envelope around a query's data
 _TRIM_AFTER_S = 0.05  # queries that ran longer hand freed memory back to the system
 _ALL_TIME = (-(2**63), 2**63 - 1)  # a reader over every part of the store
 
@@ -231,7 +232,7 @@ class _QueryApi:
         return Engine(store, self._options.engine)
 
     async def _run(self, request: web.Request,
-                   work: Callable[[threading.Event], str]) -> web.Response:
+                   work: Callable[[threading.Event], bytes]) -> web.Response:
         """Run ``work`` on the query pool; tell it to stop if the client goes away
         (aiohttp does not cancel handlers on a disconnect, so the connection is watched)
         or the server shuts down."""
@@ -255,7 +256,7 @@ class _QueryApi:
                 # A long query freed large arrays, which the C allocator keeps; give
                 # them back, off the answer's path.
                 self._pool.submit(allocator.trim)
-        response = json_response(f'{{"status":"success","data":{data}}}'.encode())
+        response = json_response(data)
         if len(data) > _COMPRESS_FROM:
             response.enable_compression()  # as Prometheus, when the client accepts it
         return response
@@ -270,8 +271,9 @@ class _QueryApi:
         resolution = _resolution_param(params)
         engine = self._engine(request)
 
-        def work(cancel: threading.Event) -> str:
-            return encode_data(engine.instant_query(node, t, timeout, cancel, resolution))
+        def work(cancel: threading.Event) -> bytes:
+            return encode_data(engine.instant_query(node, t, timeout, cancel, resolution),
+                               *_SUCCESS)
 
         return await self._run(request, work)
 
@@ -301,9 +303,9 @@ class _QueryApi:
         resolution = _resolution_param(params)
         engine = self._engine(request)
 
-        def work(cancel: threading.Event) -> str:
+        def work(cancel: threading.Event) -> bytes:
             return encode_data(engine.range_query(node, start, end, step, timeout, cancel,
-                                                  resolution))
+                                                  resolution), *_SUCCESS)
 
         return await self._run(request, work)
 

@@ -52,43 +52,50 @@ def _metrics_json(labels: Labels, pool: StringPool) -> list[str]:
 
 
 def _series_json(metrics: list[str], starts: np.ndarray, times: np.ndarray,
-                 values: np.ndarray, single: bool) -> str:
-    """The series objects of a vector (``single``: one point each) or matrix result."""
+                 values: np.ndarray, single: bool, before: bytes, after: bytes) -> bytes:
+    """``before``, the series objects of a vector (``single``: one point each) or matrix
+    result, then ``after``, written into one buffer and copied out once: an answer of
+    millions of points is tens of megabytes, and each copy of it would add as much to
+    the server's peak memory."""
     encoded = [m.encode() for m in metrics]
     offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
     np.cumsum([len(m) for m in encoded], out=offsets[1:])
     blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    out = np.empty(int(offsets[-1]) + MAX_SERIES_BYTES * len(encoded)
-                   + MAX_POINT_BYTES * len(values), dtype=np.uint8)
+    out = np.empty(len(before) + int(offsets[-1]) + MAX_SERIES_BYTES * len(encoded)
+                   + MAX_POINT_BYTES * len(values) + len(after), dtype=np.uint8)
+    out[:len(before)] = np.frombuffer(before, dtype=np.uint8)
     values = np.ascontiguousarray(values, dtype=np.float64)
-    size = write_series(blob, offsets, np.asarray(starts, dtype=np.int64),
-                        np.ascontiguousarray(times, dtype=np.int64), values,
-                        values.view(np.uint64), single, out)
-    return out[:size].tobytes().decode()
+    size = len(before) + write_series(blob, offsets, np.asarray(starts, dtype=np.int64),
+                                      np.ascontiguousarray(times, dtype=np.int64), values,
+                                      values.view(np.uint64), single, out[len(before):])
+    out[size:size + len(after)] = np.frombuffer(after, dtype=np.uint8)
+    return out[:size + len(after)].tobytes()
 
 
-def encode_data(result: QueryResult) -> str:
-    """The ``data`` member of a successful query answer."""
+def encode_data(result: QueryResult, before: bytes = b"", after: bytes = b"") -> bytes:
+    """The ``data`` member of a successful query answer, between ``before`` and
+    ``after`` (the rest of the envelope)."""
     value, grid = result.value, result.grid
     if isinstance(value, Scalar | String):
         # Prometheus encodes these two with Go's encoding/json: the time as a float64
         # number of seconds, a scalar's value in positional notation.
         t = _json(float(grid.times[0]) / 1000).removesuffix(".0")
         text = _json(go_float(value.values[0]) if isinstance(value, Scalar) else value.value)
-        return f'{{"resultType":"{result.kind}","result":[{t},{text}]}}'
+        data = f'{{"resultType":"{result.kind}","result":[{t},{text}]}}'
+        return before + data.encode() + after
     metrics = _metrics_json(value.labels, result.pool)
     if isinstance(value, Vector) and result.kind == "vector":
         starts = np.arange(value.n + 1, dtype=np.int64)
         times = np.full(value.n, grid.times[0], dtype=np.int64)
-        body = _series_json(metrics, starts, times, value.values[:, 0], single=True)
-        return f'{{"resultType":"vector","result":[{body}]}}'
+        return _series_json(metrics, starts, times, value.values[:, 0], True,
+                            before + b'{"resultType":"vector","result":[', b"]}" + after)
+    before += b'{"resultType":"matrix","result":['
     if isinstance(value, Vector):
         rows, steps = np.nonzero(value.present)  # row-major: by series, then time
         starts = np.zeros(value.n + 1, dtype=np.int64)
         np.cumsum(value.present.sum(axis=1), out=starts[1:])
-        body = _series_json(metrics, starts, grid.times[steps], value.values[rows, steps],
-                            single=False)
-    else:
-        assert isinstance(value, Matrix)
-        body = _series_json(metrics, value.starts, value.times, value.values, single=False)
-    return f'{{"resultType":"matrix","result":[{body}]}}'
+        return _series_json(metrics, starts, grid.times[steps], value.values[rows, steps],
+                            False, before, b"]}" + after)
+    assert isinstance(value, Matrix)
+    return _series_json(metrics, value.starts, value.times, value.values, False, before,
+                        b"]}" + after)
