@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ._memory_kernels import load_u8 as _load_u8
+from ._memory_kernels import load_u64 as _load_u64
+
 # Per-series status codes; ``storage.labels.LABEL_ERRORS`` turns them into messages.
 OK = 0
 EMPTY_LABEL_SET = 1
@@ -22,25 +25,76 @@ NO_SAMPLES = 9  # set by the head for series it skips; never by canonicalise
 
 SEPARATOR = np.uint8(0xFF)  # never appears in valid UTF-8, so it cannot occur inside a label
 
-_FNV_OFFSET = np.uint64(0xCBF29CE484222325)
-_FNV_PRIME = np.uint64(0x100000001B3)
+# Hashes live in memory only (hash tables, shard assignment), never on disk, so the
+# function may change between versions.
+_SEED = np.uint64(0xCBF29CE484222325)
+_K = np.uint64(0x9E3779B97F4A7C15)
 
 
 @njit(cache=True, nogil=True, inline="always")
 def _mix(h: np.uint64) -> np.uint64:
-    # splitmix64 finaliser: FNV alone leaves the low bits (the table slot) poorly spread.
+    # splitmix64 finaliser: the word steps alone leave the low bits (the table slot)
+    # poorly spread.
     h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
     return h ^ (h >> np.uint64(31))
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _step(h: np.uint64, w: np.uint64) -> np.uint64:
+    return (((h << np.uint64(5)) | (h >> np.uint64(59))) ^ w) * _K
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hash_run(h, base, size, off, length):  # type: ignore[no-untyped-def]
+    """Fold bytes ``off:off+length`` of the ``size``-byte buffer at address ``base`` into
+    ``h``, eight at a time (a byte at a time costs a multiply per byte)."""
+    end = off + length
+    k = off
+    while k + 8 <= end:
+        h = _step(h, _load_u64(base + k))
+        k += 8
+    if k < end:
+        n = end - k
+        if k + 8 <= size:
+            w = _load_u64(base + k) & ((np.uint64(1) << np.uint64(8 * n)) - np.uint64(1))
+        else:
+            w = np.uint64(0)
+            for b in range(n):
+                w |= np.uint64(_load_u8(base + k + b)) << np.uint64(8 * b)
+        h = _step(h, w)
+    return h
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _hash_label(h, base, size, name_off, name_len, value_off, value_len):  # type: ignore[no-untyped-def]
+    """Fold one label into a label-set hash; the lengths go first, so that where one
+    string ends and the next begins is part of what is hashed."""
+    h = _step(h, np.uint64(name_len) | (np.uint64(value_len) << np.uint64(32)))
+    h = _hash_run(h, base, size, name_off, name_len)
+    return _hash_run(h, base, size, value_off, value_len)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def bytes_equal(a, b, length):  # type: ignore[no-untyped-def]
+    """Whether the ``length`` bytes at addresses ``a`` and ``b`` are equal."""
+    k = 0
+    while k + 8 <= length:
+        if _load_u64(a + k) != _load_u64(b + k):
+            return False
+        k += 8
+    while k < length:
+        if _load_u8(a + k) != _load_u8(b + k):
+            return False
+        k += 1
+    return True
+
+
 @njit(cache=True, nogil=True)
 def hash_bytes(buf: np.ndarray, off: int, length: int) -> np.uint64:
-    """64-bit hash of ``buf[off:off+length]`` (FNV-1a with a final mix)."""
-    h = _FNV_OFFSET
-    for k in range(off, off + length):
-        h = (h ^ np.uint64(buf[k])) * _FNV_PRIME
-    return _mix(h)
+    """64-bit hash of ``buf[off:off+length]``."""
+    h = _step(_SEED, np.uint64(length))
+    return _mix(_hash_run(h, buf.ctypes.data, len(buf), off, length))
 
 
 @njit(cache=True, nogil=True)
@@ -108,20 +162,27 @@ def canonicalise(
     status: np.ndarray,
     bad_label: np.ndarray,
     hashes: np.ndarray,
+    known: np.ndarray,
 ) -> None:
     """Validate each series, sort its non-empty labels by name and hash the result.
 
     Outputs (preallocated): ``order[canon_start[i]:canon_start[i+1]]`` are the indices of
     series ``i``'s labels in name order with empty values dropped; ``status[i]`` is an error
     code (0 = valid); ``bad_label[i]`` the offending label index or -1; ``hashes[i]`` the
-    hash of the canonical form (name 0xFF value 0xFF, label after label).
+    hash of the canonical labels (the same for every order they were sent in). Series
+    with ``known[i] >= 0`` (already found, so valid and canonical) are passed over:
+    status 0, no labels, hash 0.
     """
     n_series = len(label_start) - 1
+    base, size = buf.ctypes.data, len(buf)
     pos = 0
     for i in range(n_series):
         canon_start[i] = pos
         status[i] = OK
         bad_label[i] = -1
+        hashes[i] = 0
+        if known[i] >= 0:
+            continue
         begin = pos
         for j in range(label_start[i], label_start[i + 1]):
             if value_len[j] == 0:
@@ -150,7 +211,7 @@ def canonicalise(
         if count > max_labels:
             status[i] = TOO_MANY_LABELS
             continue
-        h = _FNV_OFFSET
+        h = _SEED
         # The per-label checks are written out inline: numba helper calls that take
         # arrays cost an atomic reference-count update each, more than the work itself.
         for k in range(begin, pos):
@@ -173,7 +234,6 @@ def canonicalise(
                     break
                 if is_metric_name and c != name_label[b]:
                     is_metric_name = False
-                h = (h ^ np.uint64(c)) * _FNV_PRIME
             if status[i] == INVALID_UTF8 and _utf8_valid(buf, noff, nlen):
                 status[i] = INVALID_LABEL_NAME
             if status[i] == OK and k > begin:
@@ -189,7 +249,6 @@ def canonicalise(
             if status[i] != OK:
                 bad_label[i] = j
                 break
-            h = (h ^ np.uint64(0xFF)) * _FNV_PRIME
             ascii_only = True
             for b in range(vlen):
                 c = buf[voff + b]
@@ -197,8 +256,7 @@ def canonicalise(
                     ascii_only = False
                 if is_metric_name and not _is_name_char(c, b == 0, True):
                     status[i] = INVALID_METRIC_NAME
-                h = (h ^ np.uint64(c)) * _FNV_PRIME
-            h = (h ^ np.uint64(0xFF)) * _FNV_PRIME
+            h = _hash_label(h, base, size, noff, nlen, voff, vlen)
             if status[i] == OK and not ascii_only and not _utf8_valid(buf, voff, vlen):
                 status[i] = INVALID_UTF8
             if status[i] != OK:

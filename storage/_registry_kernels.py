@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from ._label_kernels import _mix, hash_bytes
+from ._label_kernels import _SEED, _hash_label, _mix, bytes_equal, hash_bytes
 
 # Indices into the ``counters`` array shared by the kernels and the Python wrapper.
 N_SYMBOLS = 0
@@ -76,13 +76,76 @@ def _intern_pair(name_sym, value_sym, pair_key, pair_slots, counters) -> int:
 
 @njit(cache=True, nogil=True)
 def _symbol_equals(buf, off, length, arena, sym_off, sym_len, s) -> bool:
-    if sym_len[s] != length:
-        return False
-    base = sym_off[s]
-    for k in range(length):
-        if arena[base + k] != buf[off + k]:
-            return False
-    return True
+    return sym_len[s] == length and bytes_equal(arena.ctypes.data + sym_off[s],
+                                                buf.ctypes.data + off, length)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _find_series(
+    buf, name_off, name_len, value_off, value_len, order, lo, hi, h,
+    arena, sym_off, sym_len, pair_key, lab_start, lab_pair, ser_hash, ser_slots, n_series,
+):
+    """(ref or -1, the slot where probing stopped) of the series whose labels are
+    ``order[lo:hi]`` (indices into the name/value columns, in canonical order).
+
+    Slots holding refs at or above ``n_series`` are passed over: a reader without the
+    lock sees them while a writer is adding that series. Labels are compared inline:
+    a helper taking arrays costs an atomic reference-count update per call.
+    """
+    mask = len(ser_slots) - 1
+    slot = np.int64(h & np.uint64(mask))
+    n_labels = hi - lo
+    at_buf, at_arena = buf.ctypes.data, arena.ctypes.data
+    while True:
+        r = ser_slots[slot]
+        if r < 0:
+            return -1, slot
+        same = (r < n_series and ser_hash[r] == h
+                and lab_start[r + 1] - lab_start[r] == n_labels)
+        q = 0
+        while same and q < n_labels:
+            j = order[lo + q]
+            key = pair_key[lab_pair[lab_start[r] + q]]
+            ns, vs = key >> 32, key & 0xFFFFFFFF
+            same = (sym_len[ns] == name_len[j] and sym_len[vs] == value_len[j]
+                    and bytes_equal(at_arena + sym_off[ns], at_buf + name_off[j], name_len[j])
+                    and bytes_equal(at_arena + sym_off[vs], at_buf + value_off[j],
+                                    value_len[j]))
+            q += 1
+        if same:
+            return r, slot
+        slot = (slot + 1) & mask
+
+
+@njit(cache=True, nogil=True)
+def find_sent(
+    buf, label_start, name_off, name_len, value_off, value_len,
+    max_labels, max_name_len, max_value_len, identity,
+    arena, sym_off, sym_len, pair_key, lab_start, lab_pair, ser_hash, ser_slots, n_series,
+    refs,
+) -> None:
+    """``refs[i]``: the ref of the series among the first ``n_series`` whose labels are
+    exactly series ``i``'s labels as sent (same order, none empty, within the limits),
+    or -1. Such a label set is valid and canonical, since the stored one is, so it
+    needs no validation. ``identity`` is ``arange(len(name_off))``. Only reads, so it
+    runs without the lock on a snapshot's arrays."""
+    base, size = buf.ctypes.data, len(buf)
+    for i in range(len(label_start) - 1):
+        refs[i] = -1
+        lo, hi = label_start[i], label_start[i + 1]
+        ok = hi - lo <= max_labels
+        h = _SEED
+        j = lo
+        while ok and j < hi:
+            ok = 0 < value_len[j] <= max_value_len and name_len[j] <= max_name_len
+            h = _hash_label(h, base, size, name_off[j], name_len[j], value_off[j],
+                            value_len[j])
+            j += 1
+        if ok:
+            refs[i] = _find_series(
+                buf, name_off, name_len, value_off, value_len, identity, lo, hi, _mix(h),
+                arena, sym_off, sym_len, pair_key, lab_start, lab_pair, ser_hash, ser_slots,
+                n_series)[0]
 
 
 @njit(cache=True, nogil=True)
@@ -92,51 +155,28 @@ def get_or_create(
     arena, sym_off, sym_len, sym_hash, sym_slots,
     pair_key, pair_slots,
     lab_start, lab_pair, ser_hash, ser_slots,
-    counters, max_series, refs, created,
+    counters, max_series, known, refs, created,
 ) -> None:
     """Resolve each valid series of a batch to its ref, creating the series that are new.
 
+    ``known[i]`` is a ref already found (see ``find_series``), taken as it is, or -1.
     ``refs[i]`` is -1 for a series whose ``status`` is not 0, or -2 when creating it would
     pass ``max_series``. ``created[i]`` is 1 for series this call created.
     """
-    mask = len(ser_slots) - 1
     for i in range(len(hashes)):
         created[i] = 0
+        if known[i] >= 0:
+            refs[i] = known[i]
+            continue
         if status[i] != 0:
             refs[i] = -1
             continue
         h = hashes[i]
-        slot = np.int64(h & np.uint64(mask))
-        found = -1
-        n_labels = canon_start[i + 1] - canon_start[i]
-        while True:
-            r = ser_slots[slot]
-            if r < 0:
-                break
-            # Compare labels inline: helper calls that take arrays cost an atomic
-            # reference-count update each, which dominated this loop.
-            same = ser_hash[r] == h and lab_start[r + 1] - lab_start[r] == n_labels
-            q = 0
-            while same and q < n_labels:
-                j = order[canon_start[i] + q]
-                key = pair_key[lab_pair[lab_start[r] + q]]
-                for s, off, length in ((key >> 32, name_off[j], name_len[j]),
-                                       (key & 0xFFFFFFFF, value_off[j], value_len[j])):
-                    if sym_len[s] != length:
-                        same = False
-                        break
-                    base = sym_off[s]
-                    for b in range(length):
-                        if arena[base + b] != buf[off + b]:
-                            same = False
-                            break
-                    if not same:
-                        break
-                q += 1
-            if same:
-                found = r
-                break
-            slot = (slot + 1) & mask
+        found, slot = _find_series(
+            buf, name_off, name_len, value_off, value_len,
+            order, canon_start[i], canon_start[i + 1], h,
+            arena, sym_off, sym_len, pair_key, lab_start, lab_pair, ser_hash, ser_slots,
+            counters[N_SERIES])
         if found >= 0:
             refs[i] = found
             continue

@@ -47,7 +47,11 @@ _SAMPLE_MESSAGES = {
 
 def append(head: Head, batch: WriteBatch) -> AppendResult:
     """Store the valid samples of ``batch``; return once they are durable."""
-    canon = canonicalise(batch, head.options.labels)  # outside the lock: GIL-free kernel
+    # Outside the lock, in GIL-free kernels. Most series of a request are known: a
+    # snapshot of the registry finds them by their labels as sent, which also proves
+    # them valid; only the others are validated here and resolved under the lock.
+    known = head.registry.published.find_sent(batch, head.options.labels)
+    canon = canonicalise(batch, head.options.labels, known)
     per_series = np.diff(batch.sample_start)
     has_samples = per_series > 0
     # Series that carry no samples are not created, as in Prometheus (nor reported).
@@ -57,7 +61,7 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
     with head.lock:
         if head.wal is None or head.failed is not None:
             raise UnavailableError(head.failed or "storage is closed")
-        refs, created = head.registry.resolve(canon)
+        refs, created = head.registry.resolve(canon, known)
         head.state.reserve(head.registry.n_series)
         head.max_time = ak.check_samples(
             refs, batch.sample_start, batch.timestamps, batch.values.view(np.uint64),

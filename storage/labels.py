@@ -100,19 +100,24 @@ def format_labels(pairs: list[tuple[str, str]] | dict[str, str], limit: int = 30
     return "{" + shown + more + "}"
 
 
-def canonicalise(batch: WriteBatch, limits: LabelLimits) -> Canonical:
-    """Validate, sort and hash every label set of ``batch`` in one kernel call."""
+def canonicalise(batch: WriteBatch, limits: LabelLimits,
+                 known: np.ndarray | None = None) -> Canonical:
+    """Validate, sort and hash every label set of ``batch`` in one kernel call; series
+    whose ``known`` ref is set (found as sent, see ``RegistryView.find_sent``) are
+    passed over."""
     n = batch.n_series
     order = np.empty(len(batch.name_off), dtype=np.int64)
     canon_start = np.empty(n + 1, dtype=np.int64)
     status = np.empty(n, dtype=np.uint8)
     bad_label = np.empty(n, dtype=np.int64)
     hashes = np.empty(n, dtype=np.uint64)
+    if known is None:
+        known = np.full(n, -1, dtype=np.int64)
     lk.canonicalise(
         batch.buf, batch.label_start, batch.name_off, batch.name_len,
         batch.value_off, batch.value_len,
         limits.max_labels, limits.max_name_length, limits.max_value_length, _NAME_LABEL,
-        order, canon_start, status, bad_label, hashes,
+        order, canon_start, status, bad_label, hashes, known,
     )
     return Canonical(batch, order, canon_start, status, bad_label, hashes)
 

@@ -9,7 +9,9 @@ new to it, and no Python object exists per series, label or string.
 Writers (``resolve``) must hold the head's lock. Readers take a ``RegistryView``
 snapshot: every array entry below the snapshot's counts is immutable, and growing an
 array replaces it (the old one stays valid for readers that hold it), so reads need no
-lock.
+lock. The slot tables are the exception: a writer adds slots in place, so a reader
+passes over refs its snapshot does not count. ``published`` is a snapshot the last
+writer left, for finding known series before taking the lock.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _registry_kernels as k
-from .labels import Canonical
+from .batch import WriteBatch
+from .labels import Canonical, LabelLimits
 
 __all__ = ["RegistryView", "SeriesRegistry"]
 
@@ -61,6 +64,20 @@ class RegistryView:
     pair_slots: np.ndarray
     lab_start: np.ndarray  # [:n_series + 1]
     lab_pair: np.ndarray
+    ser_hash: np.ndarray
+    ser_slots: np.ndarray
+
+    def find_sent(self, batch: WriteBatch, limits: LabelLimits) -> np.ndarray:
+        """Refs of the batch's series whose labels, exactly as sent, are those of a series
+        in this snapshot; -1 for the others. Needs no lock."""
+        refs = np.empty(batch.n_series, dtype=np.int64)
+        k.find_sent(batch.buf, batch.label_start, batch.name_off, batch.name_len,
+                    batch.value_off, batch.value_len, limits.max_labels,
+                    limits.max_name_length, limits.max_value_length,
+                    np.arange(len(batch.name_off), dtype=np.int64),
+                    self.arena, self.sym_off, self.sym_len, self.pair_key, self.lab_start,
+                    self.lab_pair, self.ser_hash, self.ser_slots, self.n_series, refs)
+        return refs
 
     def symbol(self, s: int) -> str:
         off = int(self.sym_off[s])
@@ -123,6 +140,7 @@ class SeriesRegistry:
         self.lab_pair = np.empty(8192, dtype=np.int32)
         self.ser_hash = np.empty(1024, dtype=np.uint64)
         self.ser_slots = np.full(2048, _EMPTY, dtype=np.int32)
+        self.published = self.snapshot()
 
     @property
     def n_series(self) -> int:
@@ -136,33 +154,49 @@ class SeriesRegistry:
     def n_pairs(self) -> int:
         return int(self.counters[k.N_PAIRS])
 
-    def resolve(self, canon: Canonical) -> tuple[np.ndarray, np.ndarray]:
+    def resolve(self, canon: Canonical, known: np.ndarray | None = None,
+                ) -> tuple[np.ndarray, np.ndarray]:
         """Refs of the batch's series (-1 invalid, -2 over the series limit) and a mask of
-        the series created by this call. Caller holds the head's lock."""
+        the series created by this call. ``known`` holds refs already found (by
+        ``RegistryView.find_sent``) or -1; only the others are looked up. Caller holds the
+        head's lock."""
         n_batch = len(canon.hashes)
+        if known is None:
+            known = np.full(n_batch, -1, dtype=np.int64)
+        refs = np.where(known >= 0, known, -1)
+        created = np.zeros(n_batch, dtype=np.uint8)
+        todo = (known < 0) & (canon.status == 0)
+        if not todo.any():
+            return refs, created.view(bool)
         starts = canon.canon_start
         b = canon.batch
         used = canon.order[:int(starts[-1])]
         label_bytes = np.zeros(len(used) + 1, dtype=np.int64)
         np.cumsum(b.name_len[used] + b.value_len[used], out=label_bytes[1:])
-        refs = np.empty(n_batch, dtype=np.int64)
-        created = np.empty(n_batch, dtype=np.uint8)
-        # Room is made for the worst case (every label new), so a large batch goes in
-        # parts: a reader interning 100,000 known label sets would otherwise reserve
-        # symbol tables for millions of strings it never adds.
+        # Room is made for the worst case (every label of every series left to resolve is
+        # new), so a large batch goes in parts: a reader interning 100,000 label sets
+        # would otherwise reserve symbol tables for millions of strings it never adds.
+        new_series = np.concatenate(([0], np.cumsum(todo)))
+        new_labels = np.concatenate(([0], np.cumsum(np.where(todo, np.diff(starts), 0))))
+        new_bytes = np.concatenate(([0], np.cumsum(
+            np.where(todo, label_bytes[starts[1:]] - label_bytes[starts[:-1]], 0))))
         for lo in range(0, n_batch, _RESOLVE_PART):
             hi = min(lo + _RESOLVE_PART, n_batch)
-            first, last = int(starts[lo]), int(starts[hi])
-            self._reserve(hi - lo, last - first, int(label_bytes[last] - label_bytes[first]))
+            self._reserve(int(new_series[hi] - new_series[lo]),
+                          int(new_labels[hi] - new_labels[lo]),
+                          int(new_bytes[hi] - new_bytes[lo]))
             k.get_or_create(
                 b.buf, b.name_off, b.name_len, b.value_off, b.value_len,
                 canon.order, starts[lo:hi + 1], canon.status[lo:hi], canon.hashes[lo:hi],
                 self.arena, self.sym_off, self.sym_len, self.sym_hash, self.sym_slots,
                 self.pair_key, self.pair_slots,
                 self.lab_start, self.lab_pair, self.ser_hash, self.ser_slots,
-                self.counters, self.max_series, refs[lo:hi], created[lo:hi],
+                self.counters, self.max_series, known[lo:hi], refs[lo:hi], created[lo:hi],
             )
-        return refs, created.view(bool)
+        created_mask = created.view(bool)
+        if created_mask.any():
+            self.published = self.snapshot()
+        return refs, created_mask
 
     def _reserve(self, series: int, labels: int, label_bytes: int) -> None:
         """Make room for ``series`` new series carrying ``labels`` labels in all."""
@@ -204,6 +238,8 @@ class SeriesRegistry:
             pair_slots=self.pair_slots,
             lab_start=self.lab_start[:n_ser + 1],
             lab_pair=self.lab_pair,
+            ser_hash=self.ser_hash,
+            ser_slots=self.ser_slots,
         )
 
     def keys(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

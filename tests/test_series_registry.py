@@ -1,5 +1,7 @@
 """SeriesRegistry and postings: interning, growth, lookups and matcher selection."""
 
+import threading
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -58,6 +60,81 @@ def test_hash_collisions_are_resolved_by_comparing_labels(monkeypatch):
     assert list(refs) == list(range(100))
     refs2, created2 = reg.resolve(canon)
     assert list(refs2) == list(range(100)) and not created2.any()
+
+
+def test_find_sent_finds_known_series_only_as_sent_in_canonical_order():
+    reg = SeriesRegistry()
+    limits = LabelLimits()
+    resolve(reg, [{"__name__": "up", "instance": "a:1", "job": "node"}])
+    sent = WriteBatch.from_series([(labels, []) for labels in (
+        [("__name__", "up"), ("instance", "a:1"), ("job", "node")],  # as stored
+        [("instance", "a:1"), ("__name__", "up"), ("job", "node")],  # unsorted
+        [("__name__", "up"), ("env", ""), ("instance", "a:1"), ("job", "node")],  # empty
+        [("__name__", "up"), ("instance", "a:2"), ("job", "node")],  # unknown
+        [("__name__", "up"), ("instance", "a:1")],  # a prefix
+    )])
+    assert list(reg.published.find_sent(sent, limits)) == [0, -1, -1, -1, -1]
+    # What find_sent leaves out is still resolved, under the lock, to the same series.
+    known = reg.published.find_sent(sent, limits)
+    refs, created = reg.resolve(canonicalise(sent, limits, known), known)
+    assert list(refs) == [0, 0, 0, 1, 2] and list(created) == [False] * 3 + [True] * 2
+    tight = LabelLimits(max_labels=2)
+    assert list(reg.published.find_sent(sent, tight))[:1] == [-1]
+
+
+def test_find_sent_sees_a_snapshot_while_series_are_added():
+    reg = SeriesRegistry()
+    sets = [{"__name__": f"m{i % 13}", "instance": f"host-{i}"} for i in range(6000)]
+    batches = [WriteBatch.from_series([(ls, []) for ls in sets[i:i + 500]])
+               for i in range(0, len(sets), 500)]
+    wrong = []
+
+    def reader() -> None:
+        while reg.n_series < len(sets):
+            view = reg.published
+            for batch in batches:
+                for i, r in enumerate(view.find_sent(batch, LabelLimits())):
+                    if r >= 0 and (r >= view.n_series
+                                   or view.labels(int(r)) != sent_labels(batch, i)):
+                        wrong.append((i, int(r)))
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    for batch in batches:
+        reg.resolve(canonicalise(batch, LabelLimits()))
+    thread.join()
+    assert wrong == []
+
+
+def sent_labels(batch, i):
+    text = batch.buf.tobytes()
+
+    def string(off, n):
+        return text[int(off):int(off) + int(n)].decode()
+
+    return {string(batch.name_off[j], batch.name_len[j]):
+            string(batch.value_off[j], batch.value_len[j])
+            for j in range(int(batch.label_start[i]), int(batch.label_start[i + 1]))}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.text(alphabet="abz_", min_size=1, max_size=20),
+                          st.text(min_size=1, max_size=30)),
+                min_size=1, max_size=8, unique_by=lambda p: p[0]),
+       st.integers(0, 9))
+def test_label_hash_ignores_order_and_where_the_bytes_lie(pairs, pad):
+    """The hash reads words that may cross a label's end; its bytes alone count, wherever
+    the label lies in the buffer (also at its very end)."""
+    as_sent = WriteBatch.from_series([(pairs, [])])
+    reordered = WriteBatch.from_series([(sorted(pairs, reverse=True), [])])
+    padded = WriteBatch.from_series([([("p" * (pad + 1), "x")], []), (pairs, [])])
+    h = canonicalise(as_sent, LabelLimits()).hashes[0]
+    assert canonicalise(reordered, LabelLimits()).hashes[0] == h
+    assert canonicalise(padded, LabelLimits()).hashes[1] == h
+    reg = SeriesRegistry()
+    reg.resolve(canonicalise(reordered, LabelLimits()))
+    in_order = WriteBatch.from_series([(sorted(pairs), [])])
+    assert list(reg.published.find_sent(in_order, LabelLimits())) == [0]
 
 
 SETS = [
