@@ -8,8 +8,10 @@ from those counts. Keeping a single walker means the two passes cannot disagree.
 The walker is one loop over every field of every message, keeping the few open
 messages (request > series > label or sample) in local variables rather than
 recursing: a numba function that hands an array to another one pays for reference
-counting on every call, which would cost more than the parsing itself. Only leaf
-helpers that merely read bytes are called per field.
+counting on every call, which would cost more than the parsing itself. The leaf
+helpers that read a varint or a double get the buffer's address instead of the array
+(see ``storage._memory_kernels``), and one-byte keys and lengths, nearly all of them,
+are read inline.
 
 The kernel never raises: it returns an error code and describes the failing field
 in ``err`` (see the ``E_*`` slots), and ``promstore.remote.wire`` words the message.
@@ -20,8 +22,12 @@ can never wrap around into a small or negative one.
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 from numba import njit
+
+from storage._memory_kernels import load_u8, load_u64
 
 __all__ = [
     "BAD_WIRE_TYPE",
@@ -110,12 +116,14 @@ _EXPECTED[MSG_SAMPLE, 1] = WT_I64  # value (double)
 _EXPECTED[MSG_SAMPLE, 2] = WT_VARINT  # timestamp (int64)
 
 _U32_MAX = np.uint64(0xFFFF_FFFF)
+_LITTLE_ENDIAN = sys.byteorder == "little"
 _MAX_VARINT_BYTES = 10
 
 
 @njit(cache=True, nogil=True)
-def _varint(buf: np.ndarray, pos: int, stop: int) -> tuple[int, np.uint64]:
-    """Return (position after the varint, its low 64 bits), or (-error code, 0)."""
+def _varint(base: int, pos: int, stop: int) -> tuple[int, np.uint64]:
+    """Return (position after the varint at ``pos`` of the buffer at address ``base``, its
+    low 64 bits), or (-error code, 0)."""
     value = np.uint64(0)
     shift = np.uint64(0)
     i = pos
@@ -124,7 +132,7 @@ def _varint(buf: np.ndarray, pos: int, stop: int) -> tuple[int, np.uint64]:
             return -VARINT_TOO_LONG, np.uint64(0)
         if i >= stop:
             return -VARINT_TRUNCATED, np.uint64(0)
-        byte = buf[i]
+        byte = load_u8(base + i)
         value |= np.uint64(byte & 0x7F) << shift
         i += 1
         if byte < 0x80:
@@ -133,11 +141,14 @@ def _varint(buf: np.ndarray, pos: int, stop: int) -> tuple[int, np.uint64]:
 
 
 @njit(cache=True, nogil=True)
-def _le_u64(buf: np.ndarray, pos: int) -> np.uint64:
-    """The 8 bytes at ``pos`` as a little-endian uint64 (a double's exact bits)."""
+def _le_u64(base: int, pos: int) -> np.uint64:
+    """The 8 bytes at ``pos`` of the buffer at address ``base`` as a little-endian uint64
+    (a double's exact bits)."""
+    if _LITTLE_ENDIAN:
+        return load_u64(base + pos)
     bits = np.uint64(0)
     for k in range(8):
-        bits |= np.uint64(buf[pos + k]) << np.uint64(8 * k)
+        bits |= np.uint64(load_u8(base + pos + k)) << np.uint64(8 * k)
     return bits
 
 
@@ -154,6 +165,7 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
     ever passes through a float conversion.
     """
     n = len(buf)
+    base = buf.ctypes.data
     pos = 0
     depth = 0  # 0: in the request, 1: in a series, 2: in a label or sample
     series_stop = 0
@@ -199,7 +211,11 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
         field = wire_type = 0
         detail = np.uint64(0)
         at = pos
-        pos, key = _varint(buf, pos, stop)
+        # Keys and lengths almost always fit in one byte: those are read without a call.
+        if pos < stop and buf[pos] < 0x80:
+            pos, key = pos + 1, np.uint64(buf[pos])
+        else:
+            pos, key = _varint(base, pos, stop)
         code = -pos if pos < 0 else OK
         if code == OK:
             if key > _U32_MAX:
@@ -219,10 +235,13 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
         varint = np.uint64(0)
         if code == OK:
             if wire_type == WT_VARINT:
-                end, varint = _varint(buf, pos, stop)
+                end, varint = _varint(base, pos, stop)
                 code = -end if end < 0 else OK
             elif wire_type == WT_LEN:
-                start, length = _varint(buf, pos, stop)
+                if pos < stop and buf[pos] < 0x80:
+                    start, length = pos + 1, np.uint64(buf[pos])
+                else:
+                    start, length = _varint(base, pos, stop)
                 if start < 0:
                     code = -start
                 elif length > np.uint64(stop - start):
@@ -279,6 +298,6 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
             elif field == 2:
                 value_off, value_len = start, end - start
         elif field == 1:  # MSG_SAMPLE
-            value = _le_u64(buf, start)
+            value = _le_u64(base, start)
         elif field == 2:
             timestamp = varint
