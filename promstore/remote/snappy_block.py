@@ -50,7 +50,7 @@ def _decoded_length(body: bytes | memoryview) -> tuple[int, int]:
     )
 
 
-def decompress(body: bytes | memoryview, max_decoded: int) -> bytes:
+def decompress(body: bytes | memoryview, max_decoded: int) -> bytearray:
     """Decompress one snappy block, refusing to produce more than ``max_decoded`` bytes.
 
     Raises TooLargeError when the declared length exceeds ``max_decoded`` (checked
@@ -67,12 +67,15 @@ def decompress(body: bytes | memoryview, max_decoded: int) -> bytes:
             f"invalid snappy block: declared length {length} is impossible for "
             f"{len(body)} compressed bytes"
         )
+    # Straight into a buffer of the declared size: half the time of decompressing into
+    # cramjam's own buffer and copying that out.
+    out = bytearray(length)
     try:
-        out = bytes(cramjam.snappy.decompress_raw(body))
+        written = cramjam.snappy.decompress_raw_into(body, out)
     except cramjam.DecompressionError as exc:
         raise BadDataError(f"invalid snappy block: {exc}") from None
-    if len(out) != length:
+    if written != length:
         raise BadDataError(
-            f"invalid snappy block: decompressed to {len(out)} bytes, header declares {length}"
+            f"invalid snappy block: decompressed to {written} bytes, header declares {length}"
         )
     return out
