@@ -12,11 +12,17 @@ import numpy as np
 from numba import njit
 
 from ._xor_kernels import (
+    _U0,
+    ST_BITPOS,
+    ST_BYTE_TAIL,
     ST_NUM,
     ST_T,
-    append_samples,
-    chunk_length,
-    reset_state,
+    close_chunk,
+    encode_sample,
+    length_of,
+    load_row,
+    reset_row,
+    store_row,
 )
 
 OK = 0
@@ -114,26 +120,27 @@ def append(  # type: ignore[no-untyped-def]
     are already written) and listed in the ``tab_*`` columns, linked per series through
     ``tab_prev``. Returns ``(status, j)``.
     """
+    # Each sample is encoded right here, its chunk's state in local variables: calling
+    # ``append_samples`` with a row view of the state cost three times the encoding.
     for j in range(start, len(refs)):
         r = refs[j]
         t = ts[j]
-        st = xstate[r]
         if slot_off[r] < 0:
             off = _alloc(arena, alloc, 0)
             if off < 0:
                 return NEED_ARENA, j
             slot_off[r] = off
             slot_class[r] = 0
-            reset_state(st)
-        num = np.int64(st[ST_NUM])
-        if num == 0:
+            reset_row(xstate, r)
+        count = np.int64(xstate[r, ST_NUM])
+        if count == 0:
             c_mint[r] = t
             next_at[r] = range_end(t, chunk_range)
         else:
-            if num == SAMPLES_PER_CHUNK // 4:
-                next_at[r] = _chunk_end(c_mint[r], np.int64(st[ST_T]), next_at[r])
-            if t >= next_at[r] or num >= 2 * SAMPLES_PER_CHUNK:
-                length = chunk_length(st, True)
+            if count == SAMPLES_PER_CHUNK // 4:
+                next_at[r] = _chunk_end(c_mint[r], np.int64(xstate[r, ST_T]), next_at[r])
+            if t >= next_at[r] or count >= 2 * SAMPLES_PER_CHUNK:
+                length = length_of(xstate[r, ST_BITPOS], xstate[r, ST_BYTE_TAIL], True)
                 if tab_n[0] >= len(tab_ref):
                     return NEED_TABLE, j
                 if page_fill[0] + length > len(page):
@@ -144,31 +151,41 @@ def append(  # type: ignore[no-untyped-def]
                 k = tab_n[0]
                 tab_ref[k] = r
                 tab_mint[k] = c_mint[r]
-                tab_maxt[k] = np.int64(st[ST_T])
+                tab_maxt[k] = np.int64(xstate[r, ST_T])
                 tab_loc[k] = (np.int64(page_index) << PAGE_BITS) | (page_base + dst)
                 tab_len[k] = length
                 tab_prev[k] = last_sealed[r]
                 last_sealed[r] = k
                 tab_n[0] = k + 1
                 page_fill[0] = dst + length
-                reset_state(st)
+                reset_row(xstate, r)
                 c_mint[r] = t
                 next_at[r] = range_end(t, chunk_range)
         cls = slot_class[r]
-        need = chunk_length(st, True) + SAMPLE_ROOM
-        if need > (MIN_SLOT << cls):
+        used = length_of(xstate[r, ST_BITPOS], xstate[r, ST_BYTE_TAIL], True)
+        if used + SAMPLE_ROOM > (MIN_SLOT << cls):
             new_cls = cls
-            while (MIN_SLOT << new_cls) < need:
+            while (MIN_SLOT << new_cls) < used + SAMPLE_ROOM:
                 new_cls += 1
             off = _alloc(arena, alloc, new_cls)
             if off < 0:
                 return NEED_ARENA, j
-            used = chunk_length(st, True)
             arena[off:off + used] = arena[slot_off[r]:slot_off[r] + used]
             _free(arena, alloc, cls, slot_off[r])
             slot_off[r] = off
             slot_class[r] = new_cls
-        append_samples(ts_bits, vs_bits, j, j + 1, st, arena, slot_off[r], True)
+        base = slot_off[r]
+        num, t_last, tdelta, v, leading, trailing, bitpos, byte_tail = load_row(xstate, r)
+        pos = base + (bitpos >> 3)
+        nacc = bitpos & 7
+        acc = _U0
+        if nacc:
+            acc = np.uint64(arena[pos]) >> np.uint64(8 - nacc)
+        num, t_last, tdelta, v, leading, trailing, byte_tail, pos, acc, nacc = encode_sample(
+            ts_bits[j], vs_bits[j], num, t_last, tdelta, v, leading, trailing, byte_tail,
+            arena, pos, acc, nacc)
+        bitpos, _ = close_chunk(arena, base, pos, acc, nacc, num, byte_tail, True)
+        store_row(xstate, r, num, t_last, tdelta, v, leading, trailing, bitpos, byte_tail)
     return OK, len(refs)
 
 

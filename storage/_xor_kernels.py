@@ -130,9 +130,25 @@ def _dod_code(dod):  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True)
 def reset_state(state: np.ndarray) -> None:
     """Put ``state`` in the shape of an empty chunk (2 header bytes, no samples)."""
-    state[:] = 0
-    state[ST_LEADING] = NO_WINDOW
-    state[ST_BITPOS] = HEADER_BITS
+    reset_row(state.reshape(1, STATE_LEN), 0)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def reset_row(states, r):  # type: ignore[no-untyped-def]
+    """``reset_state`` for row ``r`` of a 2-D array of states."""
+    for k in range(STATE_LEN):
+        states[r, k] = _U0
+    states[r, ST_LEADING] = NO_WINDOW
+    states[r, ST_BITPOS] = HEADER_BITS
+
+
+@njit(cache=True, nogil=True, inline="always")
+def length_of(bitpos, byte_tail, legacy_padding):  # type: ignore[no-untyped-def]
+    """``chunk_length`` from the two state slots it depends on."""
+    n = (np.int64(bitpos) + 7) >> 3
+    if legacy_padding and byte_tail != 0 and (np.int64(bitpos) & 7) == 0:
+        n += 1
+    return n
 
 
 @njit(cache=True, nogil=True)
@@ -143,11 +159,7 @@ def chunk_length(state: np.ndarray, legacy_padding: bool) -> int:
     byte boundary; it is visible at the end of the chunk when the last value write
     ended that way (always for a one-sample chunk). ``legacy_padding`` reproduces it.
     """
-    bitpos = np.int64(state[ST_BITPOS])
-    n = (bitpos + 7) >> 3
-    if legacy_padding and state[ST_BYTE_TAIL] != 0 and (bitpos & 7) == 0:
-        n += 1
-    return int(n)
+    return int(length_of(state[ST_BITPOS], state[ST_BYTE_TAIL], legacy_padding))
 
 
 @njit(cache=True, nogil=True)
@@ -162,89 +174,110 @@ def append_samples(  # type: ignore[no-untyped-def]
     ``out[base:base + chunk_length(state)]`` is complete after every call. Returns that
     length.
     """
-    num = state[ST_NUM]
-    t = state[ST_T]
-    tdelta = state[ST_TDELTA]
-    v = state[ST_V]
-    leading = state[ST_LEADING]
-    trailing = state[ST_TRAILING]
-    bitpos = np.int64(state[ST_BITPOS])
-    byte_tail = state[ST_BYTE_TAIL]
-
+    states = state.reshape(1, STATE_LEN)
+    num, t, tdelta, v, leading, trailing, bitpos, byte_tail = load_row(states, 0)
+    # Resuming is written out where it is needed: as an inlined helper it cost the
+    # head's append (one sample per call) half its time.
     pos = base + (bitpos >> 3)
     nacc = bitpos & 7
     acc = _U0
     if nacc:
         acc = np.uint64(out[pos]) >> np.uint64(8 - nacc)
-
     for k in range(lo, hi):
-        tk = ts[k]
-        vk = vs[k]
-        if num == _U0:
-            zigzag = (tk << _U1) ^ (_U0 - (tk >> np.uint64(63)))
-            pos, acc, nacc = _put_uvarint(out, pos, acc, nacc, zigzag)
-            pos, acc, nacc = _put_wide(out, pos, acc, nacc, vk, 64)
-            byte_tail = _U1
-        else:
-            d = tk - t
-            if num == _U1:
-                pos, acc, nacc = _put_uvarint(out, pos, acc, nacc, d)
-            else:
-                dod = d - tdelta
-                code, nbits = _dod_code(dod)
-                pos, acc, nacc = _put(out, pos, acc, nacc, code, nbits)
-                if nbits == 4:
-                    pos, acc, nacc = _put_wide(out, pos, acc, nacc, dod, 64)
-            tdelta = d
+        num, t, tdelta, v, leading, trailing, byte_tail, pos, acc, nacc = encode_sample(
+            ts[k], vs[k], num, t, tdelta, v, leading, trailing, byte_tail, out, pos, acc, nacc)
+    bitpos, n = close_chunk(out, base, pos, acc, nacc, num, byte_tail, legacy_padding)
+    store_row(states, 0, num, t, tdelta, v, leading, trailing, bitpos, byte_tail)
+    return n
 
-            x = vk ^ v
-            if x == _U0:
-                pos, acc, nacc = _put(out, pos, acc, nacc, _U0, 1)
-                byte_tail = _U0
-            else:
-                lz = _clz64(x)
-                tz = _ctz64(x)
-                if lz >= _U32:
-                    lz = np.uint64(31)  # the 5-bit field cannot say more
-                if leading != np.uint64(NO_WINDOW) and lz >= leading and tz >= trailing:
-                    nb = 64 - np.int64(leading) - np.int64(trailing)
-                    pos, acc, nacc = _put(out, pos, acc, nacc, np.uint64(0b10), 2)
-                    pos, acc, nacc = _put_wide(out, pos, acc, nacc, x >> trailing, nb)
-                else:
-                    leading = lz
-                    trailing = tz
-                    nb = 64 - np.int64(lz) - np.int64(tz)
-                    # '11', 5 bits leading, 6 bits significant count (64 wraps to 0).
-                    head = (
-                        (np.uint64(0b11) << np.uint64(11))
-                        | (lz << np.uint64(6))
-                        | (np.uint64(nb) & np.uint64(63))
-                    )
-                    pos, acc, nacc = _put(out, pos, acc, nacc, head, 13)
-                    pos, acc, nacc = _put_wide(out, pos, acc, nacc, x >> tz, nb)
-                byte_tail = _U1 if (nb & 7) == 0 else _U0
-        t = tk
-        v = vk
-        num += _U1
 
+@njit(cache=True, nogil=True, inline="always")
+def load_row(states, r):  # type: ignore[no-untyped-def]
+    """The state slots of row ``r`` of a 2-D array of states, in ``ST_*`` order (the bit
+    position as int64)."""
+    return (states[r, ST_NUM], states[r, ST_T], states[r, ST_TDELTA], states[r, ST_V],
+            states[r, ST_LEADING], states[r, ST_TRAILING], np.int64(states[r, ST_BITPOS]),
+            states[r, ST_BYTE_TAIL])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def store_row(states, r, num, t, tdelta, v, leading, trailing, bitpos, byte_tail):  # type: ignore[no-untyped-def]
+    """Write the state slots of row ``r``."""
+    states[r, ST_NUM] = num
+    states[r, ST_T] = t
+    states[r, ST_TDELTA] = tdelta
+    states[r, ST_V] = v
+    states[r, ST_LEADING] = leading
+    states[r, ST_TRAILING] = trailing
+    states[r, ST_BITPOS] = np.uint64(bitpos)
+    states[r, ST_BYTE_TAIL] = byte_tail
+
+
+@njit(cache=True, nogil=True, inline="always")
+def close_chunk(out, base, pos, acc, nacc, num, byte_tail, legacy_padding):  # type: ignore[no-untyped-def]
+    """Write the partial last byte, the sample count and the spare byte of the chunk at
+    ``out[base:]``; return its length in bits and in bytes."""
     bitpos = (pos - base) * 8 + nacc
     if nacc:
         out[pos] = np.uint8((acc << np.uint64(8 - nacc)) & _BYTE)
     out[base] = np.uint8(num >> _U8)
     out[base + 1] = np.uint8(num & _BYTE)
-
-    state[ST_NUM] = num
-    state[ST_T] = t
-    state[ST_TDELTA] = tdelta
-    state[ST_V] = v
-    state[ST_LEADING] = leading
-    state[ST_TRAILING] = trailing
-    state[ST_BITPOS] = np.uint64(bitpos)
-    state[ST_BYTE_TAIL] = byte_tail
-    n = chunk_length(state, legacy_padding)
+    n = length_of(bitpos, byte_tail, legacy_padding)
     if n > (bitpos + 7) >> 3:
         out[base + n - 1] = 0
-    return n
+    return bitpos, n
+
+
+@njit(cache=True, nogil=True, inline="always")
+def encode_sample(  # type: ignore[no-untyped-def]
+    tk, vk, num, t, tdelta, v, leading, trailing, byte_tail, out, pos, acc, nacc
+):
+    """Write one sample (timestamp and value bits) after ``num`` others; returns the
+    updated state and writing position."""
+    if num == _U0:
+        zigzag = (tk << _U1) ^ (_U0 - (tk >> np.uint64(63)))
+        pos, acc, nacc = _put_uvarint(out, pos, acc, nacc, zigzag)
+        pos, acc, nacc = _put_wide(out, pos, acc, nacc, vk, 64)
+        byte_tail = _U1
+    else:
+        d = tk - t
+        if num == _U1:
+            pos, acc, nacc = _put_uvarint(out, pos, acc, nacc, d)
+        else:
+            dod = d - tdelta
+            code, nbits = _dod_code(dod)
+            pos, acc, nacc = _put(out, pos, acc, nacc, code, nbits)
+            if nbits == 4:
+                pos, acc, nacc = _put_wide(out, pos, acc, nacc, dod, 64)
+        tdelta = d
+
+        x = vk ^ v
+        if x == _U0:
+            pos, acc, nacc = _put(out, pos, acc, nacc, _U0, 1)
+            byte_tail = _U0
+        else:
+            lz = _clz64(x)
+            tz = _ctz64(x)
+            if lz >= _U32:
+                lz = np.uint64(31)  # the 5-bit field cannot say more
+            if leading != np.uint64(NO_WINDOW) and lz >= leading and tz >= trailing:
+                nb = 64 - np.int64(leading) - np.int64(trailing)
+                pos, acc, nacc = _put(out, pos, acc, nacc, np.uint64(0b10), 2)
+                pos, acc, nacc = _put_wide(out, pos, acc, nacc, x >> trailing, nb)
+            else:
+                leading = lz
+                trailing = tz
+                nb = 64 - np.int64(lz) - np.int64(tz)
+                # '11', 5 bits leading, 6 bits significant count (64 wraps to 0).
+                head = (
+                    (np.uint64(0b11) << np.uint64(11))
+                    | (lz << np.uint64(6))
+                    | (np.uint64(nb) & np.uint64(63))
+                )
+                pos, acc, nacc = _put(out, pos, acc, nacc, head, 13)
+                pos, acc, nacc = _put_wide(out, pos, acc, nacc, x >> tz, nb)
+            byte_tail = _U1 if (nb & 7) == 0 else _U0
+    return num + _U1, tk, tdelta, vk, leading, trailing, byte_tail, pos, acc, nacc
 
 
 @njit(cache=True, nogil=True)
