@@ -93,6 +93,8 @@ def bytes_equal(a, b, length):  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True)
 def hash_bytes(buf: np.ndarray, off: int, length: int) -> np.uint64:
     """64-bit hash of ``buf[off:off+length]``."""
+    if buf.strides[0] != 1:  # bytes are read through the address
+        buf = buf.copy()
     h = _step(_SEED, np.uint64(length))
     return _mix(_hash_run(h, buf.ctypes.data, len(buf), off, length))
 

@@ -4,7 +4,8 @@ Kernels pass addresses (``array.ctypes.data + offset``) to their per-item helper
 of arrays: numba updates an array's reference count, an atomic operation, around every
 helper call that receives it, even an inlined one, and in the per-label and per-field
 loops that cost more than the work itself (it halved the remote-write decoder's speed).
-The loads have no bounds check and no alignment requirement: callers check the bounds.
+The loads have no bounds check and no alignment requirement: callers check the bounds
+and pass addresses into C-contiguous arrays.
 """
 
 from __future__ import annotations

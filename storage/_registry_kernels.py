@@ -89,8 +89,8 @@ def _find_series(
     ``order[lo:hi]`` (indices into the name/value columns, in canonical order).
 
     Slots holding refs at or above ``n_series`` are passed over: a reader without the
-    lock sees them while a writer is adding that series. Labels are compared inline:
-    a helper taking arrays costs an atomic reference-count update per call.
+    lock sees them while a writer is adding that series. Label bytes are compared
+    through their addresses (see ``_memory_kernels``).
     """
     mask = len(ser_slots) - 1
     slot = np.int64(h & np.uint64(mask))
@@ -159,7 +159,7 @@ def get_or_create(
 ) -> None:
     """Resolve each valid series of a batch to its ref, creating the series that are new.
 
-    ``known[i]`` is a ref already found (see ``find_series``), taken as it is, or -1.
+    ``known[i]`` is a ref already found (see ``find_sent``), taken as it is, or -1.
     ``refs[i]`` is -1 for a series whose ``status`` is not 0, or -2 when creating it would
     pass ``max_series``. ``created[i]`` is 1 for series this call created.
     """

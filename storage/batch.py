@@ -43,6 +43,11 @@ class WriteBatch:
     n_metadata: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Kernels read label bytes through the buffer's address.
+        if not self.buf.flags.c_contiguous:
+            object.__setattr__(self, "buf", np.ascontiguousarray(self.buf))
+
     @property
     def n_series(self) -> int:
         return len(self.label_start) - 1

@@ -2,6 +2,7 @@
 
 import threading
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,6 +136,22 @@ def test_label_hash_ignores_order_and_where_the_bytes_lie(pairs, pad):
     reg.resolve(canonicalise(reordered, LabelLimits()))
     in_order = WriteBatch.from_series([(sorted(pairs), [])])
     assert list(reg.published.find_sent(in_order, LabelLimits())) == [0]
+
+
+def test_strided_bytes_hash_like_contiguous_ones():
+    """Kernels read bytes through addresses; a strided buffer must not change a hash."""
+    from storage._label_kernels import hash_bytes
+
+    data = np.frombuffer(b"i?n?s?t?a?n?c?e?", dtype=np.uint8)
+    assert hash_bytes(data[::2], 0, 8) == hash_bytes(np.frombuffer(b"instance", np.uint8), 0, 8)
+    sent = WriteBatch.from_series([({"instance": "a"}, [])])
+    strided = WriteBatch(buf=np.frombuffer(b"i?n?s?t?a?n?c?e?a?", np.uint8)[::2],
+                         label_start=sent.label_start, name_off=sent.name_off,
+                         name_len=sent.name_len, value_off=sent.value_off,
+                         value_len=sent.value_len, sample_start=sent.sample_start,
+                         timestamps=sent.timestamps, values=sent.values)
+    assert (canonicalise(strided, LabelLimits()).hashes
+            == canonicalise(sent, LabelLimits()).hashes).all()
 
 
 SETS = [
