@@ -112,6 +112,28 @@ def test_reopen_replays_everything_bit_exact(tmp_path):
         h3.close()
 
 
+def test_batches_of_known_series_log_what_was_accepted(tmp_path):
+    """Only accepted samples are logged (one record per batch of known series), and
+    replay gives back exactly what was stored."""
+    h = Head.open(tmp_path)
+    a, b = {"__name__": "m", "i": "a"}, {"__name__": "m", "i": "b"}
+    write(h, [(a, [(1000, 1.0)]), (b, [(1000, 1.0)])])
+    assert write(h, [(a, [(2000, 2.0)]), (b, [(2000, 2.0)])]).accepted == 2  # all accepted
+    res = write(h, [(a, [(3000, 3.0)]), (b, [(1500, 9.0)])])  # b's sample is out of order
+    assert res.accepted == 1 and res.rejected == {RejectReason.OUT_OF_ORDER: 1}
+    assert write(h, [(a, [(3000, 3.0)]), (b, [(3000, 3.0)])]).duplicates == 1
+    before = all_samples(h)
+    wal_stats = h.wal.stats
+    assert wal_stats.records_written == 5  # series + samples, then one samples record each
+    h.close()
+    h2 = Head.open(tmp_path)
+    try:
+        assert all_samples(h2) == before
+        assert [t for labels, t, _ in before if dict(labels)["i"] == "b"] == [1000, 2000, 3000]
+    finally:
+        h2.close()
+
+
 def test_index_reader(head):
     write(head, [({"__name__": "up", "job": "a", "instance": "x"}, [(1000, 1.0)]),
                  ({"__name__": "up", "job": "b"}, [(5000, 1.0)]),
