@@ -43,6 +43,8 @@ __all__ = ["Querier"]
 
 _NO_IDS = np.empty(0, np.int64)
 
+_INTERN_PART = 8192  # series whose label sets are interned at once
+
 _DECODE_CHUNKS = 256
 """Chunks of a block decoded at once, then trimmed to the range asked for: a long query
 reads in time slices that cut through chunks (a dense chunk holds about 2,048 samples),
@@ -222,7 +224,11 @@ class Querier:
         found = self._selected.get(key)
         if found is None:
             ids = block.select_series(matchers, block.meta.min_time, block.meta.max_time - 1)
-            found = (ids, self._intern(*block.series_keys(ids)) if len(ids) else _NO_IDS)
+            # In parts: the label sets of a fleet's series, decoded, keyed and sorted at
+            # once, would take hundreds of bytes each for a moment.
+            qids = [self._intern(*block.series_keys(ids[lo:lo + _INTERN_PART]))
+                    for lo in range(0, len(ids), _INTERN_PART)]
+            found = (ids, np.concatenate(qids) if qids else _NO_IDS)
             self._selected[key] = found
         return found
 
