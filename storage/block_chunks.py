@@ -38,6 +38,7 @@ MAX_SEGMENT_SIZE = 512 * 1024 * 1024
 _HEADER = MAGIC_CHUNKS.to_bytes(4, "big") + bytes([CHUNKS_FORMAT_V1, 0, 0, 0])
 _WRITE_PIECE = 1 << 26  # bytes of chunk records built in memory at a time
 _RECORD_OVERHEAD = 16  # a chunk record's bytes around its data, at most (length, encoding, CRC)
+_DROP_EVERY = 64  # chunks read between drops of their pages
 
 
 def _segment_name(index: int) -> str:
@@ -125,23 +126,32 @@ class ChunkSegments:
         if len(bad):
             raise CorruptionError(f"{self.directory}: chunk ref {int(refs[bad[0]]):#x} "
                                   f"names segment {int(seg[bad[0]]) + 1}, which does not exist")
-        members = [np.flatnonzero(seg == s) for s in np.unique(seg)]
-        for idx in members:
-            lengths[idx] = self._checked(
-                k.chunk_lengths(self._views[int(seg[idx[0]])], off[idx]), refs[idx])
+        # A segment's chunks are read a batch at a time, its pages dropped after each:
+        # touching a mapped page maps the 64 KiB around it, so a few hundred chunks
+        # scattered over a segment would otherwise hold tens of megabytes at once.
+        batches = [idx[lo:lo + _DROP_EVERY] for s in np.unique(seg)
+                   for idx in (np.flatnonzero(seg == s),)
+                   for lo in range(0, len(idx), _DROP_EVERY)]
+        for idx in batches:
+            s = int(seg[idx[0]])
+            lengths[idx] = self._checked(k.chunk_lengths(self._views[s], off[idx]), refs[idx])
+            self._drop(s, off[idx], lengths[idx])
         offsets = np.zeros(len(refs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
         blob = np.empty(int(offsets[-1]), dtype=np.uint8)
         encoding = np.empty(len(refs), dtype=np.uint8)
-        for idx in members:
+        for idx in batches:
+            s = int(seg[idx[0]])
             out_enc = np.empty(len(idx), dtype=np.uint8)
-            status, i = k.gather_chunks(self._views[int(seg[idx[0]])], off[idx], blob,
-                                        offsets[idx], out_enc)
+            status, i = k.gather_chunks(self._views[s], off[idx], blob, offsets[idx], out_enc)
             self._checked((None, status, i), refs[idx])
             encoding[idx] = out_enc
-            drop_pages(self._maps[int(seg[idx[0]])], int(off[idx].min()),
-                       int((off[idx] + lengths[idx]).max()) + _RECORD_OVERHEAD)
+            self._drop(s, off[idx], lengths[idx])
         return encoding, blob, offsets
+
+    def _drop(self, segment: int, off: np.ndarray, lengths: np.ndarray) -> None:
+        drop_pages(self._maps[segment], int(off.min()),
+                   int((off + lengths).max()) + _RECORD_OVERHEAD)
 
     def _checked(self, result: tuple, refs: np.ndarray) -> np.ndarray:
         values, status, i = result
