@@ -14,6 +14,13 @@ A downsampled block has its source's time range and sources, so a block already
 downsampled is recognised, and when compaction later merges raw blocks that were
 downsampled one by one, the merge is downsampled again and replaces their aggregates.
 
+Until a raw block is due, its part older than the age is downsampled ``step_ms`` at a
+time, each step a 5-minute block of that part of the range with the raw block's
+sources: otherwise a long query would read a whole block's span beyond the age raw
+(up to 54 hours with 30 days of retention). The whole block's aggregates replace these
+parts when it becomes due (``storage.downsampled.holds``); 5-minute parts wait for it
+before becoming 1-hour windows.
+
 Deleted data stays deleted: raw blocks are read without their deleted samples, 5-minute
 blocks without their deleted windows, and a new block is served only if its source did
 not get a deletion while it was made (``still_current``).
@@ -50,6 +57,7 @@ from storage.downsampled import (
     RESOLUTION_5M,
     RESOLUTIONS,
     DownsampledStore,
+    holds,
     stage_block,
     surviving,
 )
@@ -89,45 +97,75 @@ class DownsampleOptions:
 
     after_5m_ms: int = 40 * HOUR_MS
     after_1h_ms: int = 10 * DAY_MS
+    # Until a raw block is due, its part older than the age is downsampled in steps of
+    # this (aligned to it): a long query reads raw data up to the age plus a step.
+    step_ms: int = 2 * HOUR_MS
     retention_5m_ms: int = 0
     retention_1h_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if self.step_ms <= 0:
+            raise ValueError(f"downsampling step must be positive, not {self.step_ms} ms")
 
 
 @dataclass(frozen=True)
 class DownsampleJob:
     """A block to downsample: ``source`` (raw when ``source_resolution`` is 0) to
     ``resolution``, leaving out ``deleted``, the windows deleted from a downsampled
-    source (a raw source's own tombstones apply as it is read)."""
+    source (a raw source's own tombstones apply as it is read). ``part``, for a raw
+    source, is the time range ``[mint, maxt)`` to downsample, None for all of it."""
 
     source: Block
     source_resolution: int
     resolution: int
     deleted: Tombstones
+    part: tuple[int, int] | None = None
 
 
 Builder = Callable[[DownsampleJob], BlockMeta]
 """Stages the block of a job (``storage.downsampled.stage_block``) and returns its meta."""
 
 
-def _covered(block: Block, tier: Sequence[Block]) -> bool:
-    mine = set(block.meta.sources or (block.meta.ulid,))
-    return any(mine <= set(other.meta.sources) for other in tier)
-
-
 def due(db: Any, store: DownsampledStore, options: DownsampleOptions, now_ms: int,
         resolution: int) -> list[DownsampleJob]:
     """The blocks old enough to become ``resolution`` windows and not yet downsampled:
     raw blocks of ``db`` (anything with a ``blocks`` list, such as ``storage.db.DB``)
-    for 5 minutes, 5-minute blocks for 1 hour."""
-    if resolution == RESOLUTION_5M:
-        sources, source_resolution, age = db.blocks, 0, options.after_5m_ms
-    else:
-        sources, source_resolution, age = (store.blocks(RESOLUTION_5M), RESOLUTION_5M,
-                                           options.after_1h_ms)
+    for 5 minutes, and the part older than the age of the raw blocks not yet due;
+    5-minute blocks for 1 hour, but for parts of raw blocks still to be done whole."""
     tier = store.blocks(resolution)
-    return [DownsampleJob(b, source_resolution, resolution,
-                          store.deletions(b) if source_resolution else _NOTHING)
-            for b in sources if _old_enough(b.meta, now_ms, age) and not _covered(b, tier)]
+    if resolution == RESOLUTION_5M:
+        cut = (now_ms - options.after_5m_ms) // options.step_ms * options.step_ms
+        jobs = []
+        for b in db.blocks:
+            if any(holds(o.meta, b.meta) for o in tier):
+                continue
+            if _old_enough(b.meta, now_ms, options.after_5m_ms):
+                jobs.append(DownsampleJob(b, 0, resolution, _NOTHING))
+            elif (start := _downsampled_until(b.meta, tier)) < cut:
+                jobs.append(DownsampleJob(b, 0, resolution, _NOTHING, (start, cut)))
+        return jobs
+    raw = [b.meta for b in db.blocks]
+    return [DownsampleJob(b, RESOLUTION_5M, resolution, store.deletions(b))
+            for b in store.blocks(RESOLUTION_5M)
+            if _old_enough(b.meta, now_ms, options.after_1h_ms)
+            and not any(holds(o.meta, b.meta) for o in tier)
+            and not any(_part_of(b.meta, m) for m in raw)]
+
+
+def _downsampled_until(meta: BlockMeta, tier: Sequence[Block]) -> int:
+    """Where the downsampled blocks of ``tier`` stop covering the raw block of
+    ``meta`` without a gap, from its start."""
+    cursor = meta.min_time
+    for o in tier:  # oldest first
+        if o.meta.min_time <= cursor < o.meta.max_time:
+            cursor = o.meta.max_time
+    return cursor
+
+
+def _part_of(part: BlockMeta, raw: BlockMeta) -> bool:
+    """Whether ``part`` holds only a part of the raw block ``raw``, which will replace
+    it once due."""
+    return holds(raw, part) and raw.max_time - raw.min_time > part.max_time - part.min_time
 
 
 def _old_enough(meta: BlockMeta, now_ms: int, age: int) -> bool:
@@ -162,7 +200,7 @@ def downsample_due(db: Any, store: DownsampledStore, options: DownsampleOptions,
     block is durable and served before anything it replaces is deleted."""
     build = build or (lambda job: build_block(job.source, job.source_resolution,
                                               job.resolution, store.directory,
-                                              deleted=job.deleted))
+                                              deleted=job.deleted, part=job.part))
     made = []
     for resolution in RESOLUTIONS:
         for job in due(db, store, options, now_ms, resolution):
@@ -222,26 +260,33 @@ def downsample_block(block: Block, source_resolution: int, resolution: int,
 
 def build_block(block: Block, source_resolution: int, resolution: int, directory: Path, *,
                 deleted: Tombstones = _NOTHING, level: int | None = None,
+                part: tuple[int, int] | None = None,
                 slice_samples: int = SLICE_SAMPLES) -> BlockMeta:
     """Stage (``storage.downsampled.stage_block``) the ``resolution`` aggregates of
     ``block`` (raw when ``source_resolution`` is 0, else aggregates of that resolution)
     for the store at ``directory``, leaving out the windows ``deleted`` names (series by
     ordinal). At the source's own resolution this rewrites it without them.
+    ``part = (mint, maxt)`` (raw blocks only) limits it to the samples in
+    ``[mint, maxt)``, which becomes the new block's range.
 
     Series are read in slices of about ``slice_samples`` samples, which bounds memory
     and lets a metered block pace the work slice by slice."""
-    if (block.meta.max_time - block.meta.min_time) // resolution + 1 >= MAX_SAMPLES_PER_CHUNK:
+    start, end = part or (block.meta.min_time, block.meta.max_time)
+    if part is not None and (source_resolution or not
+                             block.meta.min_time <= start < end <= block.meta.max_time):
+        raise ValueError(f"part [{start}, {end}) of block {block.meta.ulid} cannot be "
+                         "downsampled on its own")
+    if (end - start) // resolution + 1 >= MAX_SAMPLES_PER_CHUNK:
         raise ValueError(f"block {block.meta.ulid} spans too many windows for one chunk")
     per_series = block.meta.num_samples / max(block.meta.num_series, 1)
     step = max(1, min(_MAX_SERIES_PER_SLICE, int(slice_samples / max(per_series, 1.0))))
-    parts: list[tuple[np.ndarray, ...]] = []
+    slices: list[tuple[np.ndarray, ...]] = []
     for lo in range(0, block.n_series, step):
         ids = np.arange(lo, min(lo + step, block.n_series), dtype=np.int64)
-        chunks = block.chunks(ids, *_ALL)
         if source_resolution:
-            win = _aggregate_windows(chunks, ids, resolution, block.meta.max_time, deleted)
+            win = _aggregate_windows(block.chunks(ids, *_ALL), ids, resolution, end, deleted)
         else:
-            win = _raw_windows(chunks, ids, resolution, block.meta.max_time)
+            win = _raw_windows(block.chunks(ids, start, end - 1), ids, resolution, start, end)
         if len(win.series) == 0:
             continue
         blob, offsets = encode_aggregates(win.window_t, *win.columns, win.window_starts,
@@ -251,22 +296,21 @@ def build_block(block: Block, source_resolution: int, resolution: int, directory
                           win.counter_t[win.counter_starts[:-1]])
         maxt = np.maximum(win.window_t[win.window_starts[1:] - 1],
                           win.counter_t[win.counter_starts[1:] - 1])
-        parts.append((win.series, mint, maxt, blob, np.diff(offsets)))
-    series = np.concatenate([p[0] for p in parts] or [np.empty(0, np.int64)])
+        slices.append((win.series, mint, maxt, blob, np.diff(offsets)))
+    series = np.concatenate([p[0] for p in slices] or [np.empty(0, np.int64)])
     keys_blob, keys_offsets = block.series_keys(series)
     offsets = np.zeros(len(series) + 1, np.int64)
-    np.cumsum(np.concatenate([p[4] for p in parts] or [np.empty(0, np.int64)]), out=offsets[1:])
+    np.cumsum(np.concatenate([p[4] for p in slices] or [np.empty(0, np.int64)]), out=offsets[1:])
     meta = stage_block(
         directory, resolution,
         keys_blob=keys_blob, keys_offsets=keys_offsets,
         chunk_series=np.arange(len(series), dtype=np.int64),
-        chunk_mint=np.concatenate([p[1] for p in parts] or [np.empty(0, np.int64)]),
-        chunk_maxt=np.concatenate([p[2] for p in parts] or [np.empty(0, np.int64)]),
+        chunk_mint=np.concatenate([p[1] for p in slices] or [np.empty(0, np.int64)]),
+        chunk_maxt=np.concatenate([p[2] for p in slices] or [np.empty(0, np.int64)]),
         chunk_encoding=np.full(len(series), ENCODING_AGGREGATE, np.uint8),
-        chunk_blob=np.concatenate([p[3] for p in parts] or [np.empty(0, np.uint8)]),
+        chunk_blob=np.concatenate([p[3] for p in slices] or [np.empty(0, np.uint8)]),
         chunk_offsets=offsets,
-        mint=block.meta.min_time, maxt=block.meta.max_time,
-        level=block.meta.level if level is None else level,
+        mint=start, maxt=end, level=block.meta.level if level is None else level,
         sources=block.meta.sources or (block.meta.ulid,),
     )
     log.info("downsampled block %s to %d ms windows: %s, %d series, %d windows",
@@ -274,17 +318,19 @@ def build_block(block: Block, source_resolution: int, resolution: int, directory
     return meta
 
 
-def _raw_windows(chunks: Any, ids: np.ndarray, resolution: int, block_end: int) -> _Windows:
-    """Windows of raw samples: every sample counts once, stale markers not at all."""
+def _raw_windows(chunks: Any, ids: np.ndarray, resolution: int, mint: int, maxt: int
+                 ) -> _Windows:
+    """Windows of the raw samples in ``[mint, maxt)``: every sample counts once, stale
+    markers not at all."""
     ts, vs, starts = chunkenc.decode_many(chunks.encoding, chunks.blob, chunks.offsets)
     owner = np.repeat(chunks.series, np.diff(starts))
-    fresh = vs.view(np.uint64) != STALE_NAN_BITS
-    owner, ts, vs = owner[fresh], ts[fresh], vs[fresh]
+    keep = (vs.view(np.uint64) != STALE_NAN_BITS) & (ts >= mint) & (ts < maxt)
+    owner, ts, vs = owner[keep], ts[keep], vs[keep]
     run_starts = _run_starts(owner)
     counter = adjust_counters(run_starts, vs)
     last_raw = vs[run_starts[1:] - 1] if len(vs) else np.empty(0)
     return _windows(ids, owner, ts, (np.ones(len(vs)), vs, vs, vs), owner, ts, counter,
-                    last_raw, resolution, block_end)
+                    last_raw, resolution, maxt)
 
 
 def _aggregate_windows(chunks: Any, ids: np.ndarray, resolution: int, block_end: int,

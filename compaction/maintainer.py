@@ -159,7 +159,7 @@ class Maintainer:
         newest = max([self.db.head.max_time] + [b.meta.max_time for b in self.db.blocks])
         downsample_due(self.db, store, options, newest, lambda job: self._in_worker(
             _downsample, job.source.meta.path, job.source_resolution, job.resolution,
-            store.directory, job.deleted))
+            store.directory, job.deleted, job.part))
         retain(store, options, newest)
 
     def _compact_all(self) -> int:
@@ -279,13 +279,14 @@ def _end_with(sentinel: int) -> None:
 
 
 def _downsample(path: Path, source_resolution: int, resolution: int, directory: Path,
-                deleted: Tombstones, throttle: Throttle) -> BlockMeta:
-    """``build_block`` over the block at ``path``, paced slice by slice; the block is
-    staged for the server to serve."""
+                deleted: Tombstones, part: tuple[int, int] | None,
+                throttle: Throttle) -> BlockMeta:
+    """``build_block`` over the block at ``path`` (or its ``part``), paced slice by
+    slice; the block is staged for the server to serve."""
     block = MeteredBlock.open_paced(path, throttle.pace)
     try:
         return build_block(block, source_resolution, resolution, directory, deleted=deleted,
-                           slice_samples=SLICE_SAMPLES)
+                           part=part, slice_samples=SLICE_SAMPLES)
     finally:
         block.close()
 

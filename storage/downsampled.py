@@ -12,8 +12,8 @@ sees them::
 A block is created under a ``*.tmp-for-creation`` name (``stage_block``, which the
 compaction worker process may run) and renamed into place once complete (``publish``);
 leftovers of a crash are deleted on open, as are blocks replaced by another block of
-the same resolution (one holding more of their sources, or their sources at a higher
-level): it replaced them, and the crash came before they were deleted.
+the same resolution (one holding more of their sources, more of their time, or the same
+at a higher level): it replaced them, and the crash came before they were deleted.
 
 Deletions reach downsampled blocks as tombstones widened to whole windows: a window
 that overlaps a deleted interval is dropped entirely, in every column, so that no
@@ -72,6 +72,7 @@ __all__ = [
     "DownsampledStore",
     "Part",
     "TieredStore",
+    "holds",
     "read_resolution",
     "stage_block",
     "surviving",
@@ -148,18 +149,26 @@ def _meta_with_resolution(meta: BlockMeta, resolution: int) -> bytes:
     return json.dumps(doc, indent="\t").encode()
 
 
-def _covers(outer: Block, inner: Block) -> bool:
-    return set(inner.meta.sources or (inner.meta.ulid,)) <= set(outer.meta.sources)
+def holds(outer: BlockMeta, inner: BlockMeta) -> bool:
+    """Whether ``outer`` holds all that ``inner`` holds: its sources and its time range
+    (a block made from part of a raw block holds only that part)."""
+    return set(inner.sources or (inner.ulid,)) <= set(outer.sources or (outer.ulid,)) \
+        and outer.min_time <= inner.min_time and inner.max_time <= outer.max_time
 
 
 def _replaces(outer: Block, inner: Block) -> bool:
     """Whether ``outer`` was written to replace ``inner``: made from a merge holding
-    more of their sources, or from the same sources rewritten one level up (without
-    deleted windows)."""
-    if outer is inner or not _covers(outer, inner):
+    more of their sources, from more of the same raw block (its part older than the
+    age grew, or the whole block became due), or from the same sources rewritten one
+    level up (without deleted windows). Never both ways, so that a crash between
+    serving a block and deleting what it replaces leaves one to keep."""
+    if outer is inner or not holds(outer.meta, inner.meta):
         return False
-    return len(outer.meta.sources) > len(inner.meta.sources) \
-        or outer.meta.level > inner.meta.level
+    return _precedence(outer.meta) > _precedence(inner.meta)
+
+
+def _precedence(meta: BlockMeta) -> tuple[int, int, int]:
+    return len(meta.sources), meta.max_time - meta.min_time, meta.level
 
 
 def _window_bounds(mint: int, maxt: int, resolution: int) -> tuple[int, int]:
@@ -268,8 +277,8 @@ class DownsampledStore:
     def publish(self, staged: BlockMeta, resolution: int,
                 current: Callable[[], bool] | None = None) -> BlockMeta | None:
         """Serve the block ``stage_block`` wrote and delete the blocks of the same
-        resolution whose sources it holds (it was made from a merge of theirs, or
-        rewrites them without deleted windows).
+        resolution it ``holds`` (it was made from a merge of theirs, from more of the
+        same raw block, or rewrites them without deleted windows).
 
         ``current()``, when given, is asked first, while no deletion can come in: it
         says whether what the block was made from is unchanged. When it is not (a
@@ -289,7 +298,7 @@ class DownsampledStore:
             new = Block.open(final)
             with self._lock:
                 tier = self._tiers[resolution]
-                replaced = [b for b in tier if _covers(new, b)]
+                replaced = [b for b in tier if holds(new.meta, b.meta)]
                 tier[:] = sorted([b for b in tier if b not in replaced] + [new],
                                  key=lambda b: (b.meta.min_time, b.meta.ulid))
                 for b in replaced:

@@ -270,16 +270,78 @@ def test_store_writes_thanos_meta_and_cleans_up_after_a_crash(data) -> None:
 
 def test_a_block_spanning_the_age_is_downsampled_once_it_has_ended(data) -> None:
     """Thanos's rule beside the age: a block as wide as the age waits no longer, but
-    the block still being filled does."""
+    the block still being filled does (but for its part older than the age)."""
     db, store, ts, _ = data
     now = int(ts[-1])  # T0 + 96 h: the block [90 h, 108 h) is still being filled
     made = downsample_due(db, store, DownsampleOptions(after_5m_ms=18 * HOUR), now)
     assert [(m.min_time - T0) // HOUR for m in made] == [0, 18, 36, 54, 72]
-    # Narrower than the age: only the age counts.
+    # Narrower than the age: only the age counts, and the block [72 h, 90 h) that
+    # ended 6 h ago has its part older than 19 h downsampled, to a 2-hour step.
     other = DownsampledStore.open(db.directory / "other")
     made = downsample_due(db, other, DownsampleOptions(after_5m_ms=19 * HOUR), now)
-    assert [(m.min_time - T0) // HOUR for m in made] == [0, 18, 36, 54]
+    assert [((m.min_time - T0) // HOUR, (m.max_time - T0) // HOUR) for m in made] == \
+        [(0, 18), (18, 36), (36, 54), (54, 72), (72, 76)]
     other.close()
+
+
+def _spans(store: DownsampledStore, resolution: int) -> list[tuple[int, int]]:
+    return [((b.meta.min_time - T0) // HOUR, (b.meta.max_time - T0) // HOUR)
+            for b in store.blocks(resolution)]
+
+
+def test_the_part_older_than_the_age_is_downsampled_until_the_whole_block_is(data) -> None:
+    """Until a raw block is due, its part older than the age is downsampled a step at a
+    time, so that a long query reads at most the age and a step raw; the block's own
+    aggregates replace the parts once it is due, and 1-hour windows wait for those."""
+    db, store, ts, values = data
+    options = DownsampleOptions(after_1h_ms=HOUR)  # 5 m after 40 h, in 2-hour steps
+    downsample_due(db, store, options, T0 + 95 * HOUR)
+    assert _spans(store, RESOLUTION_5M) == [(0, 18), (18, 36), (36, 54)]
+    for now in (T0 + 99 * HOUR, T0 + 99 * HOUR + 30 * MIN, T0 + 101 * HOUR):
+        downsample_due(db, store, options, now)
+    assert _spans(store, RESOLUTION_5M) == [(0, 18), (18, 36), (36, 54), (54, 58), (58, 60)]
+    parts = store.blocks(RESOLUTION_5M)[3:]
+    assert all(b.meta.sources == db.blocks[3].meta.sources for b in parts)
+    assert _spans(store, RESOLUTION_1H) == [(0, 18), (18, 36), (36, 54)]  # not of parts
+    # Each time is read once, by one resolution: counts add up to the raw samples and
+    # the counter rises by what the raw one did, across the seams.
+    tiered = TieredStore(db, store)
+    plan = tiered.plan(RESOLUTION_5M, T0, T0 + 96 * HOUR, prefer_raw=False)
+    assert [(p.resolution, p.mint - T0, p.maxt - T0) for p in plan] == \
+        [(RESOLUTION_5M, 0, 60 * HOUR - 1), (0, 60 * HOUR, 96 * HOUR)]
+    counts = tiered.select_aggregate(X, plan, Aggregate.COUNT)
+    assert np.array_equal(np.add.reduceat(counts.samples, counts.starts[:-1]), [len(ts)] * 4)
+    counter = tiered.select_aggregate(X, plan, Aggregate.COUNTER)
+    whole = adjust_counters(np.array([0, len(ts)]), values[0])
+    assert counter.samples[counter.starts[1] - 1] - counter.samples[0] == \
+        pytest.approx(whole[-1] - whole[0])
+    engine = Engine(tiered)
+    for res in (0, RESOLUTION_5M):
+        got = engine.range_query("count_over_time(x[1h])", T0 + 50 * HOUR, T0 + 70 * HOUR,
+                                 HOUR, max_source_resolution=res)
+        assert all(np.all(v == 240) for v in _matrix(got).values())
+    # Deletions reach the parts; the whole block, made from raw data without the
+    # deleted samples, keeps what is left of the window.
+    _delete(db, store, T0 + 55 * HOUR + 7 * MIN, T0 + 55 * HOUR + 8 * MIN)
+    window = T0 + 55 * HOUR + 10 * MIN - 1
+    assert window not in _counts(store, RESOLUTION_5M)
+    downsample_due(db, store, options, T0 + 112 * HOUR)
+    assert _spans(store, RESOLUTION_5M) == [(0, 18), (18, 36), (36, 54), (54, 72)]
+    assert not any(b.meta.path.exists() for b in parts)
+    assert _counts(store, RESOLUTION_5M)[window] == 16
+    assert _spans(store, RESOLUTION_1H) == [(0, 18), (18, 36), (36, 54), (54, 72)]
+
+
+def test_a_whole_block_left_beside_its_parts_replaces_them_on_open(data) -> None:
+    db, store, _ts, _ = data
+    downsample_due(db, store, DownsampleOptions(), T0 + 101 * HOUR)
+    assert _spans(store, RESOLUTION_5M)[3:] == [(54, 60)]
+    staged = build_block(db.blocks[3], 0, RESOLUTION_5M, store.directory)
+    os.rename(staged.path, store.directory / "5m" / staged.ulid)  # then a crash
+    store.close()
+    again = DownsampledStore.open(store.directory)
+    assert _spans(again, RESOLUTION_5M) == [(0, 18), (18, 36), (36, 54), (54, 72)]
+    again.close()
 
 
 def test_merged_raw_blocks_are_downsampled_again_and_replace_their_parts(data) -> None:
@@ -294,20 +356,22 @@ def test_merged_raw_blocks_are_downsampled_again_and_replace_their_parts(data) -
     assert len(after) == len(before) - 1
     assert not any(b.meta.path.exists() for b in before[:2])
     counts = store.select(X, T0, T0 + 4 * DAY, Aggregate.COUNT, RESOLUTION_5M).series
-    assert counts.samples.sum() == 4 * np.count_nonzero(ts < T0 + 90 * HOUR)  # the last
-    # block ends after the newest sample: not due yet
+    # The last block ends after the newest sample: not due yet, but for its part older
+    # than the age (0 here) to the last 2-hour step.
+    assert counts.samples.sum() == 4 * np.count_nonzero(ts < T0 + 94 * HOUR)
 
 
 def test_five_minute_blocks_become_hourly_then_retention_drops_them(data) -> None:
     db, store, ts, _ = data
     options = DownsampleOptions(after_5m_ms=0, after_1h_ms=2 * DAY, retention_5m_ms=3 * DAY)
     made = downsample_due(db, store, options, int(ts[-1]))
-    assert len(store.blocks(RESOLUTION_5M)) == 5  # all but the block still being filled
+    # Every block, and the part before the last 2-hour step of the one being filled.
+    assert len(store.blocks(RESOLUTION_5M)) == 6
     assert [m.max_time for m in made if read_resolution(m.path) == RESOLUTION_1H] == \
         [T0 + 18 * HOUR, T0 + 36 * HOUR]
     gone = retain(store, options, T0 + 4 * DAY)
     assert [m.max_time for m in gone] == [T0 + 18 * HOUR]
-    assert len(store.blocks(RESOLUTION_5M)) == 4 and len(store.blocks(RESOLUTION_1H)) == 2
+    assert len(store.blocks(RESOLUTION_5M)) == 5 and len(store.blocks(RESOLUTION_1H)) == 2
 
 
 # --------------------------------------------------------------------------- deletion
@@ -397,20 +461,20 @@ def test_a_block_made_while_its_source_got_a_deletion_is_not_served(data) -> Non
 
     def build_then_delete(job):
         staged = build_block(job.source, job.source_resolution, job.resolution,
-                             store.directory, deleted=job.deleted)
+                             store.directory, deleted=job.deleted, part=job.part)
         if not calls:
             _delete(db, store, *gone)  # comes in while the first block is made
         calls.append(job.source.meta.ulid)
         return staged
 
     made = downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]), build_then_delete)
-    assert len(made) == len(calls) - 1 == 4  # the first one was refused
+    assert len(made) == len(calls) - 1 == 5  # the first one was refused
     assert not any(p.name.endswith(".tmp-for-creation") for p in (store.directory / "5m").iterdir())
     made = downsample_due(db, store, EVERY_BLOCK_TO_5M, int(ts[-1]))
     assert [m.min_time for m in made] == [T0]
     counts = _counts(store, RESOLUTION_5M)
     assert not any(gone[0] <= t <= gone[1] for t in counts)
-    assert len(counts) == 90 * 12 - 12
+    assert len(counts) == 94 * 12 - 12
 
 
 def test_compacting_deleted_raw_data_does_not_bring_it_back(data) -> None:
