@@ -6,15 +6,19 @@ compaction leaves them: ``instances`` hosts each exposing ``per_instance`` count
 ``x{instance, n}`` scraped every ``scrape`` seconds, rates swinging over the day, a
 restart now and then. The data ends at the reference time ("now"). Then:
 
-1. downsampling as the maintainer would run it (5 m after 40 h, 1 h after 10 days), timed;
+1. downsampling as the maintainer would run it (5 m after 40 h, 1 h after 10 days), timed:
+   called every 2 hours over the newest block's span, so that the part of the newest
+   block older than 40 hours is downsampled in 2-hour steps as in a running server;
 2. bytes on disk: raw blocks, 5 m and 1 h aggregates;
 3. ``sum by (instance) (rate(x[1h]))`` at a 1 h step through the PromQL engine (in this
    process, the query API's engine without HTTP), each query ``--repeat`` times, median
    kept, raw (``max_source_resolution=0``) and ``auto`` (5 m windows, step / 5 = 12 m):
 
-   - ``now``: the 30 days ending now; the newest raw block, still being filled (0 to
-     54 h of data, depending on where the run's time falls), is read raw in both runs
-     (ended 54-hour blocks are downsampled at once: they span more than 40 hours);
+   - ``now``: the 30 days ending now; the newest raw block is still being filled (0 to
+     54 h of data, depending on where the run's time falls, or ``--filled-hours``): at
+     most its newest 40 to 42 hours are read raw (ended 54-hour blocks are downsampled
+     at once, since they span more than 40 hours, and the part of the newest older than
+     40 hours in 2-hour steps);
    - ``old``: the 30 days before that, all downsampled.
 
    The answers are compared: the largest and median relative difference are reported.
@@ -44,7 +48,7 @@ from promstore.promql import Engine
 from storage.block import write_block
 from storage.chunk_merge import encode_series
 from storage.db import DB, DBOptions
-from storage.downsampled import RESOLUTION_5M, DownsampledStore, TieredStore
+from storage.downsampled import RESOLUTION_1H, RESOLUTION_5M, DownsampledStore, TieredStore
 
 __all__ = ["main"]
 
@@ -121,13 +125,15 @@ def _difference(raw: Any, downsampled: Any) -> tuple[float, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     series = args.instances * args.per_instance
     end = int(time.time() * 1000) // HOUR_MS * HOUR_MS
+    if args.filled_hours is not None:  # where the run's time falls in the newest block
+        end = end // BLOCK_MS * BLOCK_MS + args.filled_hours * HOUR_MS
     workdir = Path(tempfile.mkdtemp(prefix="promstore-downsample-", dir=args.workdir))
     report: dict[str, Any] = {
         "benchmark": "downsample", "query": QUERY, "step": "1h",
         "series": series, "instances": args.instances, "days": 2 * args.days,
-        "scrape_s": args.scrape, "machine": {"cpus": os.cpu_count(),
-                                             "platform": platform.platform(),
-                                             "python": platform.python_version()},
+        "scrape_s": args.scrape, "newest_block_hours": end % BLOCK_MS / HOUR_MS,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                    "python": platform.python_version()},
     }
     try:
         began = time.perf_counter()
@@ -141,15 +147,21 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store = DownsampledStore.open(workdir / "downsampled")
         try:
             began = time.perf_counter()
-            made = downsample_due(db, store, DownsampleOptions(), end)
+            options = DownsampleOptions()
+            made = [m for at in [*range(end - BLOCK_MS, end, options.step_ms), end]
+                    for m in downsample_due(db, store, options, at)]
             report["downsample_s"] = time.perf_counter() - began
             report["downsampled_blocks"] = len(made)
+            report["blocks_served"] = {"5m": len(store.blocks(RESOLUTION_5M)),
+                                       "1h": len(store.blocks(RESOLUTION_1H))}
             raw_bytes = sum(directory_bytes(b.meta.path) for b in db.blocks)
             report["bytes"] = {"raw": raw_bytes,
                                "5m": directory_bytes(store.directory / "5m"),
                                "1h": directory_bytes(store.directory / "1h")}
             report["bytes_per_raw_sample"] = {k: v / samples for k, v in report["bytes"].items()}
-            print(f"downsampled {len(made)} blocks in {report['downsample_s']:.1f} s; bytes "
+            print(f"downsampled {len(made)} blocks in {report['downsample_s']:.1f} s "
+                  f"({report['blocks_served']['5m']} 5 m and {report['blocks_served']['1h']}"
+                  " 1 h blocks served); bytes "
                   + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in report["bytes"].items()))
             # How much of ``now`` is too young for the aggregates: it depends on where
             # the run's time falls among the 54-hour blocks.
@@ -189,6 +201,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scrape", type=int, default=15, help="scrape interval in seconds")
     p.add_argument("--repeat", type=int, default=3, help="runs of each query; median kept")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--filled-hours", type=int, default=None, choices=range(54),
+                   metavar="0-53", help="hours of data in the newest block (default: as the "
+                   "clock falls)")
     p.add_argument("--workdir", type=Path, default=None, help="where the data goes (temporary)")
     p.add_argument("--out", type=Path, default=RESULTS_DIR)
     return p.parse_args(argv)

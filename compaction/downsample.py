@@ -26,8 +26,10 @@ blocks without their deleted windows, and a new block is served only if its sour
 not get a deletion while it was made (``still_current``).
 
 ``downsample_due`` is the step the block maintainer runs after compaction (building the
-blocks in its paced worker process); ``retain`` applies the downsampled tiers' own
-retention; ``clean_tombstones`` rewrites downsampled blocks without deleted windows.
+blocks in its paced worker process), with ``rewrite_deleted`` (the compaction planner's
+rule for blocks with many tombstones, applied to deleted windows); ``retain`` applies
+the downsampled tiers' own retention; ``clean_tombstones`` rewrites every downsampled
+block with deleted windows.
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ from storage.downsampled import (
 from storage.errors import StorageError
 from storage.tombstones import Tombstones
 
+from .planner import BlockSpan, tombstoned
+
 __all__ = [
     "Builder",
     "DownsampleJob",
@@ -74,6 +78,7 @@ __all__ = [
     "downsample_due",
     "due",
     "retain",
+    "rewrite_deleted",
     "still_current",
 ]
 
@@ -198,24 +203,51 @@ def downsample_due(db: Any, store: DownsampledStore, options: DownsampleOptions,
     source did not change while it was built, so that a deletion coming in meanwhile
     is never undone; otherwise it is dropped and made again on the next call. Each new
     block is durable and served before anything it replaces is deleted."""
-    build = build or (lambda job: build_block(job.source, job.source_resolution,
-                                              job.resolution, store.directory,
-                                              deleted=job.deleted, part=job.part))
-    made = []
-    for resolution in RESOLUTIONS:
-        for job in due(db, store, options, now_ms, resolution):
-            def current(job: DownsampleJob = job) -> bool:
-                return still_current(job, db, store)
+    build = build or _builder(store)
+    return [meta for resolution in RESOLUTIONS
+            for meta in _serve(due(db, store, options, now_ms, resolution), db, store, build)]
 
-            try:
-                staged = build(job)
-            except StorageError:
-                if current():
-                    raise
-                continue  # the source was replaced while it was read: its successor is due
-            meta = store.publish(staged, resolution, current)
-            if meta is not None:
-                made.append(meta)
+
+def rewrite_deleted(db: Any, store: DownsampledStore, block_ranges: Sequence[int],
+                    build: Builder | None = None) -> list[BlockMeta]:
+    """Rewrite without their deleted windows the downsampled blocks that the compaction
+    planner would rewrite for their tombstones if they were raw (``planner.tombstoned``,
+    given its ``block_ranges``), so that deleted data leaves the disk without waiting
+    for ``clean_tombstones``. Built and served as ``downsample_due`` does, one level up;
+    returns the new blocks' metas."""
+    jobs = []
+    for resolution in RESOLUTIONS:
+        for b in store.blocks(resolution):
+            stones = store.deletions(b)
+            span = BlockSpan(b.meta.ulid, b.meta.min_time, b.meta.max_time,
+                             b.meta.num_series, len(stones))
+            if len(stones) and tombstoned(span, block_ranges):
+                jobs.append(DownsampleJob(b, resolution, resolution, stones))
+    return _serve(jobs, db, store, build or _builder(store))
+
+
+def _builder(store: DownsampledStore) -> Builder:
+    return lambda job: build_block(job.source, job.source_resolution, job.resolution,
+                                   store.directory, deleted=job.deleted, part=job.part)
+
+
+def _serve(jobs: Sequence[DownsampleJob], db: Any, store: DownsampledStore,
+           build: Builder) -> list[BlockMeta]:
+    """Build each job's block and serve it if its source is still current."""
+    made = []
+    for job in jobs:
+        def current(job: DownsampleJob = job) -> bool:
+            return still_current(job, db, store)
+
+        try:
+            staged = build(job)
+        except StorageError:
+            if current():
+                raise
+            continue  # the source was replaced while it was read: its successor is due
+        meta = store.publish(staged, job.resolution, current)
+        if meta is not None:
+            made.append(meta)
     return made
 
 
@@ -230,8 +262,7 @@ def clean_tombstones(store: DownsampledStore) -> int:
     """Rewrite every downsampled block with deleted windows without them (in this
     thread, as ``clean_tombstones`` of the raw store); return how many."""
     return store.clean_tombstones(lambda block, resolution, deleted: build_block(
-        block, resolution, resolution, store.directory, deleted=deleted,
-        level=block.meta.level + 1))
+        block, resolution, resolution, store.directory, deleted=deleted))
 
 
 @dataclass
@@ -259,13 +290,13 @@ def downsample_block(block: Block, source_resolution: int, resolution: int,
 
 
 def build_block(block: Block, source_resolution: int, resolution: int, directory: Path, *,
-                deleted: Tombstones = _NOTHING, level: int | None = None,
-                part: tuple[int, int] | None = None,
+                deleted: Tombstones = _NOTHING, part: tuple[int, int] | None = None,
                 slice_samples: int = SLICE_SAMPLES) -> BlockMeta:
     """Stage (``storage.downsampled.stage_block``) the ``resolution`` aggregates of
     ``block`` (raw when ``source_resolution`` is 0, else aggregates of that resolution)
     for the store at ``directory``, leaving out the windows ``deleted`` names (series by
-    ordinal). At the source's own resolution this rewrites it without them.
+    ordinal). At the source's own resolution this rewrites it without them, one
+    compaction level up (so that after a crash the original is the one deleted).
     ``part = (mint, maxt)`` (raw blocks only) limits it to the samples in
     ``[mint, maxt)``, which becomes the new block's range.
 
@@ -310,7 +341,7 @@ def build_block(block: Block, source_resolution: int, resolution: int, directory
         chunk_encoding=np.full(len(series), ENCODING_AGGREGATE, np.uint8),
         chunk_blob=np.concatenate([p[3] for p in slices] or [np.empty(0, np.uint8)]),
         chunk_offsets=offsets,
-        mint=start, maxt=end, level=block.meta.level if level is None else level,
+        mint=start, maxt=end, level=block.meta.level + (source_resolution == resolution),
         sources=block.meta.sources or (block.meta.ulid,),
     )
     log.info("downsampled block %s to %d ms windows: %s, %d series, %d windows",

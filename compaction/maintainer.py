@@ -40,7 +40,14 @@ from storage.errors import StorageError
 from storage.tombstones import Tombstones
 
 from .compactor import compact
-from .downsample import DownsampleOptions, build_block, downsample_due, retain
+from .downsample import (
+    DownsampleJob,
+    DownsampleOptions,
+    build_block,
+    downsample_due,
+    retain,
+    rewrite_deleted,
+)
 from .planner import BlockSpan, plan, ranges
 from .retention import directory_bytes, expired
 from .throttle import LOW_PRIORITY, MeteredBlock, Throttle, lower_priority
@@ -149,17 +156,23 @@ class Maintainer:
         return written
 
     def _downsample(self, store: DownsampledStore, options: DownsampleOptions) -> None:
-        """Downsample the blocks old enough, and drop aggregates past their retention.
-        Ages count back from the newest sample in the store.
+        """Downsample the blocks old enough, rewrite those with many deleted windows,
+        and drop aggregates past their retention. Ages count back from the newest
+        sample in the store.
 
         The blocks are built in the worker, paced like merges: reading and aggregating
         a raw block costs about what merging it does (decoding dominates), and a day of
         a large fleet is hundreds of millions of samples. Serving them, after checking
         that no deletion came in meanwhile, stays in this thread."""
         newest = max([self.db.head.max_time] + [b.meta.max_time for b in self.db.blocks])
-        downsample_due(self.db, store, options, newest, lambda job: self._in_worker(
-            _downsample, job.source.meta.path, job.source_resolution, job.resolution,
-            store.directory, job.deleted, job.part))
+
+        def build(job: DownsampleJob) -> BlockMeta:
+            return self._in_worker(_downsample, job.source.meta.path, job.source_resolution,
+                                   job.resolution, store.directory, job.deleted, job.part)
+
+        downsample_due(self.db, store, options, newest, build)
+        rewrite_deleted(self.db, store,
+                        self.options.block_ranges(self.db.head.options.block_range_ms), build)
         retain(store, options, newest)
 
     def _compact_all(self) -> int:

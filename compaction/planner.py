@@ -16,7 +16,8 @@ A plan is one group of blocks to merge into one:
    range with more tombstones than 5 % of its series, or a narrower one with a
    tombstone per series (all deleted, likely). Prometheus stops at the first narrower
    block, so in a store whose newest blocks are young and narrow it rarely gets to the
-   wide ones; we look past them.
+   wide ones; we look past them. ``tombstoned`` is this rule for one block, which the
+   downsampled blocks' deleted windows are held to as well.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["BlockSpan", "plan", "ranges"]
+__all__ = ["BlockSpan", "plan", "ranges", "tombstoned"]
 
 HOUR_MS = 3_600_000
 TOMBSTONE_RATIO = 0.05  # tombstones per series beyond which a block is rewritten alone
@@ -67,20 +68,18 @@ def plan(blocks: Sequence[BlockSpan], block_ranges: Sequence[int]) -> list[Block
             lo, hi = group[0].min_time, max(b.max_time for b in group)
             if hi - lo == width or hi <= newest_start:
                 return group
-    return _tombstoned(candidates, block_ranges[len(block_ranges) // 2])
+    return next(([b] for b in reversed(candidates) if tombstoned(b, block_ranges)), [])
 
 
-def _tombstoned(candidates: Sequence[BlockSpan], wide: int) -> list[BlockSpan]:
-    """The block to rewrite for its tombstones, alone, if any (rule 3)."""
-    for b in reversed(candidates):
-        if b.max_time - b.min_time >= wide:
-            if b.num_tombstones / (b.num_series + 1) > TOMBSTONE_RATIO:
-                return [b]
-        # Intervals are counted, not series: a tombstone per series likely means that
-        # everything is deleted, however small the block.
-        elif b.num_tombstones > 0 and b.num_series <= b.num_tombstones:
-            return [b]
-    return []
+def tombstoned(block: BlockSpan, block_ranges: Sequence[int]) -> bool:
+    """Whether ``block`` is to be rewritten alone for its tombstones (rule 3): it is at
+    least as wide as the middle range and has more tombstones than 5 % of its series,
+    or it is narrower and has a tombstone per series."""
+    if block.max_time - block.min_time >= block_ranges[len(block_ranges) // 2]:
+        return block.num_tombstones / (block.num_series + 1) > TOMBSTONE_RATIO
+    # Intervals are counted, not series: a tombstone per series likely means that
+    # everything is deleted, however small the block.
+    return block.num_tombstones > 0 and block.num_series <= block.num_tombstones
 
 
 def _overlapping(ordered: Sequence[BlockSpan]) -> list[BlockSpan]:

@@ -24,7 +24,9 @@ from compaction.downsample import (
     downsample_block,
     downsample_due,
     retain,
+    rewrite_deleted,
 )
+from compaction.planner import ranges
 from promstore.api import query
 from promstore.promql import Engine
 from storage.aggregate import (
@@ -40,6 +42,7 @@ from storage.db import DB, DBOptions
 from storage.downsampled import (
     RESOLUTION_1H,
     RESOLUTION_5M,
+    RESOLUTIONS,
     WINDOW_TOMBSTONES,
     Aggregate,
     DownsampledStore,
@@ -443,7 +446,7 @@ def test_a_rewritten_block_left_beside_its_original_replaces_it_on_open(data) ->
     _delete(db, store, T0, T0 + HOUR - 1)
     old = store.blocks(RESOLUTION_5M)[0]
     staged = build_block(old, RESOLUTION_5M, RESOLUTION_5M, store.directory,
-                         deleted=store.deletions(old), level=old.meta.level + 1)
+                         deleted=store.deletions(old))
     tier = store.directory / "5m"
     os.rename(staged.path, tier / staged.ulid)  # a crash before the original was deleted
     store.close()
@@ -452,6 +455,27 @@ def test_a_rewritten_block_left_beside_its_original_replaces_it_on_open(data) ->
     assert not old.meta.path.exists()
     assert min(_counts(again, RESOLUTION_5M)) == T0 + HOUR + RESOLUTION_5M - 1
     again.close()
+
+
+def test_blocks_with_many_deleted_windows_are_rewritten_as_raw_ones_are(data) -> None:
+    """The compaction planner's rule for blocks with many tombstones holds for deleted
+    windows too, so that they leave the disk without waiting for clean_tombstones."""
+    db, store, ts, _ = data
+    downsample_due(db, store, DownsampleOptions(after_5m_ms=0, after_1h_ms=0), int(ts[-1]))
+    _delete(db, store, T0 + 20 * HOUR, T0 + 20 * HOUR + MIN)  # one series of four
+    five, hour = store.blocks(RESOLUTION_5M)[1], store.blocks(RESOLUTION_1H)[1]
+    # 18-hour blocks are narrower than the middle range (54 h of 2 h to 486 h): only a
+    # tombstone per series would count.
+    assert rewrite_deleted(db, store, ranges(2 * HOUR, 3, 486 * HOUR)) == []
+    # As wide as the middle range (18 h of 2 h to 54 h): more than 5 % of the series.
+    made = rewrite_deleted(db, store, ranges(2 * HOUR, 3, 54 * HOUR))
+    assert [(m.min_time, m.max_time, m.level) for m in made] == \
+        [(b.meta.min_time, b.meta.max_time, b.meta.level + 1) for b in (five, hour)]
+    assert not any(len(store.deletions(b)) for r in RESOLUTIONS for b in store.blocks(r))
+    assert not five.meta.path.exists() and not hour.meta.path.exists()
+    assert T0 + 20 * HOUR + 5 * MIN - 1 not in _counts(store, RESOLUTION_5M)
+    assert T0 + 21 * HOUR - 1 not in _counts(store, RESOLUTION_1H)
+    assert rewrite_deleted(db, store, ranges(2 * HOUR, 3, 54 * HOUR)) == []
 
 
 def test_a_block_made_while_its_source_got_a_deletion_is_not_served(data) -> None:
