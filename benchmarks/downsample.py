@@ -8,8 +8,8 @@ restart now and then. The data ends at the reference time ("now"). Then:
 
 1. downsampling as the maintainer would run it (5 m after 40 h or ``--after-5m``, 1 h
    after 10 days), timed: called every 2 hours over the newest block's span, so that
-   the part of the newest block older than the age is downsampled in 2-hour steps, as
-   in a running server;
+   the part of the newest block older than the age is downsampled in 2-hour steps
+   (``--step``), as in a running server;
 2. bytes on disk: raw blocks, 5 m and 1 h aggregates;
 3. ``sum by (instance) (rate(x[1h]))`` at a 1 h step through the PromQL engine (in this
    process, the query API's engine without HTTP), raw (``max_source_resolution=0``) and
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "downsample", "query": QUERY, "step": "1h",
         "series": series, "instances": args.instances, "days": 2 * args.days,
         "scrape_s": args.scrape, "newest_block_hours": end % BLOCK_MS / HOUR_MS,
-        "after_5m_hours": args.after_5m,
+        "after_5m_hours": args.after_5m, "step_hours": args.step,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                     "python": platform.python_version()},
     }
@@ -155,8 +155,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         store = DownsampledStore.open(workdir / "downsampled")
         try:
             began = time.perf_counter()
-            options = DownsampleOptions(after_5m_ms=args.after_5m * HOUR_MS)
-            made = [m for at in [*range(end - BLOCK_MS, end, options.step_ms), end]
+            options = DownsampleOptions(after_5m_ms=args.after_5m * HOUR_MS,
+                                        step_ms=args.step * HOUR_MS)
+            made = [m for at in [*range(end - BLOCK_MS, end, 2 * HOUR_MS), end]
                     for m in downsample_due(db, store, options, at)]
             report["downsample_s"] = time.perf_counter() - began
             report["downsampled_blocks"] = len(made)
@@ -215,6 +216,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--after-5m", type=int, default=40, metavar="HOURS",
                    help="age at which raw data becomes 5-minute windows (downsample_5m_after)")
+    p.add_argument("--step", type=int, default=2, metavar="HOURS",
+                   help="steps in which a block's part older than the age is downsampled "
+                   "(0: whole blocks only)")
     p.add_argument("--filled-hours", type=int, default=None, choices=range(54),
                    metavar="0-53", help="hours of data in the newest block (default: as the "
                    "clock falls)")

@@ -104,13 +104,14 @@ class DownsampleOptions:
     after_1h_ms: int = 10 * DAY_MS
     # Until a raw block is due, its part older than the age is downsampled in steps of
     # this (aligned to it): a long query reads raw data up to the age plus a step.
+    # 0: whole blocks only.
     step_ms: int = 2 * HOUR_MS
     retention_5m_ms: int = 0
     retention_1h_ms: int = 0
 
     def __post_init__(self) -> None:
-        if self.step_ms <= 0:
-            raise ValueError(f"downsampling step must be positive, not {self.step_ms} ms")
+        if self.step_ms < 0:
+            raise ValueError(f"downsampling step must not be negative: {self.step_ms} ms")
 
 
 @dataclass(frozen=True)
@@ -139,14 +140,15 @@ def due(db: Any, store: DownsampledStore, options: DownsampleOptions, now_ms: in
     5-minute blocks for 1 hour, but for parts of raw blocks still to be done whole."""
     tier = store.blocks(resolution)
     if resolution == RESOLUTION_5M:
-        cut = (now_ms - options.after_5m_ms) // options.step_ms * options.step_ms
+        step = options.step_ms
+        cut = (now_ms - options.after_5m_ms) // step * step if step else None
         jobs = []
         for b in db.blocks:
             if any(holds(o.meta, b.meta) for o in tier):
                 continue
             if _old_enough(b.meta, now_ms, options.after_5m_ms):
                 jobs.append(DownsampleJob(b, 0, resolution, _NOTHING))
-            elif (start := _downsampled_until(b.meta, tier)) < cut:
+            elif cut is not None and (start := _downsampled_until(b.meta, tier)) < cut:
                 jobs.append(DownsampleJob(b, 0, resolution, _NOTHING, (start, cut)))
         return jobs
     raw = [b.meta for b in db.blocks]

@@ -285,6 +285,11 @@ def test_a_block_spanning_the_age_is_downsampled_once_it_has_ended(data) -> None
     assert [((m.min_time - T0) // HOUR, (m.max_time - T0) // HOUR) for m in made] == \
         [(0, 18), (18, 36), (36, 54), (54, 72), (72, 76)]
     other.close()
+    # Without steps, whole blocks only.
+    whole = DownsampledStore.open(db.directory / "whole")
+    made = downsample_due(db, whole, DownsampleOptions(after_5m_ms=19 * HOUR, step_ms=0), now)
+    assert [(m.min_time - T0) // HOUR for m in made] == [0, 18, 36, 54]
+    whole.close()
 
 
 def _spans(store: DownsampledStore, resolution: int) -> list[tuple[int, int]]:
