@@ -44,6 +44,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from ._downsampled_kernels import copy_runs
 from .aggregate import (
     ENCODING_AGGREGATE,
     STALE_NAN_BITS,
@@ -460,8 +461,7 @@ class DownsampledStore:
         run_rank, src, lengths = run_rank[order], src[order], lengths[order]
         first_raw, last_raw = first_raw[order], last_raw[order]
         new_start = np.cumsum(lengths) - lengths
-        take = np.repeat(src - new_start, lengths) + np.arange(int(lengths.sum()))
-        ts, vs = ts[take], vs[take]
+        ts, vs = _placed(ts, src, lengths, new_start), _placed(vs, src, lengths, new_start)
         series_first = np.ones(len(order), bool)
         series_first[1:] = run_rank[1:] != run_rank[:-1]
         if aggregate == Aggregate.COUNTER:
@@ -471,6 +471,15 @@ class DownsampledStore:
         starts = np.append(new_start[series_first], len(ts))
         return AggregateSet(SeriesSet(names, label_values, label_ids, starts, ts, vs),
                             first_raw[series_first], last_raw[series_last])
+
+
+def _placed(src: np.ndarray, src_starts: np.ndarray, lengths: np.ndarray,
+            dst_starts: np.ndarray) -> np.ndarray:
+    """The runs ``src[src_starts[i]:][:lengths[i]]`` placed at ``dst_starts[i]`` in a
+    new array as long as their lengths together."""
+    out = np.empty(int(lengths.sum()), src.dtype)
+    copy_runs(src, src_starts, lengths, dst_starts, out)
+    return out
 
 
 def _trimmed(ts: np.ndarray, starts: np.ndarray, mint: int, maxt: int
@@ -701,10 +710,9 @@ def _join(pieces: list[AggregateSet], counter: bool) -> SeriesSet:
     first_run = 0
     for p in pieces:  # a handful of pieces, one per resolution
         ss = p.series
-        where = np.repeat(dest[first_run:first_run + ss.n_series] - ss.starts[:-1],
-                          np.diff(ss.starts)) + np.arange(ss.n_samples)
-        ts[where] = ss.timestamps
-        vs[where] = ss.samples
+        starts, runs = ss.starts.astype(np.int64), dest[first_run:first_run + ss.n_series]
+        copy_runs(np.asarray(ss.timestamps, np.int64), starts[:-1], np.diff(starts), runs, ts)
+        copy_runs(np.asarray(ss.samples, np.float64), starts[:-1], np.diff(starts), runs, vs)
         first_run += ss.n_series
     if counter:
         first = np.concatenate([p.first_raw for p in pieces])[run_order]
