@@ -341,14 +341,19 @@ def test_the_part_older_than_the_age_is_downsampled_until_the_whole_block_is(dat
 
 
 def test_a_whole_block_left_beside_its_parts_replaces_them_on_open(data) -> None:
+    """Even a part rewritten one level up without its deleted windows."""
     db, store, _ts, _ = data
     downsample_due(db, store, DownsampleOptions(), T0 + 101 * HOUR)
     assert _spans(store, RESOLUTION_5M)[3:] == [(54, 60)]
+    _delete(db, store, T0 + 55 * HOUR, T0 + 55 * HOUR + MIN)
+    assert clean_tombstones(store) == 1
+    assert store.blocks(RESOLUTION_5M)[3].meta.level == db.blocks[3].meta.level + 1
     staged = build_block(db.blocks[3], 0, RESOLUTION_5M, store.directory)
     os.rename(staged.path, store.directory / "5m" / staged.ulid)  # then a crash
     store.close()
     again = DownsampledStore.open(store.directory)
     assert _spans(again, RESOLUTION_5M) == [(0, 18), (18, 36), (36, 54), (54, 72)]
+    assert _counts(again, RESOLUTION_5M)[T0 + 55 * HOUR + 5 * MIN - 1] == 16  # from raw data
     again.close()
 
 
