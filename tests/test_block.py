@@ -273,17 +273,19 @@ def matchers(draw, values: list[str]) -> list[Matcher]:
     return out
 
 
-@settings(max_examples=120, deadline=None,
+@pytest.mark.parametrize("compact_index", [False, True], ids=["format-2", "compact"])
+@settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(label_sets=st.lists(st.dictionaries(st.sampled_from(NAMES), VALUES, min_size=1,
                                            max_size=4),
                            max_size=12, unique_by=lambda d: tuple(sorted(d.items()))),
        seed=st.integers(0, 2**32 - 1), data=st.data())
-def test_round_trip_against_model(tmp_path_factory, label_sets, seed, data):
+def test_round_trip_against_model(tmp_path_factory, compact_index, label_sets, seed, data):
     args = random_chunks(label_sets, seed)
     model = Model(args)
     mint, maxt = block_range(args)
-    meta = write_block(tmp_path_factory.mktemp("blocks"), **args, mint=mint, maxt=maxt)
+    meta = write_block(tmp_path_factory.mktemp("blocks"), **args, mint=mint, maxt=maxt,
+                       compact_index=compact_index)
     with Block.open(meta.path) as block:
         n = len(model.labels)
         assert block.n_series == meta.num_series == n

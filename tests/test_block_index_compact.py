@@ -8,7 +8,6 @@ version, not an accident.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -22,17 +21,8 @@ from tests.test_block import (
     BASE,
     GOLDEN_INDEX,
     GOLDEN_ULID,
-    MAX_T,
-    MIN_T,
-    NAMES,
-    VALUES,
-    Model,
-    block_range,
-    chunk_rows,
     flipped_reads,
     golden_chunks,
-    matchers,
-    random_chunks,
     read_everything,
     write_golden,
 )
@@ -86,37 +76,6 @@ def test_series_refs_past_uint32_fall_back_to_format_2(tmp_path, monkeypatch):
     monkeypatch.setattr(block_index, "_MAX_REF", 64)
     meta = write_compact(tmp_path)
     assert (meta.path / "index").read_bytes() == GOLDEN_INDEX
-
-
-@settings(max_examples=100, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(label_sets=st.lists(st.dictionaries(st.sampled_from(NAMES), VALUES, min_size=1,
-                                           max_size=4),
-                           max_size=12, unique_by=lambda d: tuple(sorted(d.items()))),
-       seed=st.integers(0, 2**32 - 1), data=st.data())
-def test_round_trip_against_model(tmp_path_factory, label_sets, seed, data):
-    args = random_chunks(label_sets, seed)
-    model = Model(args)
-    mint, maxt = block_range(args)
-    meta = write_block(tmp_path_factory.mktemp("blocks"), **args, mint=mint, maxt=maxt,
-                       compact_index=True)
-    with Block.open(meta.path) as block:
-        n = len(model.labels)
-        assert block.n_series == meta.num_series == n
-        ids = np.arange(n)
-        assert block.series_labels(ids) == model.labels
-        for name in [*NAMES, "missing"]:
-            assert block.label_values(name) == sorted(
-                {ls[name] for ls in model.labels if name in ls}, key=str.encode)
-        values = sorted({v for ls in model.labels for v in ls.values()})
-        ms = data.draw(matchers(values))
-        lo = data.draw(st.integers(mint - 10, maxt + 10))
-        hi = data.draw(st.integers(lo - 5, maxt + 10))
-        for q_min, q_max in ((MIN_T, MAX_T), (lo, hi)):
-            got = block.select_series(ms, q_min, q_max)
-            assert got.tolist() == model.select(ms, q_min, q_max), (ms, q_min, q_max)
-            assert chunk_rows(block.chunks(got, q_min, q_max)) == \
-                model.chunks_of(got.tolist(), q_min, q_max)
 
 
 def test_every_flipped_byte_is_caught_or_harmless(tmp_path):
