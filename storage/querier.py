@@ -89,10 +89,11 @@ def _decoded(chunks: ChunkSet, qids: np.ndarray, mint: int, maxt: int) -> Iterat
                                               chunks.blob[bounds[0]:bounds[-1]],
                                               bounds - bounds[0])
         lo, hi = mk.trim_runs(ts, starts[:-1], starts[1:], mint, maxt)
-        if hi[-1] - lo[0] < len(ts) or np.any(lo[1:] != hi[:-1]):
-            ts, vs = mk.gather_runs(ts, vs, lo, hi - lo)
+        kept = hi - lo
+        if kept.sum() < len(ts):  # some chunk reaches past the range
+            ts, vs = mk.gather_runs(ts, vs, lo, kept)
             starts = np.zeros(len(lo) + 1, np.int64)
-            np.cumsum(hi - lo, out=starts[1:])
+            np.cumsum(kept, out=starts[1:])
         yield _Runs(qids[chunks.series[first:last]], starts, ts, vs)
 
 
@@ -283,13 +284,14 @@ class Querier:
             runs.append(_Runs(owner, first, got.timestamps, got.values))
         if not runs:
             return SeriesSet.empty()
-        return self._merge(runs, mint, maxt)
+        return self._merge(runs)
 
-    def _merge(self, parts: list[_Runs], mint: int, maxt: int) -> SeriesSet:
-        """One SeriesSet from parts' runs (samples of one series in time order). Runs are
-        trimmed to ``[mint, maxt]``, put in label order (older parts first for a series)
-        and copied once; only series whose runs overlap in time are sorted sample by
-        sample, the first copy of a timestamp winning. Empties ``parts``."""
+    def _merge(self, parts: list[_Runs]) -> SeriesSet:
+        """One SeriesSet from parts' runs (samples of one series in time order, already
+        within the range read: ``_decoded``, ``Head.read_samples``). Runs are put in
+        label order (older parts first for a series) and copied once; only series whose
+        runs overlap in time are sorted sample by sample, the first copy of a timestamp
+        winning. Empties ``parts``."""
         base = np.cumsum([0] + [len(p.ts) for p in parts[:-1]])
         run_owner = np.concatenate([p.owner for p in parts])
         lo = np.concatenate([p.starts[:-1] + b for p, b in zip(parts, base)])
@@ -297,7 +299,6 @@ class Querier:
         ts = parts[0].ts if len(parts) == 1 else np.concatenate([p.ts for p in parts])
         vs = parts[0].vs if len(parts) == 1 else np.concatenate([p.vs for p in parts])
         parts.clear()  # the parts' own copies go before the merged one is made
-        lo, hi = mk.trim_runs(ts, lo, hi, mint, maxt)
         held = hi > lo
         run_owner, lo, hi = run_owner[held], lo[held], hi[held]
         if len(lo) == 0:
