@@ -23,7 +23,6 @@ import numpy as np
 from storage import chunkenc
 from storage.block import Block, BlockMeta, ChunkSet, write_block
 from storage.chunk_merge import encode_series, merge_samples, rebuild_chunks, take_chunks
-from storage.labels import NO_LIMITS, batch_from_keys, canonicalise
 from storage.series import SeriesRegistry
 from storage.xor import ENCODING_XOR
 
@@ -45,8 +44,8 @@ def compact(parent: Path, blocks: Sequence[Block], *, dense: bool = True,
     members: list[np.ndarray] = []  # per block: the merged id of each of its series
     for block in ordered:
         ids = np.arange(block.n_series, dtype=np.int64)
-        canon = canonicalise(batch_from_keys(*block.series_keys(ids)), NO_LIMITS)
-        members.append(registry.resolve(canon)[0] if len(ids) else ids)
+        labels = block.symbol_labels(ids)
+        members.append(registry.resolve_labels(labels, np.full(labels.n_symbols, -1, np.int32)))
     n_series = registry.n_series
     per_series = sum(b.meta.num_samples for b in ordered) / max(n_series, 1)
     step = max(1, int(slice_samples / max(per_series, 1.0)))

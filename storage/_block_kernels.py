@@ -615,18 +615,20 @@ def read_postings(buf, limit, offsets):
 
 
 @njit(cache=True, nogil=True)
-def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
+def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base, want_labels):
     """Labels and chunk metas of the series ``ids`` (entries at ``entry_off[id]``),
     checking each entry's CRC32-C; a series' first chunk mint is stored relative to
-    ``time_base``. Chunk metas are kept when they overlap
-    ``[mint, maxt]`` (none when ``mint > maxt``). Returns ``(lab_start, lab_name,
-    lab_value, chk_pos, chk_mint, chk_maxt, chk_ref, status, position)`` where series
-    i's labels are
-    ``lab_start[i]:lab_start[i+1]`` and ``chk_pos`` is the position in ``ids``."""
+    ``time_base``. Chunk metas are kept when they overlap ``[mint, maxt]`` (none are
+    read when ``mint > maxt``); labels only when ``want_labels``. Returns
+    ``(lab_start, lab_name, lab_value, chk_pos, chk_mint, chk_maxt, chk_ref, status,
+    position)`` where series i's labels are ``lab_start[i]:lab_start[i+1]`` and
+    ``chk_pos`` is the position in ``ids``."""
     n = len(ids)
+    want_chunks = mint <= maxt
     lab_start = np.zeros(n + 1, dtype=np.int64)
     body = np.empty(n, dtype=np.int64)
     body_end = np.empty(n, dtype=np.int64)
+    chunks_at = np.empty(n if want_chunks else 0, dtype=np.int64)
     n_labels = 0
     n_chunks = 0
     e64 = np.empty(0, dtype=np.int64)
@@ -641,26 +643,29 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
             return lab_start, e64, e64, e64, e64, e64, e64, BAD_CHECKSUM, o
         body[i] = p
         body_end[i] = p + size
-        # Counted exactly (labels skipped over) so that the arrays below are the size
-        # of what they will hold, not a bound from the entries' bytes: a fleet's label
-        # sets are read in one call.
+        # Counted exactly (labels skipped over only to reach the chunks) so that the
+        # arrays below are the size of what they will hold, not a bound from the
+        # entries' bytes: a fleet's label sets are read in one call.
         count, q = _get_uvarint(buf, p, p + size)
         if q < 0:
             return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
         if count < 0 or count > (p + size - q) // 2:
             return lab_start, e64, e64, e64, e64, e64, e64, BAD_LENGTH, p
+        if want_labels:
+            n_labels += count
+        if not want_chunks:
+            continue
         for _ in range(2 * count):
             _, q = _get_uvarint(buf, q, p + size)
             if q < 0:
                 return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
+        chunks_at[i] = q
         chunks, r = _get_uvarint(buf, q, p + size)
         if r < 0:
             return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(r), q
         if chunks < 0 or chunks > (p + size - r) // 3:
             return lab_start, e64, e64, e64, e64, e64, e64, BAD_LENGTH, q
-        n_labels += count
-        if mint <= maxt:
-            n_chunks += chunks
+        n_chunks += chunks
     lab_name = np.empty(n_labels, dtype=np.int64)
     lab_value = np.empty(n_labels, dtype=np.int64)
     chk_pos = np.empty(n_chunks, dtype=np.int64)
@@ -670,32 +675,29 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
     nl = 0
     nc = 0
     for i in range(n):
-        p, end = body[i], body_end[i]
+        end = body_end[i]
+        if want_labels:
+            p = body[i]
+            count, q = _get_uvarint(buf, p, end)
+            p = q
+            for _ in range(count):
+                name, q = _get_uvarint(buf, p, end)
+                if q < 0:
+                    return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
+                value, r = _get_uvarint(buf, q, end)
+                if r < 0:
+                    return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(r), q
+                if name < 0 or name >= n_symbols or value < 0 or value >= n_symbols:
+                    return lab_start, e64, e64, e64, e64, e64, e64, BAD_SYMBOL, p
+                lab_name[nl] = name
+                lab_value[nl] = value
+                nl += 1
+                p = r
+            lab_start[i + 1] = nl
+        if not want_chunks:
+            continue
+        p = chunks_at[i]
         count, q = _get_uvarint(buf, p, end)
-        if q < 0:
-            return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
-        if count < 0 or count > (end - q) // 2:
-            return lab_start, e64, e64, e64, e64, e64, e64, BAD_LENGTH, p
-        p = q
-        for _ in range(count):
-            name, q = _get_uvarint(buf, p, end)
-            if q < 0:
-                return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
-            value, r = _get_uvarint(buf, q, end)
-            if r < 0:
-                return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(r), q
-            if name < 0 or name >= n_symbols or value < 0 or value >= n_symbols:
-                return lab_start, e64, e64, e64, e64, e64, e64, BAD_SYMBOL, p
-            lab_name[nl] = name
-            lab_value[nl] = value
-            nl += 1
-            p = r
-        lab_start[i + 1] = nl
-        count, q = _get_uvarint(buf, p, end)
-        if q < 0:
-            return lab_start, e64, e64, e64, e64, e64, e64, _varint_status(q), p
-        if count < 0 or count > (end - q) // 3:
-            return lab_start, e64, e64, e64, e64, e64, e64, BAD_LENGTH, p
         p = q
         t_max = np.int64(0)
         ref = np.int64(0)
@@ -717,7 +719,7 @@ def decode_series(buf, limit, entry_off, ids, n_symbols, mint, maxt, time_base):
                 t_min = t_max + a
                 ref = ref + _unzigzag(x)
             t_max = t_min + d
-            if t_max >= mint and t_min <= maxt and mint <= maxt:
+            if t_max >= mint and t_min <= maxt:
                 chk_pos[nc] = i
                 chk_mint[nc] = t_min
                 chk_maxt[nc] = t_max

@@ -204,6 +204,75 @@ def get_or_create(
 
 
 @njit(cache=True, nogil=True)
+def resolve_labels(
+    src, src_off, src_len, lab_start, lab_name, lab_value, symbol_map,
+    arena, sym_off, sym_len, sym_hash, sym_slots,
+    pair_key, pair_slots,
+    reg_start, lab_pair, ser_hash, ser_slots,
+    counters, refs, created,
+) -> None:
+    """Resolve label sets written in another index's symbols (labels
+    ``lab_start[i]:lab_start[i+1]``, name and value ids of strings
+    ``src[src_off[s]:src_off[s]+src_len[s]]``, in label-name order), creating the new ones.
+
+    ``symbol_map`` translates that index's symbol ids into this registry's (-1: not yet)
+    and is filled in as strings are met, so each string is hashed once per index. A
+    set's hash is the one ``labels.canonicalise`` gives its bytes; with symbols and pairs
+    interned, two sets are equal when their pair ids are, so no label bytes are compared.
+    A set's pairs are written past the registry's labels first and kept only if the set
+    is new.
+    """
+    base, size = src.ctypes.data, len(src)
+    for i in range(len(lab_start) - 1):
+        lo, hi = lab_start[i], lab_start[i + 1]
+        pos = counters[N_LABELS]
+        h = _SEED
+        for j in range(lo, hi):
+            ns, vs = lab_name[j], lab_value[j]
+            qn, qv = symbol_map[ns], symbol_map[vs]
+            if qn < 0:
+                qn = _intern_symbol(src, src_off[ns], src_len[ns], arena, sym_off, sym_len,
+                                    sym_hash, sym_slots, counters)
+                symbol_map[ns] = qn
+            if qv < 0:
+                qv = _intern_symbol(src, src_off[vs], src_len[vs], arena, sym_off, sym_len,
+                                    sym_hash, sym_slots, counters)
+                symbol_map[vs] = qv
+            lab_pair[pos + j - lo] = _intern_pair(qn, qv, pair_key, pair_slots, counters)
+            h = _hash_label(h, base, size, src_off[ns], src_len[ns], src_off[vs], src_len[vs])
+        h = _mix(h)
+        n_labels = hi - lo
+        mask = len(ser_slots) - 1
+        slot = np.int64(h & np.uint64(mask))
+        found = -1
+        while found < 0:
+            r = ser_slots[slot]
+            if r < 0:
+                break
+            if ser_hash[r] == h and reg_start[r + 1] - reg_start[r] == n_labels:
+                q = 0
+                while q < n_labels and lab_pair[reg_start[r] + q] == lab_pair[pos + q]:
+                    q += 1
+                if q == n_labels:
+                    found = r
+                    break
+            slot = (slot + 1) & mask
+        created[i] = 0
+        if found >= 0:
+            refs[i] = found
+            continue
+        r = counters[N_SERIES]
+        reg_start[r] = pos
+        reg_start[r + 1] = pos + n_labels
+        ser_hash[r] = h
+        ser_slots[slot] = r
+        counters[N_LABELS] = pos + n_labels
+        counters[N_SERIES] = r + 1
+        refs[i] = r
+        created[i] = 1
+
+
+@njit(cache=True, nogil=True)
 def rehash_by_hash(hashes, n, slots) -> None:
     """Fill an empty slot table with items ``0..n-1`` keyed by their stored hashes."""
     slots[:] = -1

@@ -42,6 +42,7 @@ from .block_index import ChunkMetas, DecodedSeries, IndexFile, SeriesLayout, wri
 from .errors import CorruptionError
 from .matchers import Matcher
 from .postings import select
+from .series import SymbolLabels
 from .tombstones import Tombstones
 from .ulid import is_ulid, new_ulid
 
@@ -369,11 +370,11 @@ class Block:
         time span, as a tombstone (as Prometheus does). Returns the block with its new
         tombstones (itself when nothing changed)."""
         ids = select(self._index, matchers) if mint <= maxt else np.empty(0, np.int64)
-        d = self._index.decode(ids, mint, maxt)
+        d = self._index.decode(ids, mint, maxt, labels=False)
         if len(d.chunk_series) == 0:
             return self
         hit = np.unique(d.chunk_series)  # positions in ids, ascending
-        span = self._index.decode(ids[hit])  # every chunk, for the series' time span
+        span = self._index.decode(ids[hit], labels=False)  # every chunk, for the series' time span
         first = np.searchsorted(span.chunk_series, np.arange(len(hit)))
         last = np.searchsorted(span.chunk_series, np.arange(len(hit)), side="right") - 1
         new = Tombstones.of(ids[hit], np.maximum(mint, span.chunk_mint[first]),
@@ -405,7 +406,7 @@ class Block:
             return np.empty(0, dtype=np.int64)
         ids = select(self._index, matchers)
         if not (mint <= self.meta.min_time and maxt >= self.meta.max_time - 1):
-            decoded = self._index.decode(ids, mint, maxt)
+            decoded = self._index.decode(ids, mint, maxt, labels=False)
             ids = ids[np.unique(decoded.chunk_series)]
         # Otherwise every series has a chunk, and every chunk is inside the block.
         touched = np.flatnonzero(self.tombstones.overlap(ids, mint, maxt))
@@ -427,6 +428,11 @@ class Block:
     def series_keys(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Canonical keys (``name 0xFF value 0xFF`` …) of ``ids`` as blob and offsets."""
         return self._index.keys(self._labels(ids))
+
+    def symbol_labels(self, ids: np.ndarray) -> SymbolLabels:
+        """Label sets of ``ids`` in the block's own symbols
+        (``SeriesRegistry.resolve_labels`` interns them)."""
+        return self._index.symbol_labels(self._labels(ids))
 
     def series_labels(self, ids: np.ndarray) -> list[dict[str, str]]:
         """Label sets of ``ids``, in that order, each in label-name order."""
@@ -462,7 +468,7 @@ class Block:
         copied out of the segments with their checksums verified, without the samples
         the tombstones delete (see ``tombstones.trim_chunks``)."""
         ids = np.asarray(ids, dtype=np.int64)
-        d = self._index.decode(ids, mint, maxt)
+        d = self._index.decode(ids, mint, maxt, labels=False)
         encoding, blob, offsets = self._segments.gather(d.chunk_ref)
         stones = self.tombstones
         if len(stones):

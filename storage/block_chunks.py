@@ -38,7 +38,9 @@ MAX_SEGMENT_SIZE = 512 * 1024 * 1024
 _HEADER = MAGIC_CHUNKS.to_bytes(4, "big") + bytes([CHUNKS_FORMAT_V1, 0, 0, 0])
 _WRITE_PIECE = 1 << 26  # bytes of chunk records built in memory at a time
 _RECORD_OVERHEAD = 16  # a chunk record's bytes around its data, at most (length, encoding, CRC)
-_DROP_EVERY = 64  # chunks read between drops of their pages
+_DROP_AFTER = 4 << 20
+"""Bytes of mapped pages a read touches, about, between drops of its pages."""
+_FAULT_AROUND = 64 << 10  # bytes the kernel maps around a touched page
 
 
 def _segment_name(index: int) -> str:
@@ -129,9 +131,8 @@ class ChunkSegments:
         # A segment's chunks are read a batch at a time, its pages dropped after each:
         # touching a mapped page maps the 64 KiB around it, so a few hundred chunks
         # scattered over a segment would otherwise hold tens of megabytes at once.
-        batches = [idx[lo:lo + _DROP_EVERY] for s in np.unique(seg)
-                   for idx in (np.flatnonzero(seg == s),)
-                   for lo in range(0, len(idx), _DROP_EVERY)]
+        batches = [part for s in np.unique(seg)
+                   for part in _batches(np.flatnonzero(seg == s), off)]
         for idx in batches:
             s = int(seg[idx[0]])
             lengths[idx] = self._checked(k.chunk_lengths(self._views[s], off[idx]), refs[idx])
@@ -167,6 +168,21 @@ class ChunkSegments:
         for mm in self._maps:
             _unmap(mm)
         self._maps.clear()
+
+
+def _batches(idx: np.ndarray, off: np.ndarray) -> list[np.ndarray]:
+    """``idx`` (chunks of one segment, in reading order) cut each time the pages touched
+    add up to another ``_DROP_AFTER``: a chunk costs the bytes from the one
+    before it, or the fault-around span when it lies farther (the records' own lengths
+    are not known yet, so neighbours' distance stands for them)."""
+    if len(idx) * _FAULT_AROUND <= _DROP_AFTER:
+        return [idx]
+    at = off[idx]
+    step = np.minimum(np.abs(np.diff(at, prepend=at[:1])), _FAULT_AROUND)
+    step[0] = _FAULT_AROUND
+    batch = (np.cumsum(step) - 1) // _DROP_AFTER
+    cuts = np.flatnonzero(np.diff(batch)) + 1
+    return np.split(idx, cuts)
 
 
 _CHUNK_ERRORS = {

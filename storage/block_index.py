@@ -38,6 +38,7 @@ from . import _block_kernels as k
 from .errors import CorruptionError
 from .labels import batch_from_keys
 from .postings import contained
+from .series import SymbolLabels
 
 __all__ = [
     "INDEX_FORMAT_COMPACT",
@@ -66,6 +67,7 @@ _MAX_REF = 1 << 32  # postings hold series refs as uint32
 # in order: looking refs up is cheaper than reading the lists below that ratio.
 _PROBE_COST = 16
 _RELEASE_FROM = 100  # series decoded at once from which their entries' pages are dropped
+_KEPT_SYMBOL_IDS = 4096  # symbol look-ups an index keeps the answers of
 
 _ERRORS = {
     k.TRUNCATED: "runs past the end of its section",
@@ -313,6 +315,7 @@ class IndexFile:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._symbol_ids: dict[str, int] = {}
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < HEADER_SIZE + TOC_SIZE:
@@ -448,10 +451,19 @@ class IndexFile:
         return len(self._series_refs)
 
     def symbol_id(self, text: str) -> int:
-        """Symbol id of ``text``, or -1 when no series uses it."""
-        raw = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
-        return int(k.find_symbols(self._buf, self._sym_off, self._sym_len, raw,
-                                  np.zeros(1, np.int64), np.full(1, len(raw), np.int64))[0])
+        """Symbol id of ``text``, or -1 when no series uses it. Answers are kept (the
+        file never changes): dashboards ask for the same few label values again and
+        again, and a look-up in the table costs more than a query's other steps."""
+        found = self._symbol_ids.get(text)
+        if found is None:
+            raw = np.frombuffer(text.encode("utf-8", "surrogatepass"), dtype=np.uint8)
+            found = int(k.find_symbols(self._buf, self._sym_off, self._sym_len, raw,
+                                       np.zeros(1, np.int64),
+                                       np.full(1, len(raw), np.int64))[0])
+            if len(self._symbol_ids) >= _KEPT_SYMBOL_IDS:
+                self._symbol_ids.clear()  # what any queries may ask stays bounded
+            self._symbol_ids[text] = found
+        return found
 
     def symbols(self, ids: np.ndarray) -> list[str]:
         """The strings of symbol ids ``ids``."""
@@ -529,16 +541,16 @@ class IndexFile:
 
     # -- series ---------------------------------------------------------------------
 
-    def decode(self, ids: np.ndarray, mint: int = -(1 << 63), maxt: int = (1 << 63) - 1
-               ) -> DecodedSeries:
-        """Labels of the series ``ids`` (ordinals) and their chunk metas overlapping
-        ``[mint, maxt]``."""
+    def decode(self, ids: np.ndarray, mint: int = -(1 << 63), maxt: int = (1 << 63) - 1,
+               labels: bool = True) -> DecodedSeries:
+        """Labels of the series ``ids`` (ordinals; none unless ``labels``) and their
+        chunk metas overlapping ``[mint, maxt]`` (none when ``mint > maxt``)."""
         ids = np.asarray(ids, dtype=np.int64)
         if len(ids) and (ids.min() < 0 or ids.max() >= self.n_series):
             raise ValueError(f"series ids must be in [0, {self.n_series})")
         *arrays, status, pos = k.decode_series(self._buf, self._limit, self._entry_off, ids,
                                                len(self._sym_off), mint, maxt,
-                                               self._time_base)
+                                               self._time_base, labels)
         self._check(status, pos, "series")
         if len(ids) > _RELEASE_FROM:
             # Decoded into arrays: a query over a large fleet reads the entries of every
@@ -547,6 +559,11 @@ class IndexFile:
             end = int(self._entry_off[after]) if after < self.n_series else self._limit
             drop_pages(self._mm, int(self._entry_off[ids.min()]), end)
         return DecodedSeries(*arrays)
+
+    def symbol_labels(self, decoded: DecodedSeries) -> SymbolLabels:
+        """Decoded series' label sets in this file's symbols, for interning by symbol."""
+        return SymbolLabels(self._buf, self._sym_off, self._sym_len, decoded.lab_start,
+                            decoded.lab_name, decoded.lab_value)
 
     def keys(self, decoded: DecodedSeries) -> tuple[np.ndarray, np.ndarray]:
         """Canonical keys (``name 0xFF value 0xFF`` …) of decoded series."""

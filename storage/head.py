@@ -40,7 +40,7 @@ from .labels import LabelLimits
 from .matchers import Matcher
 from .postings import Postings, select
 from .samples import SampleLog, SampleSet
-from .series import RegistryView, SeriesRegistry
+from .series import RegistryView, SeriesRegistry, SymbolLabels
 from .series_set import SeriesSet, from_registry
 from .tombstones import Tombstones, trim_chunks
 from .wal import WAL
@@ -233,6 +233,10 @@ class Head:
         """Canonical label keys of ``refs`` (blob and offsets)."""
         with self.lock:
             return self.registry.keys(np.asarray(refs, np.int64))
+
+    def symbol_labels(self, refs: np.ndarray) -> SymbolLabels:
+        """Label sets of ``refs`` in the registry's symbols."""
+        return self._view().symbol_labels(np.asarray(refs, np.int64))
 
     def querier(self, mint: int, maxt: int) -> Head:
         """The head reads as a store of its own (a ``DB`` adds blocks)."""

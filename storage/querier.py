@@ -2,8 +2,11 @@
 
 Each part of the store names its series by its own ids (block ordinals, head refs). A
 querier gives every series it meets an id of its own, by interning the series' label
-keys into a private registry, so one series found in several blocks and in the head is
-one series here. It implements ``IndexReader`` and ``Selectable`` over those ids.
+sets into a private registry, so one series found in several blocks and in the head is
+one series here. Label sets are interned by the symbol ids of the part that holds them
+(``SeriesRegistry.resolve_labels``): each string of a part is translated once per
+querier, and a series costs a few integer look-ups rather than hashing its labels' bytes
+string by string. It implements ``IndexReader`` and ``Selectable`` over those ids.
 
 Samples from several parts are merged per series in time order; where parts overlap
 (a block and the head after a crash between writing the block and truncating the head,
@@ -27,11 +30,10 @@ from . import _merge_kernels as mk
 from . import chunkenc
 from .chunk_merge import rebuild_chunks, take_chunks
 from .interface import Shard
-from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
 from .rwlock import RWLock
 from .samples import SampleSet
-from .series import RegistryView, SeriesRegistry
+from .series import RegistryView, SeriesRegistry, SymbolLabels
 from .series_set import ChunkSeriesSet, SeriesSet, label_table
 from .xor import ENCODING_XOR
 
@@ -44,6 +46,10 @@ __all__ = ["Querier"]
 _NO_IDS = np.empty(0, np.int64)
 
 _INTERN_PART = 8192  # series whose label sets are interned at once
+_KEEP_SYMBOL_MAP = 8
+"""A part's symbol translation is kept for the querier's life when the sets interned at
+once carry at least one label per this many of the part's symbols; for fewer, only the
+symbols they use are translated."""
 
 _DECODE_CHUNKS = 256
 """Chunks of a block decoded at once, then trimmed to the range asked for: a long query
@@ -129,6 +135,7 @@ class Querier:
         self._registry = SeriesRegistry()
         self._ids_lock = threading.Lock()  # shards of a query read on several threads
         self._blocks: list[Block] = []
+        self._symbol_maps: dict[object, np.ndarray] = {}  # per part, see ``_intern``
         self._selected: dict[tuple[Block, tuple[Matcher, ...]], tuple[np.ndarray, np.ndarray]] = {}
         self._partitions: dict[tuple[Block, tuple[Matcher, ...], int],
                                tuple[np.ndarray, np.ndarray]] = {}
@@ -151,14 +158,23 @@ class Querier:
 
     # -- ids ----------------------------------------------------------------------------
 
-    def _intern(self, blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-        """Querier ids of the label sets given as canonical keys."""
-        if len(offsets) <= 1:
+    def _intern(self, part: object, labels: SymbolLabels) -> np.ndarray:
+        """Querier ids of label sets that ``part`` (a block, the head) holds."""
+        if len(labels.lab_start) <= 1:
             return _NO_IDS
-        canon = canonicalise(batch_from_keys(blob, offsets), NO_LIMITS)
+        if labels.n_symbols > _KEEP_SYMBOL_MAP * len(labels.lab_name):
+            with self._ids_lock:
+                compact = labels.compacted()
+                return self._registry.resolve_labels(
+                    compact, np.full(compact.n_symbols, -1, np.int32))
         with self._ids_lock:
-            ids, _ = self._registry.resolve(canon)
-        return ids
+            known = self._symbol_maps.get(part)
+            if known is None or len(known) < labels.n_symbols:  # the head's strings grow
+                grown = np.full(labels.n_symbols, -1, np.int32)
+                if known is not None:
+                    grown[:len(known)] = known
+                known = self._symbol_maps[part] = grown
+            return self._registry.resolve_labels(labels, known)
 
     def _view(self) -> RegistryView:
         """The label sets of the ids given so far."""
@@ -172,7 +188,7 @@ class Querier:
             refs = refs[shard.holds(self._head.series_hashes(refs))]
         if len(refs) == 0:
             return refs, _NO_IDS
-        return refs, self._intern(*self._head.registry_keys(refs))
+        return refs, self._intern(self._head, self._head.symbol_labels(refs))
 
     # -- IndexReader ----------------------------------------------------------------------
 
@@ -182,7 +198,7 @@ class Querier:
         for block in self._blocks:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids):
-                parts.append(self._intern(*block.series_keys(ids)))
+                parts.append(self._intern(block, block.symbol_labels(ids)))
         return np.unique(np.concatenate(parts))
 
     def series_labels(self, refs: np.ndarray) -> list[dict[str, str]]:
@@ -227,7 +243,7 @@ class Querier:
             ids = block.select_series(matchers, block.meta.min_time, block.meta.max_time - 1)
             # In parts: the label sets of a fleet's series, decoded, keyed and sorted at
             # once, would take hundreds of bytes each for a moment.
-            qids = [self._intern(*block.series_keys(ids[lo:lo + _INTERN_PART]))
+            qids = [self._intern(block, block.symbol_labels(ids[lo:lo + _INTERN_PART]))
                     for lo in range(0, len(ids), _INTERN_PART)]
             found = (ids, np.concatenate(qids) if qids else _NO_IDS)
             self._selected[key] = found
@@ -336,7 +352,7 @@ class Querier:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids) == 0:
                 continue
-            qids = self._intern(*block.series_keys(ids))
+            qids = self._intern(block, block.symbol_labels(ids))
             chunks = block.chunks(ids, mint, maxt)
             for out, part in zip(parts, (qids[chunks.series], chunks.mint, chunks.maxt,
                                          chunks.blob, np.diff(chunks.offsets),

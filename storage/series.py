@@ -24,7 +24,7 @@ from . import _registry_kernels as k
 from .batch import WriteBatch
 from .labels import Canonical, LabelLimits
 
-__all__ = ["RegistryView", "SeriesRegistry"]
+__all__ = ["RegistryView", "SeriesRegistry", "SymbolLabels"]
 
 _EMPTY = -1
 _RESOLVE_PART = 4096  # series interned per kernel call (see ``SeriesRegistry.resolve``)
@@ -46,6 +46,35 @@ def _table_size(items: int) -> int:
     while size < 2 * items:
         size *= 2
     return size
+
+
+@dataclass(frozen=True)
+class SymbolLabels:
+    """Label sets as another index holds them: set ``i`` is labels
+    ``lab_start[i]:lab_start[i+1]`` in label-name order, each a name and a value symbol
+    id, symbol ``s`` being the bytes ``buf[sym_off[s]:sym_off[s]+sym_len[s]]``. A block's
+    index and the head's registry both read out this way, so a reader interns their
+    series by symbol ids rather than by label bytes."""
+
+    buf: np.ndarray  # uint8
+    sym_off: np.ndarray
+    sym_len: np.ndarray
+    lab_start: np.ndarray  # int64 [n_sets + 1]
+    lab_name: np.ndarray
+    lab_value: np.ndarray
+
+    @property
+    def n_symbols(self) -> int:
+        return len(self.sym_off)
+
+    def compacted(self) -> SymbolLabels:
+        """The same sets over a table of only the symbols they use: translating a few
+        sets of a large index then costs what they hold, not what the index holds."""
+        used, inverse = np.unique(np.concatenate((self.lab_name, self.lab_value)),
+                                  return_inverse=True)
+        n = len(self.lab_name)
+        return SymbolLabels(self.buf, self.sym_off[used], self.sym_len[used], self.lab_start,
+                            inverse[:n], inverse[n:])
 
 
 @dataclass(frozen=True)
@@ -117,6 +146,16 @@ class RegistryView:
         pairs = self.lab_pair[self.lab_start[ref]:self.lab_start[ref + 1]]
         keys = self.pair_key[pairs]
         return {self.symbol(int(p >> 32)): self.symbol(int(p & 0xFFFFFFFF)) for p in keys}
+
+    def symbol_labels(self, refs: np.ndarray) -> SymbolLabels:
+        """The label sets of ``refs`` in this snapshot's symbols."""
+        refs = np.asarray(refs, np.int64)
+        keys = self.pair_key[self.pairs_of(refs)]
+        starts = np.zeros(len(refs) + 1, np.int64)
+        np.cumsum(self.lab_start[refs + 1] - self.lab_start[refs], out=starts[1:])
+        return SymbolLabels(self.arena, self.sym_off[:self.n_symbols],
+                            self.sym_len[:self.n_symbols], starts, keys >> 32,
+                            keys & 0xFFFFFFFF)
 
     def pairs_of(self, refs: np.ndarray) -> np.ndarray:
         """All pair ids carried by the series ``refs`` (with repeats)."""
@@ -198,19 +237,55 @@ class SeriesRegistry:
             self.published = self.snapshot()
         return refs, created_mask
 
-    def _reserve(self, series: int, labels: int, label_bytes: int) -> None:
-        """Make room for ``series`` new series carrying ``labels`` labels in all."""
+    def resolve_labels(self, labels: SymbolLabels, symbol_map: np.ndarray) -> np.ndarray:
+        """Refs of label sets another index holds (a block's, a head's), creating the new
+        ones. ``symbol_map`` (int32, one entry per symbol of that index, -1 at first)
+        translates its symbol ids into this registry's; it is filled in here, for the
+        caller to keep for the next call over the same index. The sets must be valid and
+        in label-name order, as stored sets are. Caller holds the head's lock."""
+        n_sets = len(labels.lab_start) - 1
+        refs = np.empty(n_sets, np.int64)
+        created = np.zeros(n_sets, np.uint8)
+        starts = labels.lab_start
+        for lo in range(0, n_sets, _RESOLVE_PART):
+            hi = min(lo + _RESOLVE_PART, n_sets)
+            a, b = int(starts[lo]), int(starts[hi])
+            # Room for the strings of this part not met yet, and no more: a reader
+            # interning a fleet's series would otherwise reserve tables for every label.
+            new = np.zeros(len(symbol_map), bool)
+            new[labels.lab_name[a:b]] = True
+            new[labels.lab_value[a:b]] = True
+            new &= symbol_map < 0
+            self._reserve(hi - lo, b - a, int(labels.sym_len[new].sum()),
+                          symbols=int(np.count_nonzero(new)))
+            k.resolve_labels(
+                labels.buf, labels.sym_off, labels.sym_len, starts[lo:hi + 1] - a,
+                labels.lab_name[a:b], labels.lab_value[a:b], symbol_map,
+                self.arena, self.sym_off, self.sym_len, self.sym_hash, self.sym_slots,
+                self.pair_key, self.pair_slots,
+                self.lab_start, self.lab_pair, self.ser_hash, self.ser_slots,
+                self.counters, refs[lo:hi], created[lo:hi],
+            )
+        if created.any():
+            self.published = self.snapshot()
+        return refs
+
+    def _reserve(self, series: int, labels: int, label_bytes: int,
+                 symbols: int | None = None) -> None:
+        """Make room for ``series`` new series carrying ``labels`` labels in all, whose
+        new strings are at most ``symbols`` (two per label unless told)."""
         c = self.counters
         n_sym, used, n_ser, n_lab, n_pair = (int(x) for x in c)
+        new_syms = 2 * labels if symbols is None else symbols
         self.arena = _grown(self.arena, used + label_bytes, used)
         for name in ("sym_off", "sym_len", "sym_hash"):
-            setattr(self, name, _grown(getattr(self, name), n_sym + 2 * labels, n_sym))
+            setattr(self, name, _grown(getattr(self, name), n_sym + new_syms, n_sym))
         self.pair_key = _grown(self.pair_key, n_pair + labels, n_pair)
         self.lab_start = _grown(self.lab_start, n_ser + series + 1, n_ser + 1)
         self.lab_pair = _grown(self.lab_pair, n_lab + labels, n_lab)
         self.ser_hash = _grown(self.ser_hash, n_ser + series, n_ser)
-        if len(self.sym_slots) < 2 * (n_sym + 2 * labels):
-            slots = np.empty(_table_size(n_sym + 2 * labels), dtype=np.int32)
+        if len(self.sym_slots) < 2 * (n_sym + new_syms):
+            slots = np.empty(_table_size(n_sym + new_syms), dtype=np.int32)
             k.rehash_by_hash(self.sym_hash, n_sym, slots)
             self.sym_slots = slots
         if len(self.pair_slots) < 2 * (n_pair + labels):

@@ -132,9 +132,10 @@ def label_table(view: RegistryView, refs: np.ndarray
     owner = np.repeat(np.arange(len(refs)), counts)
     within = np.arange(len(pair_keys)) - np.repeat(np.cumsum(counts) - counts, counts)
     width = int(counts.max()) if len(counts) else 0
-    key = np.full((len(refs), 2 * width), -1, np.int64)  # shorter label sets sort first
-    key[owner, 2 * within] = name_rank
-    key[owner, 2 * within + 1] = value_rank
+    # One sort key per label position, name rank then value rank; shorter label sets
+    # sort first.
+    key = np.full((len(refs), width), -1, np.int64)
+    key[owner, within] = name_rank * len(values) + value_rank
     order = np.lexsort(key.T[::-1]) if width else np.arange(len(refs))
     ids = np.full((len(refs), len(names)), -1, np.int32)
     ids[owner, name_rank] = value_rank
@@ -158,7 +159,14 @@ def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
 
 def _ranked(view: RegistryView, syms: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Distinct strings of symbol ids ``syms`` in byte order, and each id's rank."""
-    distinct, inverse = np.unique(syms, return_inverse=True)
+    # Symbol ids are below the view's count: marking them finds the distinct ones
+    # without sorting every label of every series.
+    seen = np.zeros(view.n_symbols, bool)
+    seen[syms] = True
+    distinct = np.flatnonzero(seen)
+    position = np.empty(view.n_symbols, np.int64)
+    position[distinct] = np.arange(len(distinct))
+    inverse = position[syms]
     texts = view.symbols(distinct)
     order = sorted(range(len(texts)), key=texts.__getitem__)
     rank = np.empty(len(texts), np.int64)

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from storage import _block_kernels as kernels
+from storage import block_chunks
 from storage.block import TMP_SUFFIX, Block, read_meta, write_block
 from storage.errors import CorruptionError
 from storage.matchers import Matcher, MatchType
@@ -342,6 +343,28 @@ def test_thousands_of_series_across_segments(tmp_path):
         assert block.select_series(ms, MIN_T, MAX_T).tolist() == model.select(ms, MIN_T, MAX_T)
         assert chunk_rows(block.chunks(picked, mint + 1000, mint + 5000)) == \
             model.chunks_of(picked.tolist(), mint + 1000, mint + 5000)
+
+
+def test_chunks_are_read_in_batches_bounded_by_the_pages_they_touch(tmp_path, monkeypatch):
+    """Chunk pages are dropped after each batch; a batch is cut by the bytes its chunks
+    span (scattered chunks count the fault-around span each), and the chunks read in
+    many batches are those read in one."""
+    offsets = np.array([0, 100, 200, 300, 10**6, 2 * 10**6, 2 * 10**6 + 50], np.int64)
+    monkeypatch.setattr(block_chunks, "_FAULT_AROUND", 1000)
+    monkeypatch.setattr(block_chunks, "_DROP_AFTER", 2000)
+    parts = block_chunks._batches(np.arange(len(offsets)), offsets)
+    assert [p.tolist() for p in parts] == [[0, 1, 2, 3], [4, 5, 6]]
+    label_sets = [{"__name__": "m", "i": str(i)} for i in range(300)]
+    args = random_chunks(label_sets, 3)
+    model = Model(args)
+    mint, maxt = block_range(args)
+    meta = write_block(tmp_path, **args, mint=mint, maxt=maxt)
+    monkeypatch.setattr(block_chunks, "_FAULT_AROUND", 256)
+    monkeypatch.setattr(block_chunks, "_DROP_AFTER", 1024)
+    with Block.open(meta.path) as block:
+        ids = block.select_series([], MIN_T, MAX_T)
+        assert chunk_rows(block.chunks(ids, MIN_T, MAX_T)) == model.chunks_of(ids.tolist(),
+                                                                             MIN_T, MAX_T)
 
 
 def test_selective_matchers_look_series_up_in_large_postings(tmp_path):

@@ -228,3 +228,38 @@ def test_select_property(label_sets, raw_matchers):
     want = sorted(r for r, ls in valid.items()
                   if all(m.matches(ls.get(m.name, "")) for m in matchers))
     assert list(got) == want
+
+
+label_set = st.dictionaries(st.sampled_from(["a", "instance", "job", "z_z"]),
+                            st.text(min_size=1, max_size=12), min_size=1, max_size=4)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(label_set, min_size=1, max_size=30), st.lists(label_set, max_size=30),
+       st.integers(1, 4))
+def test_sets_interned_by_symbol_match_those_interned_by_bytes(first, second, parts):
+    """Label sets read out of another index by symbol id get the refs, and the hashes
+    (shards rely on them), that the same sets sent as bytes get; the caller's symbol
+    translation is filled in and reused across calls."""
+    source = SeriesRegistry()
+    source_refs, _ = resolve(source, first + second)
+    by_bytes = SeriesRegistry()
+    want, _ = resolve(by_bytes, second + first)
+    by_symbol = SeriesRegistry()
+    view = source.snapshot()
+    symbol_map = np.full(view.n_symbols, -1, np.int32)
+    n = len(first) + len(second)
+    order = np.r_[len(first):n, 0:len(first)]  # the order by_bytes was given them
+    got = np.concatenate([
+        by_symbol.resolve_labels(view.symbol_labels(source_refs[part]), symbol_map)
+        for part in np.array_split(order, parts)])
+    assert list(got) == list(want)
+    assert by_symbol.ser_hash[:by_symbol.n_series].tolist() == \
+        by_bytes.ser_hash[:by_bytes.n_series].tolist()
+    assert (symbol_map >= 0).any()
+    mixed, _ = resolve(by_symbol, first + second)  # the two ways meet in one registry
+    assert list(mixed) == list(want[np.argsort(order)])
+    assert by_symbol.n_series == by_bytes.n_series
+    compact = view.symbol_labels(source_refs[order[:1]]).compacted()
+    assert list(by_symbol.resolve_labels(compact, np.full(compact.n_symbols, -1, np.int32))) \
+        == [want[0]]
