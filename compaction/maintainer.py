@@ -73,7 +73,9 @@ class MaintainerOptions:
     retention_bytes: int = 0
     max_block_ms: int = 0
     interval: float = 60.0
-    dense: bool = True  # compacted blocks in the dense encoding (False: XOR, Prometheus-readable)
+    # Compacted blocks in the dense encoding (False: XOR, Prometheus-readable), from the
+    # third level on: see ``Maintainer._dense``.
+    dense: bool = True
     rate_limit: int = DEFAULT_RATE_LIMIT  # samples merged per second, 0 = unpaced
     nice: int = LOW_PRIORITY  # the worker process's nice value, if lower than the server's
     # When blocks are downsampled (when the maintainer has a downsampled store); None: never.
@@ -230,6 +232,17 @@ class Maintainer:
             raise StorageError(f"{step.__name__.strip('_')} failed in the worker: {outcome}")
         return outcome
 
+    def _dense(self, sources: Sequence[Block]) -> bool:
+        """Whether the block merged from ``sources`` is written dense: when it spans more
+        than the second level's range (6 h with 2 h blocks). Younger blocks keep their XOR
+        chunks, copied through: the newest hours are what dashboards read most, often
+        only their last minutes, and an XOR chunk holds 30 minutes of a scrape where a
+        dense chunk holds hours that must all be decoded; they are also merged again
+        soon, and copying their chunks costs the compactor almost nothing."""
+        span = max(b.meta.max_time for b in sources) - min(b.meta.min_time for b in sources)
+        ranges = self.options.block_ranges(self.db.head.options.block_range_ms)
+        return self.options.dense and span > ranges[min(1, len(ranges) - 1)]
+
     def _compact(self, sources: Sequence[Block]) -> None:
         """Merge ``sources`` (or rewrite one without its deleted samples) in the worker
         and serve the result instead of them; sources whose every sample is deleted are
@@ -238,7 +251,7 @@ class Maintainer:
         before = sum(directory_bytes(b.meta.path) for b in sources)
         if any(len(b.select_series((), b.meta.min_time, b.meta.max_time - 1)) for b in sources):
             meta = self._in_worker(_merge, self.db.directory, [b.meta.path for b in sources],
-                                   self.options.dense)
+                                   self._dense(sources))
             self.db.replace_blocks(meta, sources)
             after, name = directory_bytes(meta.path), meta.ulid
         else:  # every sample deleted: nothing to write

@@ -12,7 +12,7 @@ from storage.batch import WriteBatch
 from storage.block import Block, BlockMeta
 from storage.db import DB, DBOptions
 from storage.matchers import Matcher, MatchType
-from storage.xor import decode_xor_many
+from storage.xor import ENCODING_XOR, decode_xor_many
 
 HOUR = 3_600_000
 T0 = 1_700_000_000_000 // (54 * HOUR) * (54 * HOUR)
@@ -215,6 +215,26 @@ def test_maintainer_compacts_levels_and_applies_retention(tmp_path):
         newest = db.head.max_time
         assert all(newest - b.meta.max_time <= 10 * HOUR for b in db.blocks)
         assert m.stats.blocks_deleted_by_retention >= 1
+    finally:
+        db.close()
+
+
+def test_blocks_up_to_the_second_level_stay_xor_and_wider_ones_are_dense(tmp_path):
+    """Dashboards read the newest hours most: 6 h blocks keep their XOR chunks (copied
+    through), and blocks of the third level (18 h) are dense."""
+    from storage.dense import ENCODING_DENSE
+
+    db = _db(tmp_path)
+    try:
+        _write(db, range(0, 28 * 60, 5))  # 28 hours, every 5 minutes
+        db.compact_head()
+        before = _dump(db)
+        Maintainer(db, MaintainerOptions(retention_ms=0, interval=0)).run_once()
+        assert _dump(db) == before
+        encodings = {(b.meta.max_time - b.meta.min_time) // HOUR:
+                     set(b.chunks(np.arange(b.n_series), LO, HI).encoding.tolist())
+                     for b in db.blocks}
+        assert encodings == {18: {ENCODING_DENSE}, 6: {ENCODING_XOR}, 2: {ENCODING_XOR}}
     finally:
         db.close()
 
