@@ -138,3 +138,25 @@ def test_a_failing_shard_fails_the_query(store):
     with pytest.raises(QueryTimeoutError):
         Engine(store.querier(), _sharded(2, timeout_s=0.0)).range_query(
             "sum(rate(requests_total[5m]))", T0, T0 + HOURS * 3_600_000, 60_000)
+
+
+@pytest.mark.parametrize("op", ["sum", "min", "max", "count", "group"])
+def test_rows_folded_into_an_aggregate_give_the_aggregate_of_all_rows(op):
+    """Shards' partials are folded into the fold held so far, in place: for every
+    operator without a running mean, aggregating rows in two goes gives the bits of one
+    go (NaN, infinities and absent cells included)."""
+    from promstore.promql._aggregate_kernels import CODES, aggregate
+
+    rng = np.random.default_rng(5)
+    values = rng.normal(size=(40, 7))
+    values[rng.random(values.shape) < 0.1] = np.nan
+    values[rng.random(values.shape) < 0.05] = np.inf
+    present = rng.random(values.shape) < 0.7
+    groups = rng.integers(0, 4, 40)
+    whole = np.zeros((4, 7)), np.zeros((4, 7), bool)
+    aggregate(CODES[op], values, present, groups, 4, *whole)
+    halves = np.zeros((4, 7)), np.zeros((4, 7), bool)
+    for part in (slice(0, 17), slice(17, 40)):
+        aggregate(CODES[op], values[part], present[part], groups[part], 4, *halves)
+    assert np.array_equal(whole[1], halves[1])
+    assert whole[0].tobytes() == halves[0].tobytes()

@@ -28,64 +28,108 @@ CODES = {"sum": SUM, "avg": AVG, "min": MIN, "max": MAX, "count": COUNT, "group"
 def aggregate(code, values, present, groups, n_groups, out_values,
               out_present):  # pragma: no cover - compiled
     """Fold the present cells of ``values`` ``[series, steps]`` into ``n_groups`` groups
-    (``groups[i]`` is series ``i``'s) with operator ``code``."""
+    (``groups[i]`` is series ``i``'s) with operator ``code``.
+
+    Series by series, each along its steps: rows are read in memory order and a
+    group's cells for every step sit side by side, where going step by step would jump
+    a whole row between neighbouring cells. Each (group, step) still sees its series in
+    row order, so the result is the same to the bit. The operators without a running
+    mean (all but ``avg``, ``stddev``, ``stdvar``) fold straight into the output, which
+    may already hold a fold of earlier rows (absent cells are empty): that is how
+    shards' partial aggregates are folded together."""
+    if code == AVG or code == STDDEV or code == STDVAR:
+        _mean_based(code, values, present, groups, n_groups, out_values, out_present)
+        return
+    for i in range(values.shape[0]):
+        g = groups[i]
+        # One loop per operator: a test of the operator in every cell costs more than
+        # the cell's own work.
+        if code == SUM:
+            _sum_row(values[i], present[i], out_values[g], out_present[g])
+        elif code == COUNT or code == GROUP:
+            _count_row(values[i], present[i], out_values[g], out_present[g], code == COUNT)
+        else:
+            _extreme_row(values[i], present[i], out_values[g], out_present[g], code == MAX)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _sum_row(vv, pp, ov, op):  # pragma: no cover - compiled
+    for s in range(len(vv)):
+        if pp[s]:
+            if op[s]:
+                ov[s] += vv[s]
+            else:
+                op[s] = True
+                ov[s] = vv[s]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _count_row(vv, pp, ov, op, counting):  # pragma: no cover - compiled
+    for s in range(len(vv)):
+        if pp[s]:
+            if not op[s]:
+                op[s] = True
+                ov[s] = 1.0
+            elif counting:
+                ov[s] += 1.0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _extreme_row(vv, pp, ov, op, largest):  # pragma: no cover - compiled
+    for s in range(len(vv)):
+        if not pp[s]:
+            continue
+        v = vv[s]
+        if not op[s]:
+            op[s] = True
+            ov[s] = v
+        elif math.isnan(ov[s]) or (ov[s] < v if largest else ov[s] > v):
+            ov[s] = v
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _mean_based(code, values, present, groups, n_groups, out_values,
+                out_present):  # pragma: no cover - compiled
     n, steps = values.shape
-    count = np.zeros(n_groups, dtype=np.int64)
-    acc = np.zeros(n_groups)
-    mean = np.zeros(n_groups)
-    for s in range(steps):
-        count[:] = 0
-        for i in range(n):
+    count = np.zeros((n_groups, steps), dtype=np.int64)
+    acc = np.zeros((n_groups, steps))
+    mean = np.zeros((n_groups, steps))
+    for i in range(n):
+        g = groups[i]
+        for s in range(steps):
             if not present[i, s]:
                 continue
-            g = groups[i]
             v = values[i, s]
-            if count[g] == 0:
-                count[g] = 1
-                acc[g] = v
-                mean[g] = v
-                if code == STDDEV or code == STDVAR:
-                    acc[g] = 0.0
-                elif code == GROUP:
-                    acc[g] = 1.0
+            if count[g, s] == 0:
+                count[g, s] = 1
+                mean[g, s] = v
                 continue
-            count[g] += 1
-            if code == SUM:
-                acc[g] += v
-            elif code == AVG:
-                m = mean[g]
+            count[g, s] += 1
+            if code == AVG:
+                m = mean[g, s]
                 if math.isinf(m):
                     if math.isinf(v) and (m > 0) == (v > 0):
                         continue
                     if not math.isinf(v) and not math.isnan(v):
                         continue
-                c = float(count[g])
-                mean[g] = m + (v / c - m / c)
-            elif code == MAX:
-                if acc[g] < v or math.isnan(acc[g]):
-                    acc[g] = v
-            elif code == MIN:
-                if acc[g] > v or math.isnan(acc[g]):
-                    acc[g] = v
-            elif code == STDDEV or code == STDVAR:
-                delta = v - mean[g]
-                mean[g] += delta / float(count[g])
-                acc[g] += delta * (v - mean[g])
-        for g in range(n_groups):
-            c = count[g]
+                c = float(count[g, s])
+                mean[g, s] = m + (v / c - m / c)
+            else:
+                delta = v - mean[g, s]
+                mean[g, s] += delta / float(count[g, s])
+                acc[g, s] += delta * (v - mean[g, s])
+    for g in range(n_groups):
+        for s in range(steps):
+            c = count[g, s]
             if c == 0:
                 continue
             out_present[g, s] = True
             if code == AVG:
-                out_values[g, s] = mean[g]
-            elif code == COUNT:
-                out_values[g, s] = float(c)
+                out_values[g, s] = mean[g, s]
             elif code == STDVAR:
-                out_values[g, s] = acc[g] / float(c)
-            elif code == STDDEV:
-                out_values[g, s] = math.sqrt(acc[g] / float(c))
+                out_values[g, s] = acc[g, s] / float(c)
             else:
-                out_values[g, s] = acc[g]
+                out_values[g, s] = math.sqrt(acc[g, s] / float(c))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")

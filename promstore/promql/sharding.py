@@ -134,7 +134,8 @@ def partials(node: Aggregate, inner: Vector) -> list[Vector]:
 
 def fold(node: Aggregate, a: list[Vector], b: list[Vector]) -> list[Vector]:
     """The partials of two sets of shards together, from the partials of each (so that
-    shards are folded in one by one and only two sets are held at once)."""
+    shards are folded in one by one and only two sets are held at once). Takes over
+    ``a``'s arrays."""
     out = []
     for k, op in enumerate(SHARDED_OPS[node.op]):
         parts = [p[k] for p in (a, b) if p[k].n]
@@ -143,6 +144,14 @@ def fold(node: Aggregate, a: list[Vector], b: list[Vector]) -> list[Vector]:
             continue
         labels = Labels.concat([p.labels for p in parts])
         rows, first = group_rows(labels.ids)
+        held, new = parts
+        if len(first) == held.n:
+            # Every group of the new partial is one the fold holds (so after the first
+            # shards): fold it in place, without copying the fold's cells.
+            aggregate(CODES[_FOLD[op]], new.values, new.present, rows[held.n:], held.n,
+                      held.values, held.present)
+            out.append(held)
+            continue
         values = np.concatenate([p.values for p in parts])
         present = np.concatenate([p.present for p in parts])
         out.append(Vector(labels.take(first).compact(),
