@@ -815,6 +815,16 @@ def chunk_lengths(seg, offs):
 
 
 @njit(cache=True, nogil=True)
+def place_chunks(part, dest, lengths, blob):
+    """Copy chunks laid end to end in ``part`` to ``blob[dest[i]:dest[i]+lengths[i]]``."""
+    at = 0
+    for i in range(len(lengths)):
+        n = lengths[i]
+        blob[dest[i]:dest[i] + n] = part[at:at + n]
+        at += n
+
+
+@njit(cache=True, nogil=True)
 def gather_chunks(seg, offs, out, out_pos, out_enc):
     """Copy the data of the chunk records at ``offs`` (lengths already checked by
     ``chunk_lengths``) to ``out[out_pos[i]:]`` and their encodings to ``out_enc``,

@@ -133,21 +133,31 @@ class ChunkSegments:
         # scattered over a segment would otherwise hold tens of megabytes at once.
         batches = [part for s in np.unique(seg)
                    for part in _batches(np.flatnonzero(seg == s), off)]
+        # Each batch is measured and copied out while its pages are mapped, then put in
+        # place: reading a batch twice would fault its pages in twice.
+        encoding = np.empty(len(refs), dtype=np.uint8)
+        parts = []
         for idx in batches:
             s = int(seg[idx[0]])
-            lengths[idx] = self._checked(k.chunk_lengths(self._views[s], off[idx]), refs[idx])
-            self._drop(s, off[idx], lengths[idx])
+            view = self._views[s]
+            n = self._checked(k.chunk_lengths(view, off[idx]), refs[idx])
+            at = np.zeros(len(idx) + 1, dtype=np.int64)
+            np.cumsum(n, out=at[1:])
+            part = np.empty(int(at[-1]), dtype=np.uint8)
+            out_enc = np.empty(len(idx), dtype=np.uint8)
+            status, i = k.gather_chunks(view, off[idx], part, at, out_enc)
+            self._checked((None, status, i), refs[idx])
+            self._drop(s, off[idx], n)
+            lengths[idx] = n
+            encoding[idx] = out_enc
+            parts.append(part)
         offsets = np.zeros(len(refs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
+        if len(batches) == 1 and len(batches[0]) == len(refs):  # one batch, in order
+            return encoding, parts[0], offsets
         blob = np.empty(int(offsets[-1]), dtype=np.uint8)
-        encoding = np.empty(len(refs), dtype=np.uint8)
-        for idx in batches:
-            s = int(seg[idx[0]])
-            out_enc = np.empty(len(idx), dtype=np.uint8)
-            status, i = k.gather_chunks(self._views[s], off[idx], blob, offsets[idx], out_enc)
-            self._checked((None, status, i), refs[idx])
-            encoding[idx] = out_enc
-            self._drop(s, off[idx], lengths[idx])
+        for idx, part in zip(batches, parts):
+            k.place_chunks(part, offsets[idx], lengths[idx], blob)
         return encoding, blob, offsets
 
     def _drop(self, segment: int, off: np.ndarray, lengths: np.ndarray) -> None:
