@@ -309,6 +309,8 @@ class Head:
         refs = self.select_series(matchers, mint, maxt)
         if shard is not None:
             refs = refs[shard.holds(self.series_hashes(refs))]
+        if len(refs) == 0:
+            return SeriesSet.empty()
         got = self.read_samples(refs, mint, maxt)
         present = np.unique(got.refs)
         starts = np.searchsorted(got.refs, np.append(present, _MAX_TIME))

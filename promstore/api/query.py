@@ -238,20 +238,26 @@ class _QueryApi:
         or the server shuts down."""
         cancel = threading.Event()
         began = time.monotonic()
-        future = asyncio.get_running_loop().run_in_executor(self._pool, work, cancel)
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._pool, work, cancel)
+
+        def watch() -> None:
+            transport = request.transport
+            if transport is None or transport.is_closing():
+                cancel.set()
+            else:
+                watching[0] = loop.call_later(_WATCH_INTERVAL, watch)
+
+        # A timer looks at the connection now and then, rather than the wait being cut
+        # into rounds: a small query's answer is not held up by the watching.
+        watching = [loop.call_later(_WATCH_INTERVAL, watch)]
         try:
-            while True:
-                done, _ = await asyncio.wait({future}, timeout=_WATCH_INTERVAL)
-                if done:
-                    break
-                transport = request.transport
-                if transport is None or transport.is_closing():
-                    cancel.set()
-            data = future.result()
+            data = await future
         except asyncio.CancelledError:
             cancel.set()
             raise
         finally:
+            watching[0].cancel()
             if time.monotonic() - began > _TRIM_AFTER_S:
                 # A long query freed large arrays, which the C allocator keeps; give
                 # them back, off the answer's path.
