@@ -141,7 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "scrape_s": args.scrape, "newest_block_hours": end % BLOCK_MS / HOUR_MS,
         "after_5m_hours": args.after_5m, "step_hours": args.step,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_before": os.getloadavg()},
     }
     try:
         began = time.perf_counter()
@@ -202,6 +203,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             db.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    # The machine may be shared: its load says how far the times can be trusted.
+    report["machine"]["load_after"] = os.getloadavg()
+    print("load average (1, 5, 15 min): before "
+          + " ".join(f"{x:.2f}" for x in report["machine"]["load_before"]) + ", after "
+          + " ".join(f"{x:.2f}" for x in report["machine"]["load_after"]))
     return report
 
 

@@ -45,6 +45,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from ._downsampled_kernels import copy_runs
+from ._merge_kernels import trim_runs
 from .aggregate import (
     ENCODING_AGGREGATE,
     STALE_NAN_BITS,
@@ -122,6 +123,46 @@ class AggregateSet:
     series: SeriesSet
     first_raw: np.ndarray
     last_raw: np.ndarray
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """Runs of samples of labelled series, not yet gathered: run ``r`` belongs to series
+    ``series[r]`` (a row of ``label_ids``, whose rows are in label order) and is
+    ``timestamps[k][src[r]:src[r] + lengths[r]]`` with ``k = source[r]`` (one pair of
+    arrays per block decoded), with the raw counter values at its ends (NaN where
+    unknown). Runs are in series order, each series' runs in time order."""
+
+    names: list[str]
+    values: list[str]
+    label_ids: np.ndarray
+    series: np.ndarray
+    timestamps: list[np.ndarray]
+    samples: list[np.ndarray]
+    source: np.ndarray
+    src: np.ndarray
+    lengths: np.ndarray
+    first_raw: np.ndarray
+    last_raw: np.ndarray
+
+    @classmethod
+    def empty(cls) -> _Runs:
+        none = np.zeros(0, np.int64)
+        return cls([], [], np.zeros((0, 0), np.int32), none, [], [], none, none, none,
+                   np.zeros(0), np.zeros(0))
+
+    @property
+    def n_series(self) -> int:
+        return len(self.label_ids)
+
+    def placed(self) -> bool:
+        """Whether the runs are already a ``SeriesSet``'s samples: one per series, back
+        to back, filling one pair of arrays."""
+        ends = self.src + self.lengths
+        return len(self.timestamps) == 1 and len(self.src) == self.n_series \
+            and np.array_equal(self.series, np.arange(self.n_series)) \
+            and (len(self.src) == 0 or (self.src[0] == 0 and ends[-1] == len(self.timestamps[0])
+                                        and np.array_equal(self.src[1:], ends[:-1])))
 
 
 # --------------------------------------------------------------------------- blocks
@@ -406,20 +447,36 @@ class DownsampledStore:
         ``resolution`` stamped in ``[mint, maxt]``, sorted by labels; counter samples
         reset-adjusted across the chunks read (see ``AggregateSet``). Deleted windows
         are left out."""
+        return _join([self._runs(matchers, mint, maxt, aggregate, resolution)],
+                     aggregate == Aggregate.COUNTER)
+
+    def _runs(self, matchers: Sequence[Matcher], mint: int, maxt: int, aggregate: Aggregate,
+              resolution: int) -> _Runs:
+        """What ``select`` returns, as runs of windows (a series' chunk in one block)
+        not yet gathered nor stitched, so that joining them with other resolutions
+        copies every window once."""
         blocks = [b for b in self.blocks(resolution)
                   if b.meta.min_time <= maxt and b.meta.max_time > mint]
         registry = SeriesRegistry()
-        times, values, runs = [], [], []
-        base = 0
+        times: list[np.ndarray] = []
+        values: list[np.ndarray] = []
+        runs = []
+        keys: tuple[np.ndarray, np.ndarray] | None = None
         for block in blocks:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids) == 0:
                 continue
-            blob, offsets = block.series_keys(ids)
-            qids, _ = registry.resolve(canonicalise(batch_from_keys(blob, offsets), NO_LIMITS))
+            # Neighbouring blocks mostly hold the same series: their labels are
+            # interned once.
+            block_keys = block.series_keys(ids)
+            if keys is None or not _same_keys(block_keys, keys):
+                keys = block_keys
+                qids, _ = registry.resolve(canonicalise(batch_from_keys(*keys), NO_LIMITS))
             chunks = block.chunks(ids, mint, maxt)
             if np.any(chunks.encoding != ENCODING_AGGREGATE):
                 raise CorruptionError(f"{block.meta.path}: a chunk is not an aggregate chunk")
+            # Decoded block by block: small arrays, whose memory the next block reuses
+            # (all blocks' windows at once would take fresh pages on every query).
             ts, vs, starts, last_raw = _decode(chunks.blob, chunks.offsets, aggregate)
             first_raw = np.where(starts[1:] > starts[:-1],
                                  vs[np.minimum(starts[:-1], max(len(vs) - 1, 0))], np.nan) \
@@ -431,67 +488,38 @@ class DownsampledStore:
                 ts, vs = ts[alive], vs[alive]
                 first_raw = np.where(first_kept, first_raw, np.nan)
                 last_raw = np.where(last_kept, last_raw, np.nan)
-            lo, hi = starts[:-1], starts[1:]
-            if block.meta.min_time < mint or block.meta.max_time - 1 > maxt:
-                lo, hi = _trimmed(ts, starts, mint, maxt)
-                # A run's raw value at an end is unknown once that end is cut.
-                first_raw = np.where(lo > starts[:-1], np.nan, first_raw)
-                last_raw = np.where(hi < starts[1:], np.nan, last_raw)
+            # Runs of a block reaching past the range are cut to it.
+            lo, hi = trim_runs(ts, starts[:-1], starts[1:], mint, maxt)
+            # A run's raw value at an end is unknown once that end is cut.
+            first_raw = np.where(lo > starts[:-1], np.nan, first_raw)
+            last_raw = np.where(hi < starts[1:], np.nan, last_raw)
+            some = hi > lo
+            runs.append((qids[chunks.series][some], np.full(np.count_nonzero(some), len(times)),
+                         lo[some], (hi - lo)[some], first_raw[some], last_raw[some]))
             times.append(ts)
             values.append(vs)
-            runs.append((qids[chunks.series], lo + base, hi - lo, first_raw, last_raw))
-            base += len(ts)
         if not runs:
-            return _empty_aggregate_set()
-        owner, src, lengths, first_raw, last_raw = (np.concatenate(c) for c in zip(*runs))
-        some = lengths > 0
-        owner, src, lengths = owner[some], src[some], lengths[some]
-        first_raw, last_raw = first_raw[some], last_raw[some]
+            return _Runs.empty()
+        owner, source, src, lengths, first_raw, last_raw = (np.concatenate(c)
+                                                           for c in zip(*runs))
         if len(owner) == 0:
-            return _empty_aggregate_set()
-        ts, vs = np.concatenate(times), np.concatenate(values)
+            return _Runs.empty()
         # Runs in output order: series in label order, each series' runs in time order
-        # (blocks do not overlap in time), gathered once.
+        # (blocks are in time order and do not overlap, a block's chunks of a series too).
         present, series = np.unique(owner, return_inverse=True)
         names, label_values, label_ids, by_label = label_table(registry.snapshot(), present)
         rank = np.empty(len(present), np.int64)
         rank[by_label] = np.arange(len(present))
         run_rank = rank[series]
-        order = np.lexsort((ts[src], run_rank))
-        run_rank, src, lengths = run_rank[order], src[order], lengths[order]
-        first_raw, last_raw = first_raw[order], last_raw[order]
-        new_start = np.cumsum(lengths) - lengths
-        ts, vs = _placed(ts, src, lengths, new_start), _placed(vs, src, lengths, new_start)
-        series_first = np.ones(len(order), bool)
-        series_first[1:] = run_rank[1:] != run_rank[:-1]
-        if aggregate == Aggregate.COUNTER:
-            stitch_counters(np.append(new_start, len(ts)), ~series_first, first_raw, last_raw,
-                            vs)
-        series_last = np.append(series_first[1:], True)
-        starts = np.append(new_start[series_first], len(ts))
-        return AggregateSet(SeriesSet(names, label_values, label_ids, starts, ts, vs),
-                            first_raw[series_first], last_raw[series_last])
+        order = np.lexsort((src, source, run_rank))
+        return _Runs(names, label_values, label_ids, run_rank[order], times, values,
+                     source[order], src[order], lengths[order], first_raw[order],
+                     last_raw[order])
 
 
-def _placed(src: np.ndarray, src_starts: np.ndarray, lengths: np.ndarray,
-            dst_starts: np.ndarray) -> np.ndarray:
-    """The runs ``src[src_starts[i]:][:lengths[i]]`` placed at ``dst_starts[i]`` in a
-    new array as long as their lengths together."""
-    out = np.empty(int(lengths.sum()), src.dtype)
-    copy_runs(src, src_starts, lengths, dst_starts, out)
-    return out
-
-
-def _trimmed(ts: np.ndarray, starts: np.ndarray, mint: int, maxt: int
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Per run ``ts[starts[i]:starts[i+1]]`` (in time order), the bounds of its samples
-    in ``[mint, maxt]``."""
-    before = np.zeros(len(ts) + 1, np.int64)
-    np.cumsum(ts < mint, out=before[1:])
-    upto = np.zeros(len(ts) + 1, np.int64)
-    np.cumsum(ts <= maxt, out=upto[1:])
-    lo, hi = starts[:-1], starts[1:]
-    return lo + before[hi] - before[lo], lo + upto[hi] - upto[lo]
+def _same_keys(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+    """Whether two ``Block.series_keys`` results name the same series in the same order."""
+    return np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
 
 
 def _decode(blob: np.ndarray, offsets: np.ndarray, aggregate: Aggregate
@@ -502,10 +530,6 @@ def _decode(blob: np.ndarray, offsets: np.ndarray, aggregate: Aggregate
         with np.errstate(all="ignore"):
             return ts, total / count, starts, last_raw
     return decode_column(blob, offsets, _COLUMN[aggregate])
-
-
-def _empty_aggregate_set() -> AggregateSet:
-    return AggregateSet(SeriesSet.empty(), np.empty(0), np.empty(0))
 
 
 def _open_tier(directory: Path, resolution: int, deleted: dict[str, Tombstones],
@@ -633,99 +657,114 @@ class TieredStore:
         """Series matching ``matchers`` with ``aggregate`` over ``parts`` (in time
         order), sorted by labels. Raw samples count as windows of one sample: 1 for
         ``count``, their value for the others; counters are reset-adjusted throughout."""
-        pieces = []
-        for part in parts:
-            if part.resolution:
-                pieces.append(self.downsampled.select(matchers, part.mint, part.maxt,
-                                                      aggregate, part.resolution))
-            else:
-                pieces.append(_raw_as(self.raw.select(matchers, part.mint, part.maxt),
-                                      aggregate))
-        return _join(pieces, aggregate == Aggregate.COUNTER)
+        # Raw parts are read first: decoding them takes the most memory for a while,
+        # which the aggregates, decoded block by block, then reuse (read after them,
+        # the raw part would take fresh pages on every query).
+        read: dict[int, _Runs] = {}
+        for i in sorted(range(len(parts)), key=lambda i: parts[i].resolution > 0):
+            part = parts[i]
+            read[i] = self.downsampled._runs(
+                matchers, part.mint, part.maxt, aggregate, part.resolution) if part.resolution \
+                else _raw_as(self.raw.select(matchers, part.mint, part.maxt), aggregate)
+        return _join([read[i] for i in range(len(parts))], aggregate == Aggregate.COUNTER).series
 
 
-def _raw_as(ss: SeriesSet, aggregate: Aggregate) -> AggregateSet:
-    """Raw samples as windows of one sample each."""
+def _raw_as(ss: SeriesSet, aggregate: Aggregate) -> _Runs:
+    """Raw samples as windows of one sample each, a run per series."""
     bits = np.asarray(ss.samples, np.float64).view(np.uint64)
     stale = bits == STALE_NAN_BITS
-    nan = np.full(ss.n_series, np.nan)
+    starts, ts, values = np.asarray(ss.starts, np.int64), ss.timestamps, ss.samples
+    first = last = np.full(ss.n_series, np.nan)
     if aggregate == Aggregate.COUNT:
-        values = np.where(stale, ss.samples, 1.0)
-        return AggregateSet(SeriesSet(ss.names, ss.values, ss.label_ids, ss.starts,
-                                      ss.timestamps, values), nan, nan)
-    if aggregate != Aggregate.COUNTER:
-        return AggregateSet(ss, nan, nan)
-    starts, ts, raw = ss.starts, ss.timestamps, np.asarray(ss.samples, np.float64)
-    if stale.any():
-        fresh = np.zeros(len(stale) + 1, np.int64)
-        np.cumsum(~stale, out=fresh[1:])
-        starts, ts, raw = fresh[ss.starts], ts[~stale], raw[~stale]
-    empty = starts[1:] == starts[:-1]
-    first = np.where(empty, np.nan, raw[np.minimum(starts[:-1], max(len(raw) - 1, 0))]) \
-        if len(raw) else nan
-    last = np.where(empty, np.nan, raw[np.maximum(starts[1:] - 1, 0)]) if len(raw) else nan
-    adjusted = adjust_counters(starts, raw)
-    return AggregateSet(SeriesSet(ss.names, ss.values, ss.label_ids, starts, ts, adjusted),
-                        first, last)
+        values = np.where(stale, values, 1.0)
+    elif aggregate == Aggregate.COUNTER:
+        raw = np.asarray(values, np.float64)
+        if stale.any():
+            fresh = np.zeros(len(stale) + 1, np.int64)
+            np.cumsum(~stale, out=fresh[1:])
+            starts, ts, raw = fresh[starts], ts[~stale], raw[~stale]
+        if len(raw):
+            empty = starts[1:] == starts[:-1]
+            first = np.where(empty, np.nan, raw[np.minimum(starts[:-1], len(raw) - 1)])
+            last = np.where(empty, np.nan, raw[np.maximum(starts[1:] - 1, 0)])
+        values = adjust_counters(starts, raw)
+    return _Runs(ss.names, ss.values, ss.label_ids, np.arange(ss.n_series), [ts], [values],
+                 np.zeros(ss.n_series, np.int64), starts[:-1], np.diff(starts), first, last)
 
 
-def _join(pieces: list[AggregateSet], counter: bool) -> SeriesSet:
-    """One SeriesSet from sets covering consecutive time ranges: a series is the
-    concatenation of its samples in every set (counters stitched across sets)."""
-    pieces = [p for p in pieces if p.series.n_series]
+def _join(pieces: list[_Runs], counter: bool) -> AggregateSet:
+    """One set from runs covering consecutive time ranges, in time order: a series is
+    the concatenation of its runs in every piece, each sample copied once to its place
+    (counters stitched across runs). First and last raw values are per series."""
+    pieces = [p for p in pieces if p.n_series]
     if not pieces:
-        return SeriesSet.empty()
-    if len(pieces) == 1:
-        return pieces[0].series
-    names = sorted(set().union(*(p.series.names for p in pieces)))
-    texts = np.array([v for p in pieces for v in p.series.values] or [""], dtype=object)
-    values, inverse = np.unique(texts, return_inverse=True)
-    rows, value_base = [], 0
-    for p in pieces:
-        ss = p.series
-        row = np.full((ss.n_series, len(names)), -1, np.int64)
-        if ss.names:
-            cols = np.searchsorted(names, ss.names)
-            ids = ss.label_ids.astype(np.int64)
-            row[:, cols] = np.where(ids >= 0, inverse[value_base + np.maximum(ids, 0)], -1)
-        value_base += len(ss.values)
-        rows.append(row)
-    table = np.concatenate(rows)
-    distinct, series_of_row = np.unique(table, axis=0, return_inverse=True)
-    series_of_row = series_of_row.reshape(-1)
-    order = _label_order(distinct)
-    rank = np.empty(len(order), np.int64)
-    rank[order] = np.arange(len(order))
-    # Runs: series i of piece k, in time order of the pieces.
-    run_rank = rank[series_of_row]
-    lengths = np.concatenate([np.diff(p.series.starts) for p in pieces])
-    run_order = np.argsort(run_rank, kind="stable")  # pieces are already in time order
-    lengths = lengths[run_order]
-    new_start = np.cumsum(lengths) - lengths
-    # Each piece's samples go straight to their places (no concatenated copy first).
-    dest = np.empty(len(run_order), np.int64)
-    dest[run_order] = new_start
+        return AggregateSet(SeriesSet.empty(), np.empty(0), np.empty(0))
+    if len(pieces) == 1 and pieces[0].placed():
+        p = pieces[0]
+        series = SeriesSet(p.names, p.values, p.label_ids,
+                           np.append(p.src, len(p.timestamps[0])), p.timestamps[0], p.samples[0])
+        return AggregateSet(series, p.first_raw, p.last_raw)
+    names, values, label_ids, ranks = _joined_labels(pieces)
+    run_rank = np.concatenate([rank[p.series] for p, rank in zip(pieces, ranks)])
+    order = np.argsort(run_rank, kind="stable")  # pieces are in time order
+    run_rank = run_rank[order]
+    lengths = np.concatenate([p.lengths for p in pieces])
+    dest = np.empty(len(order), np.int64)
+    dest[order] = np.cumsum(lengths[order]) - lengths[order]
     ts = np.empty(int(lengths.sum()), np.int64)
     vs = np.empty(len(ts), np.float64)
     first_run = 0
     for p in pieces:  # a handful of pieces, one per resolution
-        ss = p.series
-        starts, runs = ss.starts.astype(np.int64), dest[first_run:first_run + ss.n_series]
-        copy_runs(np.asarray(ss.timestamps, np.int64), starts[:-1], np.diff(starts), runs, ts)
-        copy_runs(np.asarray(ss.samples, np.float64), starts[:-1], np.diff(starts), runs, vs)
-        first_run += ss.n_series
+        piece_dest = dest[first_run:first_run + len(p.src)]
+        first_run += len(p.src)
+        for k, (times, samples) in enumerate(zip(p.timestamps, p.samples)):  # per block
+            runs = np.flatnonzero(p.source == k) if len(p.timestamps) > 1 else slice(None)
+            copy_runs(np.asarray(times, np.int64), p.src[runs], p.lengths[runs],
+                      piece_dest[runs], ts)
+            copy_runs(np.asarray(samples, np.float64), p.src[runs], p.lengths[runs],
+                      piece_dest[runs], vs)
+    first = np.concatenate([p.first_raw for p in pieces])[order]
+    last = np.concatenate([p.last_raw for p in pieces])[order]
+    run_starts = np.append(dest[order], len(ts))
+    series_first = np.ones(len(order), bool)
+    series_first[1:] = run_rank[1:] != run_rank[:-1]
     if counter:
-        first = np.concatenate([p.first_raw for p in pieces])[run_order]
-        last = np.concatenate([p.last_raw for p in pieces])[run_order]
-        same = np.zeros(len(run_order), bool)
-        same[1:] = run_rank[run_order][1:] == run_rank[run_order][:-1]
-        stitch_counters(np.append(new_start, len(ts)), same, first, last, vs)
-    starts = np.zeros(len(order) + 1, np.int64)
-    np.cumsum(np.bincount(run_rank, weights=np.concatenate(
-        [np.diff(p.series.starts) for p in pieces]), minlength=len(order)).astype(np.int64),
-        out=starts[1:])
-    label_ids = distinct[order]
-    return SeriesSet(names, [str(v) for v in values], label_ids.astype(np.int32), starts, ts, vs)
+        stitch_counters(run_starts, ~series_first, first, last, vs)
+    series_last = np.append(series_first[1:], True)
+    starts = np.append(run_starts[:-1][series_first], len(ts))
+    series = SeriesSet(names, values, label_ids, starts, ts, vs)
+    return AggregateSet(series, first[series_first], last[series_last])
+
+
+def _joined_labels(pieces: list[_Runs]) -> tuple[list[str], list[str], np.ndarray,
+                                                  list[np.ndarray]]:
+    """The label sets of every piece's series, each once, in label order (names,
+    values, label ids as ``SeriesSet`` has them), and per piece the rank there of
+    each of its series."""
+    first = pieces[0]
+    if all(p.names == first.names and p.values == first.values
+           and np.array_equal(p.label_ids, first.label_ids) for p in pieces):
+        # The same series in every piece (the usual case): nothing to merge.
+        return first.names, first.values, first.label_ids, \
+            [np.arange(p.n_series) for p in pieces]
+    names = sorted(set().union(*(p.names for p in pieces)))
+    texts = np.array([v for p in pieces for v in p.values] or [""], dtype=object)
+    values, inverse = np.unique(texts, return_inverse=True)
+    rows, value_base = [], 0
+    for p in pieces:
+        row = np.full((p.n_series, len(names)), -1, np.int64)
+        if p.names:
+            cols = np.searchsorted(names, p.names)
+            ids = p.label_ids.astype(np.int64)
+            row[:, cols] = np.where(ids >= 0, inverse[value_base + np.maximum(ids, 0)], -1)
+        value_base += len(p.values)
+        rows.append(row)
+    distinct, series_of_row = np.unique(np.concatenate(rows), axis=0, return_inverse=True)
+    order = _label_order(distinct)
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    ranks = np.split(rank[series_of_row.reshape(-1)], np.cumsum([p.n_series for p in pieces])[:-1])
+    return names, [str(v) for v in values], distinct[order].astype(np.int32), ranks
 
 
 def _label_order(table: np.ndarray) -> np.ndarray:

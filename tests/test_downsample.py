@@ -46,6 +46,7 @@ from storage.downsampled import (
     WINDOW_TOMBSTONES,
     Aggregate,
     DownsampledStore,
+    Part,
     TieredStore,
     read_resolution,
 )
@@ -600,6 +601,37 @@ def test_resets_and_other_functions_keep_reading_raw_data(downsampled) -> None:
         want = raw.range_query(q, T0 + DAY, T0 + 3 * DAY, HOUR)
         assert _same(want, tiered.range_query(q, T0 + DAY, T0 + 3 * DAY, HOUR,
                                               max_source_resolution=RESOLUTION_5M)), q
+
+
+def test_parts_with_different_series_join_into_each_series_once(tmp_path: Path) -> None:
+    """A series only in the aggregates, one only in the raw data after them, and two in
+    both: each once, in label order, windows then raw samples, the counter unbroken."""
+    ts = np.arange(T0 + 7_000, T0 + 36 * HOUR, 15_000, dtype=np.int64)
+    values = counters(4, ts, resets=False)
+    labels = [{"__name__": "x", "i": str(i)} for i in range(4)]
+    old = raw_block(tmp_path, labels[:3], ts, values[:3], T0, T0 + 18 * HOUR)
+    raw_block(tmp_path, labels[1:], ts, values[1:], T0 + 18 * HOUR, T0 + 36 * HOUR).close()
+    db = DB.open(tmp_path, DBOptions(compaction_interval=0))
+    store = DownsampledStore.open(tmp_path / "downsampled")
+    try:
+        store.publish(build_block(old, 0, RESOLUTION_5M, store.directory), RESOLUTION_5M)
+        parts = [Part(RESOLUTION_5M, T0, T0 + 18 * HOUR - 1),
+                 Part(0, T0 + 18 * HOUR, T0 + 36 * HOUR)]
+        got = TieredStore(db, store).select_aggregate(X, parts, Aggregate.COUNTER)
+        assert [got.labels(i)["i"] for i in range(got.n_series)] == ["0", "1", "2", "3"]
+        early = ts < T0 + 18 * HOUR
+        window_first = np.flatnonzero(np.diff(ts // (5 * MIN), prepend=-1) > 0)
+        in_windows = np.union1d(window_first[early[window_first]], [np.count_nonzero(early) - 1])
+        want = {0: in_windows, 1: np.union1d(in_windows, np.flatnonzero(~early)),
+                3: np.flatnonzero(~early)}
+        want[2] = want[1]
+        for i in range(4):
+            lo, hi = got.starts[i], got.starts[i + 1]
+            assert np.array_equal(got.timestamps[lo:hi], ts[want[i]]), i
+            assert np.array_equal(got.samples[lo:hi], values[i, want[i]]), i  # no resets
+    finally:
+        store.close()
+        db.close()
 
 
 def test_data_whose_raw_blocks_are_gone_is_answered_from_aggregates(downsampled) -> None:
