@@ -21,12 +21,15 @@ from storage.errors import BadDataError, LimitExceededError
 LIMITS = WireLimits()
 
 
-@pytest.fixture(autouse=True, params=["one-pass", "two-pass"])
+@pytest.fixture(autouse=True, params=["one-pass", "two-pass", "one-pass-out-of-room"])
 def decoding_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every test runs against both decoding paths: small bodies in one pass into
-    upper-bound arrays, large ones counted first."""
+    """Every test runs against every decoding path: small bodies in one pass into
+    arrays of a guessed size, large ones counted first, and small ones whose items
+    outnumber the guess started in one pass and counted again."""
     if request.param == "two-pass":
         monkeypatch.setattr(wire, "SINGLE_PASS_MAX_BYTES", 0)
+    elif request.param == "one-pass-out-of-room":
+        monkeypatch.setattr(wire, "GUESS_ITEM_BYTES", 1 << 20)
 
 
 STALE_NAN = 0x7FF0000000000002

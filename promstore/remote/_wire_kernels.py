@@ -31,7 +31,6 @@ from storage._memory_kernels import load_u8, load_u64
 
 __all__ = [
     "BAD_WIRE_TYPE",
-    "BUFFER_CHANGED",
     "C_EXEMPLARS",
     "C_HISTOGRAMS",
     "C_LABELS",
@@ -56,6 +55,7 @@ __all__ = [
     "MSG_SAMPLE",
     "MSG_TIME_SERIES",
     "MSG_WRITE_REQUEST",
+    "NO_ROOM",
     "N_COUNTS",
     "N_ERR",
     "OK",
@@ -85,7 +85,7 @@ BAD_WIRE_TYPE = 6  # wire types 6 and 7 do not exist
 WRONG_WIRE_TYPE = 7  # a known field arrived with another wire type; detail = expected
 LENGTH_PAST_END = 8  # a length-delimited field is longer than what remains; detail = length
 FIXED_PAST_END = 9  # a fixed32/fixed64 field is cut short
-BUFFER_CHANGED = 10  # the filling pass found more items than counted: the bytes changed
+NO_ROOM = 10  # an output array is full: sized by a guess, or the bytes changed since counting
 
 # Slots of ``err``.
 E_CODE, E_OFFSET, E_MESSAGE, E_FIELD, E_WIRE_TYPE, E_DETAIL = range(6)
@@ -158,11 +158,11 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
     """Walk a whole WriteRequest; return OK or an error code (details in ``err``).
 
     ``counts`` (int64[N_COUNTS]) must be zero on entry and holds the totals on exit.
-    With ``fill`` the outputs must be sized from a counting pass over the same bytes:
-    ``starts`` int64[2, n_series + 1] (column 0 is the caller's to zero), ``labels``
-    int64[4, n_labels] and ``samples`` uint64[2, n_samples]. Timestamps and values
-    are written as raw bits for the caller to view as int64 and float64, so no value
-    ever passes through a float conversion.
+    With ``fill`` the outputs are ``starts`` int64[2, n_series + 1] (column 0 is the
+    caller's to zero), ``labels`` int64[4, n_labels] and ``samples`` uint64[2, n_samples],
+    sized from a counting pass over the same bytes or by a guess; NO_ROOM when one is
+    full. Timestamps and values are written as raw bits for the caller to view as int64
+    and float64, so no value ever passes through a float conversion.
     """
     n = len(buf)
     base = buf.ctypes.data
@@ -270,7 +270,7 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
         if message == MSG_WRITE_REQUEST:
             if field == 1:
                 if fill and counts[C_SERIES] + 1 >= starts.shape[1]:
-                    return BUFFER_CHANGED
+                    return NO_ROOM
                 depth, series_stop, pos = 1, end, start
             elif field == 3:
                 counts[C_METADATA] += 1
@@ -286,7 +286,7 @@ def walk_write_request(buf: np.ndarray, fill: bool, counts: np.ndarray, err: np.
                     item = MSG_SAMPLE
                     timestamp = value = np.uint64(0)
                 if full:
-                    return BUFFER_CHANGED
+                    return NO_ROOM
                 depth, item_stop, pos = 2, end, start
             elif field == 3:
                 counts[C_EXEMPLARS] += 1
