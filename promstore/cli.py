@@ -69,7 +69,7 @@ def _parser() -> argparse.ArgumentParser:
                        default=None, dest="enable_admin_api",
                        help="serve the admin endpoints /api/v1/admin/tsdb/{delete_series,"
                             "clean_tombstones,snapshot} (off)")
-    serve.add_argument("--workers", type=int, help="worker threads for ingestion (8)")
+    serve.add_argument("--workers", type=int, help="worker threads for ingestion (2)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     compact = sub.add_parser(
         "compact", help="compact the blocks of a data directory and apply retention",

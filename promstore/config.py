@@ -71,7 +71,7 @@ class Config:
     max_label_name_length: int = 1024
     max_label_value_length: int = 4096
     max_series: int = 50_000_000
-    workers: int = 8
+    workers: int = 2  # they never wait for an fsync: one per core keeps them busy
     max_in_flight_writes: int = 64
     remote_read_sample_limit: int = 50_000_000  # per read request; 0 = no limit
     remote_read_concurrent_limit: int = 10

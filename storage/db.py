@@ -145,6 +145,13 @@ class DB:
             self._wake.set()
         return result
 
+    def append_then(self, batch: WriteBatch,
+                    done: Callable[[AppendResult | None, BaseException | None], None]) -> None:
+        """``append`` without waiting for the fsync; see ``interface.Appendable``."""
+        self.head.append_then(batch, done)
+        if self.head.compactable():
+            self._wake.set()
+
     @property
     def blocks(self) -> list[Block]:
         with self._blocks_lock:

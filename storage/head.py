@@ -21,7 +21,7 @@ import fcntl
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -32,7 +32,7 @@ from . import _append_kernels as ak
 from . import record
 from .batch import WriteBatch
 from .errors import StorageError, UnavailableError
-from .head_append import append
+from .head_append import append, append_then
 from .head_chunks import ChunkBatch, HeadChunks
 from .head_wal import replay
 from .interface import AppendResult, Shard
@@ -169,6 +169,11 @@ class Head:
     def append(self, batch: WriteBatch) -> AppendResult:
         """Store the valid samples of ``batch`` durably; see ``interface.Appendable``."""
         return append(self, batch)
+
+    def append_then(self, batch: WriteBatch,
+                    done: Callable[[AppendResult | None, BaseException | None], None]) -> None:
+        """``append`` without waiting for the fsync; see ``interface.Appendable``."""
+        append_then(self, batch, done)
 
     def delete(self, matchers: Sequence[Matcher], mint: int, maxt: int) -> int:
         """Delete the samples in ``[mint, maxt]`` of the series matching ``matchers``;

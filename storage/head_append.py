@@ -11,6 +11,7 @@ durable.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,14 +20,14 @@ from . import _append_kernels as ak
 from . import record
 from ._label_kernels import NO_SAMPLES
 from .batch import WriteBatch
-from .errors import StorageError, UnavailableError
+from .errors import PromstoreError, StorageError, UnavailableError
 from .interface import AppendResult, RejectReason
 from .labels import Canonical, canonicalise
 
 if TYPE_CHECKING:
     from .head import Head
 
-__all__ = ["append"]
+__all__ = ["append", "append_then"]
 
 MAX_ERROR_MESSAGES = 10
 _NOT_CREATED = -3  # ref reported for a series skipped because it has no samples
@@ -47,6 +48,45 @@ _SAMPLE_MESSAGES = {
 
 def append(head: Head, batch: WriteBatch) -> AppendResult:
     """Store the valid samples of ``batch``; return once they are durable."""
+    result, position = _log_and_store(head, batch)
+    if position is not None:
+        try:
+            head.wal.sync(position)  # type: ignore[union-attr]
+        except StorageError as exc:
+            head.failed = f"write-ahead log sync failed: {exc}"
+            raise
+    return result
+
+
+def append_then(head: Head, batch: WriteBatch,
+                done: Callable[[AppendResult | None, BaseException | None], None]) -> None:
+    """Store the valid samples of ``batch``; call ``done(result, None)`` once they are
+    durable, or ``done(None, error)`` if they cannot be stored or made durable. No
+    thread waits for the fsync: the WAL's sync thread makes the call (see
+    ``WAL.when_durable``), or this thread when nothing needs one."""
+    try:
+        result, position = _log_and_store(head, batch)
+    except Exception as exc:
+        done(None, exc)
+        return
+    if position is None:
+        done(result, None)
+        return
+
+    def durable(error: PromstoreError | None) -> None:
+        if error is None:
+            done(result, None)
+            return
+        if isinstance(error, StorageError):
+            head.failed = f"write-ahead log sync failed: {error}"
+        done(None, error)
+
+    head.wal.when_durable(position, durable)  # type: ignore[union-attr]
+
+
+def _log_and_store(head: Head, batch: WriteBatch) -> tuple[AppendResult, int | None]:
+    """Everything but the fsync: the result, and the WAL position to sync (None when
+    nothing was logged)."""
     # Outside the lock, in GIL-free kernels. Most series of a request are known: a
     # snapshot of the registry finds them by their labels as sent, which also proves
     # them valid; only the others are validated here and resolved under the lock.
@@ -89,14 +129,8 @@ def append(head: Head, batch: WriteBatch) -> AppendResult:
                 head.failed = f"write-ahead log write failed: {exc}"
                 raise StorageError(head.failed) from exc
         head.store(per_sample_refs, batch.timestamps, batch.values, outcome)
-    if position is not None:
-        try:
-            head.wal.sync(position)
-        except StorageError as exc:
-            head.failed = f"write-ahead log sync failed: {exc}"
-            raise
     return _result(canon, np.where(has_samples, refs, _NOT_CREATED), created, outcome,
-                   batch, per_series)
+                   batch, per_series), position
 
 
 def _result(canon: Canonical, refs: np.ndarray, created: np.ndarray, outcome: np.ndarray,

@@ -9,7 +9,7 @@ life of the process (and across restarts for series that the WAL replays).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -63,9 +63,17 @@ class Appendable(Protocol):
     (in the WAL, fsynced according to the configured policy). Invalid samples and series
     are skipped and reported in the result; they never prevent the valid rest from being
     stored. It raises ``StorageError`` only when nothing could be made durable.
+
+    ``append_then`` does the same without keeping its thread until the fsync: it calls
+    ``done(result, None)`` once the samples are durable, or ``done(None, error)`` instead
+    of returning or raising, exactly once, from any thread (possibly before it returns).
     """
 
     def append(self, batch: WriteBatch) -> AppendResult: ...
+
+    def append_then(self, batch: WriteBatch,
+                    done: Callable[[AppendResult | None, BaseException | None], None]
+                    ) -> None: ...
 
 
 class IndexReader(Protocol):

@@ -17,12 +17,13 @@ writing never depends on where an old segment ends.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -30,7 +31,7 @@ from typing import Literal
 import crc32c
 import zstandard
 
-from storage.errors import StorageError, TooLargeError, UnavailableError
+from storage.errors import PromstoreError, StorageError, TooLargeError, UnavailableError
 
 __all__ = [
     "FLAG_ZSTD",
@@ -45,6 +46,8 @@ __all__ = [
     "WALStats",
     "fsync_dir",
 ]
+
+log = logging.getLogger(__name__)
 
 SEGMENT_MAGIC = b"PWAL"
 SEGMENT_VERSION = 1
@@ -218,6 +221,8 @@ class WAL:
     - ``sync(position)`` returns once every byte up to ``position`` is on stable storage.
       Concurrent callers share fsyncs (group commit). In ``"interval"`` mode it returns at
       once and a background thread fsyncs every ``fsync_interval`` seconds.
+    - ``when_durable(position, callback)`` is the same promise without a thread waiting
+      for it: the WAL's sync thread calls back, sharing fsyncs with ``sync`` callers.
     - After a failed write that could not be rolled back, or any failed fsync, the WAL is
       unusable: the kernel may have dropped the dirty pages, so retrying the fsync could
       report success for data that is gone. Every later ``log``/``sync`` raises
@@ -243,7 +248,11 @@ class WAL:
         self._compress = compress
         self._local = threading.local()  # one zstd compressor per thread: they are not shared-safe
 
-        self._cond = threading.Condition()
+        lock = threading.RLock()
+        self._cond = threading.Condition(lock)
+        self._callbacks_due = threading.Condition(lock)  # wakes the sync thread
+        self._callbacks: list[tuple[int, Callable[[PromstoreError | None], None]]] = []
+        self._sync_thread: threading.Thread | None = None
         self._written = 0  # position token: bytes logged by this instance
         self._synced = 0
         self._syncing = False  # a leader is fsyncing outside the lock
@@ -307,6 +316,33 @@ class WAL:
             return
         self._sync_to(position)
 
+    def when_durable(self, position: int,
+                     callback: Callable[[PromstoreError | None], None]) -> None:
+        """Call ``callback(None)`` once everything up to ``position`` is durable, or
+        ``callback(error)`` once it cannot become so.
+
+        The call comes at once, in the caller's thread, when the bytes already are durable
+        (always in ``"interval"`` mode) or the WAL has failed or closed; otherwise from the
+        WAL's sync thread, which fsyncs whenever callbacks wait. Callbacks must be quick
+        and must not call into the WAL.
+        """
+        with self._cond:
+            if position > self._written:
+                raise ValueError(f"wal position {position} was never returned by log()")
+            if self._interval_mode or self._synced >= position:
+                error: PromstoreError | None = self._failure
+            elif self._failure is not None or self._closing:
+                error = self._failure or UnavailableError("wal is closed")
+            else:
+                self._callbacks.append((position, callback))
+                if self._sync_thread is None:
+                    self._sync_thread = threading.Thread(target=self._sync_for_callbacks,
+                                                         name="wal-sync", daemon=True)
+                    self._sync_thread.start()
+                self._callbacks_due.notify()
+                return
+        callback(error)
+
     def close(self) -> None:
         """Stop the background fsync, make everything durable and close the segment."""
         with self._cond:
@@ -314,6 +350,7 @@ class WAL:
                 return
             self._closing = True
             failed_before = self._failure is not None
+            self._callbacks_due.notify()
         self._stop.set()
         if self._flusher is not None:
             self._flusher.join()
@@ -328,6 +365,9 @@ class WAL:
                     os.close(self._fd)
                 self._fd = -1
                 self._cond.notify_all()
+                thread = self._sync_thread
+            if thread is not None:
+                thread.join()
 
     def segments(self) -> list[int]:
         """Sequence numbers of the segment files in the directory, oldest first."""
@@ -484,6 +524,35 @@ class WAL:
             failure = StorageError(f"wal fsync of segment {self._seq} failed: {error}")
             self._failure = failure
         raise failure from error
+
+    def _sync_for_callbacks(self) -> None:
+        """The sync thread: fsync while ``when_durable`` callbacks wait, call those whose
+        bytes are durable (all of them, with the error, once the WAL fails or closes)."""
+        while True:
+            with self._cond:
+                while not self._callbacks and not self._closing:
+                    self._callbacks_due.wait()
+                if not self._callbacks:
+                    return
+                target = max(position for position, _ in self._callbacks)
+            error: PromstoreError | None = None
+            try:
+                self._sync_to(target)
+            except PromstoreError as exc:
+                error = exc
+            with self._cond:
+                if error is None:
+                    done = [cb for position, cb in self._callbacks if position <= self._synced]
+                    self._callbacks = [(position, cb) for position, cb in self._callbacks
+                                       if position > self._synced]
+                else:
+                    done = [cb for _, cb in self._callbacks]
+                    self._callbacks = []
+            for callback in done:
+                try:
+                    callback(error)
+                except Exception:  # one broken callback must not strand the others
+                    log.exception("wal durability callback failed")
 
     def _timed_fsync_locked(self, fd: int) -> None:
         started = time.perf_counter()

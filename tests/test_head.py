@@ -161,6 +161,46 @@ def test_closed_head_refuses_writes(tmp_path):
         write(h, [({"a": "b"}, [(1, 1.0)])])
 
 
+def test_append_then_reports_once_durable_or_failed(tmp_path, monkeypatch):
+    """The callback form gives the same result as append once the samples are synced,
+    and reports instead of raising: a closed head, an fsync that fails."""
+    import errno
+    import threading
+
+    import storage.wal as wal_mod
+    from storage.errors import StorageError, UnavailableError
+
+    h = Head.open(tmp_path)
+    got, ready = [], threading.Event()
+
+    def done(result, error):
+        got.append((result, error, h.wal.stats.fsyncs))
+        ready.set()
+
+    h.append_then(WriteBatch.from_series([({"__name__": "up"}, [(1000, 1.0), (1000, 2.0)])]),
+                  done)
+    assert ready.wait(10)
+    result, error, fsyncs = got[0]
+    assert error is None and fsyncs == 1
+    assert (result.accepted, result.rejected) == (1, {RejectReason.DUPLICATE_TIMESTAMP: 1})
+
+    def broken(fd):
+        raise OSError(errno.EIO, "injected I/O error")
+
+    got.clear()
+    ready.clear()
+    monkeypatch.setattr(wal_mod, "_fsync", broken)
+    h.append_then(WriteBatch.from_series([({"__name__": "up"}, [(2000, 1.0)])]), done)
+    assert ready.wait(10)
+    assert got[0][0] is None and isinstance(got[0][1], StorageError)
+    assert h.failed and "sync failed" in h.failed
+    h.close()
+    got.clear()
+    h.append_then(WriteBatch.from_series([({"__name__": "up"}, [(3000, 1.0)])]),
+                  lambda result, error: got.append((result, error)))
+    assert got[0][0] is None and isinstance(got[0][1], UnavailableError)
+
+
 def test_data_directory_is_locked(tmp_path):
     from storage.errors import StorageError
 

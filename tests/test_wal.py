@@ -241,6 +241,67 @@ def test_fsync_failure_fails_waiters_and_later_calls(tmp_path: Path, monkeypatch
     wal.close()
 
 
+def test_when_durable_calls_back_once_synced_sharing_fsyncs(tmp_path: Path) -> None:
+    """Callbacks come from the sync thread only after an fsync covering their bytes, at
+    once when the bytes already are durable, and close() completes those still waiting."""
+    wal = WAL(tmp_path)
+    calls: list[tuple[int, object, int]] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def callback(n: int):
+        def called(error) -> None:
+            with lock:
+                calls.append((n, error, wal._synced))
+                if len(calls) == 40:
+                    done.set()
+        return called
+
+    positions = []
+    for n in range(40):
+        positions.append(wal.log([(1, f"record {n}".encode())]))
+        wal.when_durable(positions[-1], callback(n))
+    assert done.wait(10)
+    assert sorted(n for n, _, _ in calls) == list(range(40))
+    assert all(error is None and synced >= positions[n] for n, error, synced in calls)
+    assert wal.stats.fsyncs <= 40
+    wal.when_durable(positions[0], lambda error: calls.append((-1, error, 0)))
+    assert calls[-1] == (-1, None, 0)  # already durable: called at once, in this thread
+    late = []
+    wal.when_durable(wal.log([(1, b"last")]), late.append)
+    wal.close()
+    assert late == [None]
+    assert wal._sync_thread is not None and not wal._sync_thread.is_alive()
+    assert len(replay(tmp_path)[0]) == 41
+
+
+def test_when_durable_reports_a_failed_fsync(tmp_path: Path, monkeypatch) -> None:
+    wal = WAL(tmp_path)
+
+    def broken(fd: int) -> None:
+        raise OSError(errno.EIO, "injected I/O error")
+
+    monkeypatch.setattr(wal_mod, "_fsync", broken)
+    got = []
+    ready = threading.Event()
+    wal.when_durable(wal.log([(1, b"never durable")]),
+                     lambda error: (got.append(error), ready.set()))
+    assert ready.wait(10)
+    assert isinstance(got[0], StorageError) and "fsync" in str(got[0])
+    after = []
+    wal.when_durable(wal._written, after.append)  # the WAL has failed: at once
+    assert isinstance(after[0], StorageError)
+    wal.close()
+
+
+def test_when_durable_in_interval_mode_is_immediate(tmp_path: Path) -> None:
+    wal = WAL(tmp_path, fsync="interval", fsync_interval=60)
+    got = []
+    wal.when_durable(wal.log([(1, b"x")]), got.append)
+    assert got == [None] and wal._sync_thread is None
+    wal.close()
+
+
 def test_failed_write_is_rolled_back_and_the_wal_stays_usable(tmp_path: Path,
                                                               monkeypatch) -> None:
     wal = write(tmp_path, [[(1, b"before")]], compress=False)

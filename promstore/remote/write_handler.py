@@ -2,9 +2,11 @@
 
 The handler checks headers and size on the event loop, then decompresses, decodes and
 appends in a worker thread (all three run in GIL-free code, so the second core is used)
-and answers only once the accepted samples are durable. Valid samples of a request are
-stored even when others in it are rejected; the rejected ones get a 400 that names them
-(so the sender drops only what can never be stored).
+and answers only once the accepted samples are durable. The worker does not wait for the
+fsync: the WAL's sync thread hands the result back to the event loop, so a few workers
+keep up with many requests in flight, and a request passes through fewer threads.
+Valid samples of a request are stored even when others in it are rejected; the rejected
+ones get a 400 that names them (so the sender drops only what can never be stored).
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 
 _V1_PROTO = "prometheus.WriteRequest"
 NATIVE_HISTOGRAMS = "native_histograms_unsupported"  # rejection reason in the metrics
+# Called with the append result once durable, or with the error instead.
+_Done = Callable[[AppendResult | None, BaseException | None], None]
 
 
 @dataclass(frozen=True)
@@ -78,18 +82,29 @@ class WriteHandler:
         self._metrics = metrics
         self._in_flight = 0
 
-    def _ingest(self, body: bytes) -> AppendResult:
-        raw = snappy_block.decompress(body, self._limits.max_decoded_bytes)
-        batch = decode_write_request(raw, self._limits.wire)
-        result = self._appendable().append(batch)
-        if batch.n_histograms:
-            # Not storable yet: say so (the float samples above are stored) rather than
-            # let the sender believe they were kept. Exemplars are dropped silently, as
-            # Prometheus does when its exemplar storage is off.
-            result.rejected[NATIVE_HISTOGRAMS] = batch.n_histograms
-            result.errors.append(f"{batch.n_histograms} native histogram samples were not "
-                                 "stored: native histograms are not supported yet")
-        return result
+    def _ingest(self, body: bytes, done: _Done) -> None:
+        """In a worker: decode and append ``body``; ``done`` gets the outcome once durable."""
+        try:
+            raw = snappy_block.decompress(body, self._limits.max_decoded_bytes)
+            batch = decode_write_request(raw, self._limits.wire)
+        except Exception as exc:
+            done(None, exc)
+            return
+
+        def durable(result: AppendResult | None, error: BaseException | None) -> None:
+            if result is not None and batch.n_histograms:
+                # Not storable yet: say so (the float samples are stored) rather than let
+                # the sender believe they were kept. Exemplars are dropped silently, as
+                # Prometheus does when its exemplar storage is off.
+                result.rejected[NATIVE_HISTOGRAMS] = batch.n_histograms
+                result.errors.append(f"{batch.n_histograms} native histogram samples were "
+                                     "not stored: native histograms are not supported yet")
+            done(result, error)
+
+        try:
+            self._appendable().append_then(batch, durable)
+        except Exception as exc:  # append_then reports through durable; this is a bug
+            done(None, exc)
 
     async def __call__(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
@@ -129,8 +144,7 @@ class WriteHandler:
             raise TooLargeError(f"request body of {length} bytes is larger than the limit of "
                                 f"{self._limits.max_request_bytes} bytes")
         body = await request.read()
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self._ingest, body)
+        result = await self._stored(body)
         self._count(result)
         headers = {"X-Prometheus-Remote-Write-Samples-Written": str(result.accepted
                                                                      + result.duplicates)}
@@ -140,6 +154,25 @@ class WriteHandler:
         text = (f"stored {result.accepted} samples; rejected {summary or 'series'}:\n"
                 + "\n".join(result.errors) + "\n")
         return web.Response(status=400, text=text, headers=headers)
+
+    async def _stored(self, body: bytes) -> AppendResult:
+        """The append result of ``body`` once it is durable (raises what storing raised)."""
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[AppendResult] = loop.create_future()
+
+        def settle(result: AppendResult | None, error: BaseException | None) -> None:
+            if outcome.done():  # the request was cancelled meanwhile
+                return
+            if error is not None:
+                outcome.set_exception(error)
+            else:
+                outcome.set_result(result)  # type: ignore[arg-type]
+
+        def done(result: AppendResult | None, error: BaseException | None) -> None:
+            loop.call_soon_threadsafe(settle, result, error)
+
+        self._executor.submit(self._ingest, body, done)
+        return await outcome
 
     def _count(self, result: AppendResult) -> None:
         m = self._metrics
