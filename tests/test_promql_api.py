@@ -116,6 +116,29 @@ async def test_range_query_and_form_post() -> None:
         await client.close()
 
 
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_large_answers_are_sent_in_pieces(monkeypatch, encoding) -> None:
+    """Past a size, an answer is written a piece at a time (not handed to the connection
+    whole, which would copy what the socket cannot take at once): the same answer,
+    compressed when the client asks for it."""
+    client = await _client()
+    try:
+        params = {"query": "up", "start": "0", "end": "590", "step": "1"}
+        resp = await client.get("/api/v1/query_range", params=params)
+        whole = await resp.read()
+        monkeypatch.setattr(query, "_STREAM_FROM", 1000)
+        monkeypatch.setattr(query, "_STREAM_PIECE", 777)
+        resp = await client.get("/api/v1/query_range", params=params,
+                                headers={"Accept-Encoding": encoding})
+        assert resp.status == 200
+        assert resp.headers["Content-Type"] == "application/json"
+        assert resp.headers.get("Content-Encoding", "identity") == encoding
+        assert resp.headers.get("Transfer-Encoding") == "chunked"  # written in pieces
+        assert await resp.read() == whole and len(whole) > 10 * 777
+    finally:
+        await client.close()
+
+
 @pytest.mark.parametrize("path, params, error_type, status, message", [
     ("/api/v1/query", {"query": "sum("}, "bad_data", 400, 'invalid parameter "query"'),
     ("/api/v1/query", {"query": "up", "time": "x"}, "bad_data", 400, "Invalid time value"),

@@ -86,6 +86,8 @@ _TOP = 10  # entries per list of the TSDB status page, as Prometheus shows
 _MAX_PAIRS = 20_000  # label pairs counted one by one for the TSDB status page
 _WATCH_INTERVAL = 0.25  # seconds between checks that a query's client is still there
 _COMPRESS_FROM = 4096  # bytes of answer from which it is compressed (gzip/deflate)
+_STREAM_FROM = 1 << 20  # bytes of answer from which it is sent in pieces
+_STREAM_PIECE = 256 << 10
 _SUCCESS = (b'{"status":"success","data":', b"}")  # the envelope around a query's data
 _TRIM_AFTER_S = 0.05  # queries that ran longer hand freed memory back to the system
 _ALL_TIME = (-(2**63), 2**63 - 1)  # a reader over every part of the store
@@ -262,6 +264,8 @@ class _QueryApi:
                 # A long query freed large arrays, which the C allocator keeps; give
                 # them back, off the answer's path.
                 self._pool.submit(allocator.trim)
+        if len(data) > _STREAM_FROM:
+            return await _stream(request, data)
         response = json_response(data)
         if len(data) > _COMPRESS_FROM:
             response.enable_compression()  # as Prometheus, when the client accepts it
@@ -379,6 +383,21 @@ class _QueryApi:
         loop = asyncio.get_running_loop()
         body = await loop.run_in_executor(self._pool, _tsdb_status, head)
         return json_response(body)
+
+
+async def _stream(request: web.Request, data: bytes) -> web.StreamResponse:
+    """Send a large answer a piece at a time, each written once the connection has
+    taken the one before: handed over whole, what the socket cannot take at once is
+    copied into the connection's buffer, a second copy of the answer for as long as the
+    client takes to read it."""
+    response = web.StreamResponse(headers={"Content-Type": "application/json"})
+    response.enable_compression()  # as Prometheus, when the client accepts it
+    await response.prepare(request)
+    view = memoryview(data)
+    for at in range(0, len(data), _STREAM_PIECE):
+        await response.write(view[at:at + _STREAM_PIECE])
+    await response.write_eof()
+    return response
 
 
 @functools.cache
