@@ -57,7 +57,6 @@ from .aggregate import (
 from .block import TMP_SUFFIX, Block, BlockMeta, remove_block_dir, write_block
 from .errors import CorruptionError, StorageError
 from .interface import Shard
-from .labels import NO_LIMITS, batch_from_keys, canonicalise
 from .matchers import Matcher
 from .series import SeriesRegistry
 from .series_set import SeriesSet, label_table
@@ -461,17 +460,12 @@ class DownsampledStore:
         times: list[np.ndarray] = []
         values: list[np.ndarray] = []
         runs = []
-        keys: tuple[np.ndarray, np.ndarray] | None = None
         for block in blocks:
             ids = block.select_series(matchers, mint, maxt)
             if len(ids) == 0:
                 continue
-            # Neighbouring blocks mostly hold the same series: their labels are
-            # interned once.
-            block_keys = block.series_keys(ids)
-            if keys is None or not _same_keys(block_keys, keys):
-                keys = block_keys
-                qids, _ = registry.resolve(canonicalise(batch_from_keys(*keys), NO_LIMITS))
+            labels = block.symbol_labels(ids)
+            qids = registry.resolve_labels(labels, np.full(labels.n_symbols, -1, np.int32))
             chunks = block.chunks(ids, mint, maxt)
             if np.any(chunks.encoding != ENCODING_AGGREGATE):
                 raise CorruptionError(f"{block.meta.path}: a chunk is not an aggregate chunk")
@@ -515,11 +509,6 @@ class DownsampledStore:
         return _Runs(names, label_values, label_ids, run_rank[order], times, values,
                      source[order], src[order], lengths[order], first_raw[order],
                      last_raw[order])
-
-
-def _same_keys(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
-    """Whether two ``Block.series_keys`` results name the same series in the same order."""
-    return np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
 
 
 def _decode(blob: np.ndarray, offsets: np.ndarray, aggregate: Aggregate
