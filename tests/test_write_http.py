@@ -10,6 +10,7 @@ import random
 import signal
 import socket
 import subprocess
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -412,10 +413,18 @@ def test_writes_beyond_the_in_flight_limit_get_503(start_server):
 
     server = start_server(None, "--workers", "1",
                           env={"PROMSTORE_MAX_IN_FLIGHT_WRITES": "1"})
-    big = [({"__name__": "load", "i": str(i)}, [(T0, 1.0)]) for i in range(20_000)]
+    body = snappy_write_body([({"__name__": "load", "i": str(i)}, [(T0, 1.0)])
+                              for i in range(20_000)])
+    # Encoded once and sent together: encoding in each thread would space the requests
+    # out so that, on a busy machine, each could be done before the next arrives.
+    start = threading.Barrier(8)
+
+    def send() -> int:
+        start.wait()
+        return server.write(body=body).status
+
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        statuses = [f.result().status for f in [pool.submit(server.write, big)
-                                                 for _ in range(16)]]
+        statuses = [f.result() for f in [pool.submit(send) for _ in range(8)]]
     assert set(statuses) <= {204, 503}, statuses
     assert 503 in statuses and 204 in statuses
     assert server.get("/-/healthy").status == 200
