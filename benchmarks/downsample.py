@@ -1,8 +1,10 @@
 """Downsampling benchmark: a month of counters queried raw and downsampled, in one run.
 
-Raw blocks of 54 hours (the largest Prometheus's leveled compaction builds for 30 days
-of retention) are written directly with ``storage.block.write_block``, dense-encoded as
-compaction leaves them: ``instances`` hosts each exposing ``per_instance`` counters
+Raw blocks are written directly with ``storage.block.write_block`` as compaction leaves
+them: dense blocks of 54 hours (the largest Prometheus's leveled compaction builds for 30
+days of retention) and, in the newest 54 hours still being filled, the 18-hour (dense),
+6- and 2-hour (XOR) blocks the compaction planner makes of the 2-hour blocks cut from the
+head. The data: ``instances`` hosts each exposing ``per_instance`` counters
 ``x{instance, n}`` scraped every ``scrape`` seconds, rates swinging over the day, a
 restart now and then. The data ends at the reference time ("now"). Then:
 
@@ -17,11 +19,11 @@ restart now and then. The data ends at the reference time ("now"). Then:
    median times, wall and the process's CPU (which other work on a shared machine does
    not inflate), and the median of the ratios of neighbouring runs:
 
-   - ``now``: the 30 days ending now; the newest raw block is still being filled (0 to
+   - ``now``: the 30 days ending now; the newest 54 hours are still being filled (0 to
      54 h of data, depending on where the run's time falls, or ``--filled-hours``): at
-     most its newest 40 to 42 hours are read raw (ended 54-hour blocks are downsampled
-     at once, since they span more than 40 hours, and the part of the newest older than
-     40 hours in 2-hour steps);
+     most the newest 40 to 42 hours are read raw (ended blocks spanning 40 hours or
+     more are downsampled at once, the part of the others older than 40 hours in 2-hour
+     steps);
    - ``old``: the 30 days before that, all downsampled.
 
    The answers are compared: the largest and median relative difference are reported.
@@ -46,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from compaction.downsample import DownsampleOptions, downsample_due
+from compaction.planner import BlockSpan, plan, ranges
 from compaction.retention import directory_bytes
 from promstore.promql import Engine
 from storage.block import write_block
@@ -58,6 +61,7 @@ __all__ = ["main"]
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 BLOCK_MS = 54 * HOUR_MS
+RANGES = ranges(2 * HOUR_MS, 3, BLOCK_MS)  # 2, 6, 18 and 54 hours
 QUERY = "sum by (instance) (rate(x[1h]))"
 RESULTS_DIR = Path(__file__).parent / "results"
 
@@ -95,15 +99,35 @@ def write_dataset(directory: Path, instances: int, per_instance: int, days: int,
         for i in np.flatnonzero(restarts):  # a handful of series per block
             values[i, at[i]:] -= values[i, at[i]]
             level[i] = values[i, -1]
-        owner = np.repeat(np.arange(series), len(ts))
-        s, c_lo, c_hi, enc, blob, off = encode_series(owner, np.tile(ts, series),
-                                                      values.reshape(-1), dense=True)
-        write_block(directory, keys_blob=keys_blob, keys_offsets=keys_offsets,
-                    chunk_series=s, chunk_mint=c_lo, chunk_maxt=c_hi, chunk_encoding=enc,
-                    chunk_blob=blob, chunk_offsets=off, mint=lo, maxt=lo + BLOCK_MS,
-                    level=3)
+        for mint, maxt, block_level in _layout(lo, end):
+            a, b = np.searchsorted(ts, [mint, maxt])
+            owner = np.repeat(np.arange(series), b - a)
+            s, c_lo, c_hi, enc, blob, off = encode_series(
+                owner, np.tile(ts[a:b], series), values[:, a:b].reshape(-1),
+                dense=maxt - mint > RANGES[1])
+            write_block(directory, keys_blob=keys_blob, keys_offsets=keys_offsets,
+                        chunk_series=s, chunk_mint=c_lo, chunk_maxt=c_hi,
+                        chunk_encoding=enc, chunk_blob=blob, chunk_offsets=off,
+                        mint=mint, maxt=maxt, level=block_level)
         total += values.size
     return total
+
+
+def _layout(lo: int, end: int) -> list[tuple[int, int, int]]:
+    """The raw blocks compaction leaves over the 54-hour range starting at ``lo`` with
+    data up to ``end``: one dense block once the range is full; before that, the 2-hour
+    blocks cut from the head, merged by the compaction planner's rules (18-hour blocks
+    dense, 6- and 2-hour ones XOR, as ``compaction.maintainer`` writes them).
+    Returns ``(mint, maxt, level)`` per block."""
+    if end >= lo + BLOCK_MS:
+        return [(lo, lo + BLOCK_MS, len(RANGES))]
+    spans = [BlockSpan(str(t), t, t + RANGES[0]) for t in range(lo, end, RANGES[0])]
+    while group := plan(spans, RANGES):
+        merged = BlockSpan(group[0].ulid, group[0].min_time, group[-1].max_time)
+        spans = sorted([s for s in spans if s not in group] + [merged],
+                       key=lambda s: s.min_time)
+    return [(s.min_time, s.max_time, RANGES.index(s.max_time - s.min_time) + 1)
+            for s in spans]
 
 
 def _time(engine: Engine, start: int, end: int, repeat: int
