@@ -100,7 +100,7 @@ class DownsampleOptions:
     Thanos's default). Ages count back from the reference time the maintainer passes
     (the newest sample in the store, as raw retention counts)."""
 
-    after_5m_ms: int = 40 * HOUR_MS
+    after_5m_ms: int = 12 * HOUR_MS  # Thanos: 40 h (see docs/downsampling.md)
     after_1h_ms: int = 10 * DAY_MS
     # Until a raw block is due, its part older than the age is downsampled in steps of
     # this (aligned to it): a long query reads raw data up to the age plus a step.

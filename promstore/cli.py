@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
                             "xor (readable by Prometheus tools)")
     serve.add_argument("--downsample-5m-after",
                        help="make 5-minute aggregates of raw blocks that ended this long "
-                            "before the newest sample (40h)")
+                            "before the newest sample (12h)")
     serve.add_argument("--downsample-1h-after",
                        help="make 1-hour aggregates of 5-minute blocks that ended this long "
                             "before the newest sample (10d)")

@@ -60,7 +60,7 @@ class Config:
     # downsample_1h_after before it 1-hour windows. Off, none are made (those already
     # made are still read, and deletions still reach them).
     downsampling: bool = True
-    downsample_5m_after: float = 40 * 3600.0  # seconds
+    downsample_5m_after: float = 12 * 3600.0  # seconds
     downsample_1h_after: float = 10 * 86400.0  # seconds
     max_request_bytes: int = 32 << 20  # compressed body
     max_decoded_bytes: int = 256 << 20  # decompressed body

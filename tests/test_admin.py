@@ -161,7 +161,7 @@ def test_deletion_reaches_downsampled_data(tmp_path, start_server):
     db, store, _, _ = make_store(data)  # raw blocks of four days of counters, 15 s apart
     store.close()
     db.close()
-    server = start_server(data, "--enable-admin-api")
+    server = start_server(data, "--enable-admin-api", "--downsample-5m-after", "40h")
     tier = data / "downsampled" / "5m"
     deadline = time.monotonic() + 60
     # Three blocks ended 40 h ago, and the part of the next one older than that.

@@ -294,7 +294,7 @@ def test_downsampling_ages_from_every_layer(tmp_path):
 
     defaults = maintainer_options(load_config({}, environ={})).downsample
     assert defaults is not None
-    assert (defaults.after_5m_ms, defaults.after_1h_ms) == (40 * 3_600_000, 10 * 86_400_000)
+    assert (defaults.after_5m_ms, defaults.after_1h_ms) == (12 * 3_600_000, 10 * 86_400_000)
     yml = tmp_path / "c.yml"
     yml.write_text("downsample_5m_after: 2d\ndownsample-1h-after: 3w\n")
     toml = tmp_path / "c.toml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from compaction.compactor import compact
+from compaction.downsample import DownsampleOptions
 from compaction.maintainer import Maintainer, MaintainerOptions
 from compaction.planner import BlockSpan, plan, ranges
 from compaction.retention import expired
@@ -487,8 +488,9 @@ def test_maintainer_downsamples_blocks_old_enough(tmp_path):
                 steps.append(step.__name__)
                 return super()._in_worker(step, *args)
 
-        Watched(db, MaintainerOptions(rate_limit=0),  # blocks up to 18 hours
-                downsampled=store).run_once()
+        options = MaintainerOptions(rate_limit=0,  # blocks up to 18 hours
+                                    downsample=DownsampleOptions(after_5m_ms=40 * HOUR))
+        Watched(db, options, downsampled=store).run_once()
         made = store.blocks(RESOLUTION_5M)
         assert made, "blocks older than 40 hours were not downsampled"
         newest = max(b.meta.max_time for b in db.blocks)
@@ -500,7 +502,7 @@ def test_maintainer_downsamples_blocks_old_enough(tmp_path):
         # Deleted windows past the planner's rule for tombstones are rewritten away.
         levels = [(b.meta.min_time, b.meta.level + 1) for b in made]
         store.delete([Matcher(MatchType.EQ, "i", "0")], LO, HI)
-        Maintainer(db, MaintainerOptions(rate_limit=0), downsampled=store).run_once()
+        Maintainer(db, options, downsampled=store).run_once()
         made = store.blocks(RESOLUTION_5M)
         assert [(b.meta.min_time, b.meta.level) for b in made] == levels
         assert not any(len(store.deletions(b)) for b in made)

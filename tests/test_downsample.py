@@ -60,6 +60,7 @@ T0 = 1_700_000_000_000 // (54 * HOUR) * (54 * HOUR)
 STALE = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
 X = [Matcher(MatchType.EQ, "__name__", "x")]
 EVERY_BLOCK_TO_5M = DownsampleOptions(after_5m_ms=0, after_1h_ms=365 * DAY)
+THANOS_AGES = DownsampleOptions(after_5m_ms=40 * HOUR)  # 5 m after 40 h, 1 h after 10 d
 
 
 # --------------------------------------------------------------------------- data
@@ -253,14 +254,14 @@ def test_one_hour_windows_from_five_minute_ones_match_those_from_raw(tmp_path: P
 
 def test_store_writes_thanos_meta_and_cleans_up_after_a_crash(data) -> None:
     db, store, ts, _ = data
-    made = downsample_due(db, store, DownsampleOptions(), int(ts[-1]))
+    made = downsample_due(db, store, THANOS_AGES, int(ts[-1]))
     assert [(m.min_time - T0) // HOUR for m in made] == [0, 18, 36]  # ended 40 h ago
     path = made[0].path
     doc = json.loads((path / "meta.json").read_text())
     assert doc["thanos"]["downsample"] == {"resolution": RESOLUTION_5M}
     assert read_resolution(path) == RESOLUTION_5M
     assert path.parent == store.directory / "5m"
-    assert downsample_due(db, store, DownsampleOptions(), int(ts[-1])) == []  # nothing new
+    assert downsample_due(db, store, THANOS_AGES, int(ts[-1])) == []  # nothing new
     tier = store.directory / "5m"
     (tier / ("01" + "0" * 24 + ".tmp-for-creation")).mkdir()  # a crash while writing
     (tier / "01ZZZZZZZZZZZZZZZZZZZZZZZZ").mkdir()  # a block without meta.json
@@ -303,7 +304,7 @@ def test_the_part_older_than_the_age_is_downsampled_until_the_whole_block_is(dat
     time, so that a long query reads at most the age and a step raw; the block's own
     aggregates replace the parts once it is due, and 1-hour windows wait for those."""
     db, store, ts, values = data
-    options = DownsampleOptions(after_1h_ms=HOUR)  # 5 m after 40 h, in 2-hour steps
+    options = DownsampleOptions(after_5m_ms=40 * HOUR, after_1h_ms=HOUR)  # in 2-hour steps
     downsample_due(db, store, options, T0 + 95 * HOUR)
     assert _spans(store, RESOLUTION_5M) == [(0, 18), (18, 36), (36, 54)]
     for now in (T0 + 99 * HOUR, T0 + 99 * HOUR + 30 * MIN, T0 + 101 * HOUR):
@@ -344,7 +345,7 @@ def test_the_part_older_than_the_age_is_downsampled_until_the_whole_block_is(dat
 def test_a_whole_block_left_beside_its_parts_replaces_them_on_open(data) -> None:
     """Even a part rewritten one level up without its deleted windows."""
     db, store, _ts, _ = data
-    downsample_due(db, store, DownsampleOptions(), T0 + 101 * HOUR)
+    downsample_due(db, store, THANOS_AGES, T0 + 101 * HOUR)
     assert _spans(store, RESOLUTION_5M)[3:] == [(54, 60)]
     _delete(db, store, T0 + 55 * HOUR, T0 + 55 * HOUR + MIN)
     assert clean_tombstones(store) == 1
