@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["gather_runs", "trim_runs"]
+__all__ = ["gather_runs", "order_runs", "trim_runs"]
 
 
 @njit(cache=True, nogil=True)
@@ -42,3 +42,22 @@ def gather_runs(ts, vs, lo, lengths):  # pragma: no cover - compiled
         out_vs[at:at + k] = vs[lo[r]:lo[r] + k]
         at += k
     return out_ts, out_vs
+
+
+@njit(cache=True, nogil=True)
+def order_runs(ts, vs, rank, lo, hi, n_series):  # pragma: no cover - compiled
+    """Runs ``ts[lo[r]:hi[r]]`` (not empty) of the series ranked ``rank[r]`` laid out
+    back to back by series rank, then first time, then ``r``. Returns the samples, the
+    runs in that order, the samples per series rank, and whether two runs of a series
+    overlap in time (sorted by start, they do somewhere iff neighbours do)."""
+    by_time = np.argsort(ts[lo], kind="mergesort")
+    runs = by_time[np.argsort(rank[by_time], kind="mergesort")]
+    out_ts, out_vs = gather_runs(ts, vs, lo[runs], hi[runs] - lo[runs])
+    per_series = np.zeros(n_series, np.int64)
+    clash = False
+    for j in range(len(runs)):
+        r = runs[j]
+        per_series[rank[r]] += hi[r] - lo[r]
+        if j and rank[runs[j - 1]] == rank[r] and ts[lo[r]] <= ts[hi[runs[j - 1]] - 1]:
+            clash = True
+    return out_ts, out_vs, runs, per_series, clash

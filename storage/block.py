@@ -41,7 +41,7 @@ from .block_chunks import MAX_SEGMENT_SIZE, ChunkSegments, write_segments
 from .block_index import ChunkMetas, DecodedSeries, IndexFile, SeriesLayout, write_index
 from .errors import CorruptionError
 from .matchers import Matcher
-from .postings import select
+from .postings import SelectionCache, select
 from .series import SymbolLabels
 from .tombstones import Tombstones
 from .ulid import is_ulid, new_ulid
@@ -52,6 +52,7 @@ __all__ = [
     "Block",
     "BlockMeta",
     "ChunkSet",
+    "Selection",
     "read_meta",
     "remove_block_dir",
     "write_block",
@@ -60,6 +61,8 @@ __all__ = [
 META_VERSION = 1
 TMP_SUFFIX = ".tmp-for-creation"
 _MAX_META_BYTES = 64 << 20
+_LABELLED_UP_TO = 64
+"""Series of a selection up to which ``Block.selection`` reads their label sets too."""
 
 
 @dataclass(frozen=True)
@@ -170,6 +173,24 @@ class ChunkSet:
     @property
     def n_chunks(self) -> int:
         return len(self.series)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The series of a block matching some matchers that have samples no tombstone
+    deletes: their ids (sorted, read-only) and, for at most ``_LABELLED_UP_TO`` of them,
+    their label sets over a copy of only the strings they use (``None`` for more, whose
+    labels are read in parts as they are needed)."""
+
+    ids: np.ndarray
+    labels: SymbolLabels | None
+
+    @property
+    def nbytes(self) -> int:
+        held = [self.ids]
+        if self.labels is not None:
+            held += [getattr(self.labels, f.name) for f in dataclasses.fields(SymbolLabels)]
+        return sum(a.nbytes for a in held)
 
 
 # --------------------------------------------------------------------------- writing
@@ -329,8 +350,10 @@ class Block:
 
     Series are named by block-local ids: their ordinal in label order, 0 … n-1. Every
     read leaves out the samples the block's tombstones delete. Every method is
-    synchronous, thread-safe and returns fresh arrays; ``close`` must not race with
-    them. Malformed data raises ``CorruptionError`` naming file and offset.
+    synchronous, thread-safe and returns fresh arrays, except that the answers of
+    ``selection`` (which ``select_series`` hands on for the block's whole range) are
+    kept, shared and read-only; ``close`` must not race with them. Malformed data
+    raises ``CorruptionError`` naming file and offset.
     """
 
     def __init__(self, meta: BlockMeta, index: IndexFile, segments: ChunkSegments,
@@ -339,6 +362,7 @@ class Block:
         self._index = index
         self._segments = segments
         self.tombstones = tombstones  # keyed by ordinal
+        self._selections: SelectionCache[Selection] = SelectionCache()
 
     @classmethod
     def open(cls, path: Path) -> Block:
@@ -404,12 +428,34 @@ class Block:
         have a sample in ``[mint, maxt]`` (inclusive) that no tombstone deletes."""
         if mint > maxt or maxt < self.meta.min_time or mint >= self.meta.max_time:
             return np.empty(0, dtype=np.int64)
-        ids = select(self._index, matchers)
-        if not (mint <= self.meta.min_time and maxt >= self.meta.max_time - 1):
-            decoded = self._index.decode(ids, mint, maxt, labels=False)
-            ids = ids[np.unique(decoded.chunk_series)]
-        # Otherwise every series has a chunk, and every chunk is inside the block.
-        touched = np.flatnonzero(self.tombstones.overlap(ids, mint, maxt))
+        ids = self.selection(matchers).ids
+        if mint <= self.meta.min_time and maxt >= self.meta.max_time - 1:
+            return ids
+        decoded = self._index.decode(ids, mint, maxt, labels=False)
+        return self._undeleted(ids[np.unique(decoded.chunk_series)], mint, maxt)
+
+    def selection(self, matchers: Sequence[Matcher]) -> Selection:
+        """The series matching every matcher that have a sample in the block that no
+        tombstone deletes, with the label sets of a few (see ``Selection``). Recent
+        answers are kept: dashboards ask for the same selectors on every refresh."""
+        key = tuple(matchers)
+        found = self._selections.get(key)
+        if found is None:
+            # Every series has a chunk, and every chunk is inside the block.
+            ids = self._undeleted(select(self._index, matchers), self.meta.min_time,
+                                  self.meta.max_time - 1)
+            ids.flags.writeable = False
+            labels = self.symbol_labels(ids).detached() if len(ids) <= _LABELLED_UP_TO \
+                else None
+            found = Selection(ids, labels)
+            self._selections.put(key, found, found.nbytes)
+        return found
+
+    def _undeleted(self, ids: np.ndarray, mint: int, maxt: int) -> np.ndarray:
+        """The series of ``ids`` (each with a chunk overlapping ``[mint, maxt]``) with a
+        sample there that no tombstone deletes."""
+        touched = np.flatnonzero(self.tombstones.overlap(ids, mint, maxt)) \
+            if len(self.tombstones) else ()
         if len(touched) == 0:
             return ids
         left = self.chunks(ids[touched], mint, maxt)
@@ -480,6 +526,7 @@ class Block:
 
     def close(self) -> None:
         """Unmap the files; arrays already returned stay valid."""
+        self._selections = SelectionCache()
         self._index.close()
         self._segments.close()
 

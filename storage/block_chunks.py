@@ -121,44 +121,54 @@ class ChunkSegments:
         """Encoding bytes, data blob and offsets of the chunks ``refs``, in that order;
         each chunk's checksum is verified. ``CorruptionError`` names a bad chunk."""
         refs = np.asarray(refs, dtype=np.int64)
+        if len(refs) == 0:
+            return np.empty(0, np.uint8), np.empty(0, np.uint8), np.zeros(1, np.int64)
         seg = refs >> 32
         off = refs & 0xFFFFFFFF
-        lengths = np.empty(len(refs), dtype=np.int64)
-        bad = np.flatnonzero((seg < 0) | (seg >= len(self._views)))
-        if len(bad):
+        first, last = int(seg.min()), int(seg.max())
+        if first < 0 or last >= len(self._views):
+            bad = np.flatnonzero((seg < 0) | (seg >= len(self._views)))
             raise CorruptionError(f"{self.directory}: chunk ref {int(refs[bad[0]]):#x} "
                                   f"names segment {int(seg[bad[0]]) + 1}, which does not exist")
         # A segment's chunks are read a batch at a time, its pages dropped after each:
         # touching a mapped page maps the 64 KiB around it, so a few hundred chunks
         # scattered over a segment would otherwise hold tens of megabytes at once.
-        batches = [part for s in np.unique(seg)
-                   for part in _batches(np.flatnonzero(seg == s), off)]
+        if first == last:
+            batches = _batches(np.arange(len(refs)), off)
+        else:
+            batches = [part for s in np.unique(seg)
+                       for part in _batches(np.flatnonzero(seg == s), off)]
         # Each batch is measured and copied out while its pages are mapped, then put in
         # place: reading a batch twice would fault its pages in twice.
+        read = [self._read(int(seg[idx[0]]), off[idx], refs[idx]) for idx in batches]
+        if len(read) == 1:  # one batch, in order
+            return read[0]
         encoding = np.empty(len(refs), dtype=np.uint8)
-        parts = []
-        for idx in batches:
-            s = int(seg[idx[0]])
-            view = self._views[s]
-            n = self._checked(k.chunk_lengths(view, off[idx]), refs[idx])
-            at = np.zeros(len(idx) + 1, dtype=np.int64)
-            np.cumsum(n, out=at[1:])
-            part = np.empty(int(at[-1]), dtype=np.uint8)
-            out_enc = np.empty(len(idx), dtype=np.uint8)
-            status, i = k.gather_chunks(view, off[idx], part, at, out_enc)
-            self._checked((None, status, i), refs[idx])
-            self._drop(s, off[idx], n)
-            lengths[idx] = n
-            encoding[idx] = out_enc
-            parts.append(part)
+        lengths = np.empty(len(refs), dtype=np.int64)
+        for idx, (enc, _, at) in zip(batches, read):
+            encoding[idx] = enc
+            lengths[idx] = np.diff(at)
         offsets = np.zeros(len(refs) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
-        if len(batches) == 1 and len(batches[0]) == len(refs):  # one batch, in order
-            return encoding, parts[0], offsets
         blob = np.empty(int(offsets[-1]), dtype=np.uint8)
-        for idx, part in zip(batches, parts):
+        for idx, (_, part, _) in zip(batches, read):
             k.place_chunks(part, offsets[idx], lengths[idx], blob)
         return encoding, blob, offsets
+
+    def _read(self, segment: int, off: np.ndarray, refs: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``gather`` for chunks of one segment at offsets ``off``, whose pages are
+        dropped after."""
+        view = self._views[segment]
+        n = self._checked(k.chunk_lengths(view, off), refs)
+        at = np.zeros(len(off) + 1, dtype=np.int64)
+        np.cumsum(n, out=at[1:])
+        blob = np.empty(int(at[-1]), dtype=np.uint8)
+        encoding = np.empty(len(off), dtype=np.uint8)
+        status, i = k.gather_chunks(view, off, blob, at, encoding)
+        self._checked((None, status, i), refs)
+        self._drop(segment, off, n)
+        return encoding, blob, at
 
     def _drop(self, segment: int, off: np.ndarray, lengths: np.ndarray) -> None:
         drop_pages(self._maps[segment], int(off.min()),

@@ -13,9 +13,10 @@ whose value for the label does not match".
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from . import _registry_kernels as k
 from .matchers import Matcher, MatchType
 from .series import RegistryView
 
-__all__ = ["LabelIndex", "Postings", "PostingsReader", "contained", "select"]
+__all__ = ["LabelIndex", "Postings", "PostingsReader", "SelectionCache", "contained", "select"]
 
 _NO_REFS = np.empty(0, dtype=np.int64)
 
@@ -187,3 +188,51 @@ def contained(refs: np.ndarray, sorted_refs: np.ndarray) -> np.ndarray:
         return np.zeros(len(refs), bool)
     at = np.minimum(np.searchsorted(sorted_refs, refs), len(sorted_refs) - 1)
     return sorted_refs[at] == refs
+
+
+_Answer = TypeVar("_Answer")
+
+
+class SelectionCache(Generic[_Answer]):
+    """Recent answers of an immutable index to sets of matchers, least recently used
+    first out. Dashboards ask for the same selectors on every refresh, and in a large
+    block finding a few series costs more than reading their samples. Bounded in
+    entries and in bytes (as the caller counts them); an answer over ``max_item_bytes``
+    is not kept. Thread-safe."""
+
+    def __init__(self, max_entries: int = 256, max_bytes: int = 1 << 20,
+                 max_item_bytes: int = 64 << 10) -> None:
+        self._entries: OrderedDict[Hashable, tuple[_Answer, int]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._bytes = 0
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self.max_item_bytes = min(max_item_bytes, max_bytes)
+
+    def get(self, key: Hashable) -> _Answer | None:
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            self._entries.move_to_end(key)
+            return found[0]
+
+    def put(self, key: Hashable, answer: _Answer, nbytes: int) -> None:
+        if nbytes > self.max_item_bytes:
+            return
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[1]
+            self._entries[key] = (answer, nbytes)
+            self._bytes += nbytes
+            while len(self._entries) > self.max_entries or self._bytes > self.max_bytes:
+                _, (_, size) = self._entries.popitem(last=False)
+                self._bytes -= size
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the answers held, as their callers counted them."""
+        return self._bytes

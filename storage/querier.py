@@ -163,10 +163,7 @@ class Querier:
         if len(labels.lab_start) <= 1:
             return _NO_IDS
         if labels.n_symbols > _KEEP_SYMBOL_MAP * len(labels.lab_name):
-            with self._ids_lock:
-                compact = labels.compacted()
-                return self._registry.resolve_labels(
-                    compact, np.full(compact.n_symbols, -1, np.int32))
+            return self._intern_own(labels.compacted())
         with self._ids_lock:
             known = self._symbol_maps.get(part)
             if known is None or len(known) < labels.n_symbols:  # the head's strings grow
@@ -175,6 +172,12 @@ class Querier:
                     grown[:len(known)] = known
                 known = self._symbol_maps[part] = grown
             return self._registry.resolve_labels(labels, known)
+
+    def _intern_own(self, labels: SymbolLabels) -> np.ndarray:
+        """Querier ids of label sets over a symbol table of their own (``compacted``)."""
+        with self._ids_lock:
+            return self._registry.resolve_labels(labels, np.full(labels.n_symbols, -1,
+                                                                 np.int32))
 
     def _view(self) -> RegistryView:
         """The label sets of the ids given so far."""
@@ -240,13 +243,17 @@ class Querier:
         key = (block, tuple(matchers))
         found = self._selected.get(key)
         if found is None:
-            ids = block.select_series(matchers, block.meta.min_time, block.meta.max_time - 1)
-            # In parts: the label sets of a fleet's series, decoded, keyed and sorted at
-            # once, would take hundreds of bytes each for a moment.
-            qids = [self._intern(block, block.symbol_labels(ids[lo:lo + _INTERN_PART]))
-                    for lo in range(0, len(ids), _INTERN_PART)]
-            found = (ids, np.concatenate(qids) if qids else _NO_IDS)
-            self._selected[key] = found
+            selection = block.selection(matchers)
+            ids = selection.ids
+            if selection.labels is not None:  # a few series, their labels at hand
+                qids = self._intern_own(selection.labels)
+            else:
+                # In parts: the label sets of a fleet's series, decoded, keyed and sorted
+                # at once, would take hundreds of bytes each for a moment.
+                qids = np.concatenate([
+                    self._intern(block, block.symbol_labels(ids[lo:lo + _INTERN_PART]))
+                    for lo in range(0, len(ids), _INTERN_PART)])
+            found = self._selected[key] = (ids, qids)
         return found
 
     def _shard_rows(self, block: Block, matchers: Sequence[Matcher], qids: np.ndarray,
@@ -316,7 +323,8 @@ class Querier:
         vs = parts[0].vs if len(parts) == 1 else np.concatenate([p.vs for p in parts])
         parts.clear()  # the parts' own copies go before the merged one is made
         held = hi > lo
-        run_owner, lo, hi = run_owner[held], lo[held], hi[held]
+        if not held.all():
+            run_owner, lo, hi = run_owner[held], lo[held], hi[held]
         if len(lo) == 0:
             return SeriesSet.empty()
         present, run_series = np.unique(run_owner, return_inverse=True)
@@ -324,19 +332,16 @@ class Querier:
         rank = np.empty(len(present), np.int64)
         rank[order] = np.arange(len(present))
         run_rank = rank[run_series]
-        first_t, last_t = ts[lo], ts[hi - 1]
-        run_order = np.lexsort((np.arange(len(lo)), first_t, run_rank))
-        r_rank, r_lo = run_rank[run_order], lo[run_order]
-        lengths = (hi - lo)[run_order]
-        out_ts, out_vs = mk.gather_runs(ts, vs, r_lo, lengths)
-        per_series = np.bincount(r_rank, weights=lengths, minlength=len(present))
-        # Sorted by start, a series' runs overlap somewhere iff two neighbours do.
-        clash = (r_rank[1:] == r_rank[:-1]) & (first_t[run_order][1:] <= last_t[run_order][:-1])
-        if clash.any():
-            out_ts, out_vs, per_series = _first_copies(out_ts, out_vs, r_rank, r_lo, lengths,
-                                                       r_rank[1:][clash], len(present))
+        out_ts, out_vs, runs, per_series, clash = mk.order_runs(ts, vs, run_rank, lo, hi,
+                                                                len(present))
+        if clash:
+            r_rank, r_lo, r_hi = run_rank[runs], lo[runs], hi[runs]
+            overlap = (r_rank[1:] == r_rank[:-1]) & (ts[r_lo[1:]] <= ts[r_hi[:-1] - 1])
+            out_ts, out_vs, per_series = _first_copies(out_ts, out_vs, r_rank, r_lo,
+                                                       r_hi - r_lo, r_rank[1:][overlap],
+                                                       len(present))
         starts = np.zeros(len(present) + 1, np.int64)
-        np.cumsum(per_series.astype(np.int64), out=starts[1:])
+        np.cumsum(per_series, out=starts[1:])
         return SeriesSet(names, labels, ids, starts, out_ts, out_vs)
 
     @_read

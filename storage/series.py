@@ -16,11 +16,13 @@ writer left, for finding known series before taking the lock.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _registry_kernels as k
+from ._block_kernels import gather_strings
 from .batch import WriteBatch
 from .labels import Canonical, LabelLimits
 
@@ -70,11 +72,18 @@ class SymbolLabels:
     def compacted(self) -> SymbolLabels:
         """The same sets over a table of only the symbols they use: translating a few
         sets of a large index then costs what they hold, not what the index holds."""
-        used, inverse = np.unique(np.concatenate((self.lab_name, self.lab_value)),
-                                  return_inverse=True)
-        n = len(self.lab_name)
+        used, name_at, value_at = k.compact_symbols(np.asarray(self.lab_name, np.int64),
+                                                    np.asarray(self.lab_value, np.int64))
         return SymbolLabels(self.buf, self.sym_off[used], self.sym_len[used], self.lab_start,
-                            inverse[:n], inverse[n:])
+                            name_at, value_at)
+
+    def detached(self) -> SymbolLabels:
+        """``compacted``, with its strings copied out of ``buf``: what a cache keeps of a
+        block's label sets then holds no view of the block's mapped file."""
+        c = self.compacted()
+        buf, bounds = gather_strings(c.buf, c.sym_off, c.sym_len, np.arange(c.n_symbols))
+        return SymbolLabels(buf, bounds[:-1], np.diff(bounds), c.lab_start, c.lab_name,
+                            c.lab_value)
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,10 @@ class RegistryView:
         return self.arena[off:off + int(self.sym_len[s])].tobytes().decode("utf-8")
 
     def symbols(self, ids: np.ndarray) -> list[str]:
-        return [self.symbol(int(s)) for s in ids]
+        blob, bounds = gather_strings(self.arena, self.sym_off, self.sym_len,
+                                      np.asarray(ids, np.int64))
+        raw = blob.tobytes()
+        return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds.tolist())]
 
     def symbol_id(self, text: str) -> int:
         """Symbol id of ``text``, or -1 when no series in this snapshot uses it."""

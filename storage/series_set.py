@@ -123,23 +123,12 @@ def label_table(view: RegistryView, refs: np.ndarray
     Strings are decoded once per distinct symbol; everything per series or per label is
     array work.
     """
-    counts = view.lab_start[refs + 1] - view.lab_start[refs]
     pair_keys = view.pair_key[rk.gather_ranges(view.lab_start, view.lab_pair, refs)]
-    name_sym = pair_keys >> 32
-    value_sym = pair_keys & 0xFFFFFFFF
-    names, name_rank = _ranked(view, name_sym)
-    values, value_rank = _ranked(view, value_sym)
-    owner = np.repeat(np.arange(len(refs)), counts)
-    within = np.arange(len(pair_keys)) - np.repeat(np.cumsum(counts) - counts, counts)
-    width = int(counts.max()) if len(counts) else 0
-    # One sort key per label position, name rank then value rank; shorter label sets
-    # sort first.
-    key = np.full((len(refs), width), -1, np.int64)
-    key[owner, within] = name_rank * len(values) + value_rank
-    order = np.lexsort(key.T[::-1]) if width else np.arange(len(refs))
-    ids = np.full((len(refs), len(names)), -1, np.int32)
-    ids[owner, name_rank] = value_rank
-    return names, values, ids[order], order
+    names, name_rank = _ranked(view, pair_keys >> 32)
+    values, value_rank = _ranked(view, pair_keys & 0xFFFFFFFF)
+    ids, order = rk.label_rows(view.lab_start, refs, name_rank, value_rank, len(names),
+                               len(values))
+    return names, values, ids, order
 
 
 def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
@@ -159,14 +148,7 @@ def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
 
 def _ranked(view: RegistryView, syms: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Distinct strings of symbol ids ``syms`` in byte order, and each id's rank."""
-    # Symbol ids are below the view's count: marking them finds the distinct ones
-    # without sorting every label of every series.
-    seen = np.zeros(view.n_symbols, bool)
-    seen[syms] = True
-    distinct = np.flatnonzero(seen)
-    position = np.empty(view.n_symbols, np.int64)
-    position[distinct] = np.arange(len(distinct))
-    inverse = position[syms]
+    distinct, inverse = rk.distinct_ids(syms, view.n_symbols)
     texts = view.symbols(distinct)
     order = sorted(range(len(texts)), key=texts.__getitem__)
     rank = np.empty(len(texts), np.int64)
