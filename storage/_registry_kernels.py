@@ -394,6 +394,20 @@ def label_rows(lab_start, refs, name_rank, value_rank, n_names, n_values):
 
 
 @njit(cache=True, nogil=True)
+def carrying(lab_start, lab_pair, refs, pairs):
+    """Which of the series ``refs`` carry any of the pair ids ``pairs`` (sorted), found
+    in the series' own labels."""
+    out = np.zeros(len(refs), np.bool_)
+    for i in range(len(refs)):
+        for j in range(lab_start[refs[i]], lab_start[refs[i] + 1]):
+            at = np.searchsorted(pairs, lab_pair[j])
+            if at < len(pairs) and pairs[at] == lab_pair[j]:
+                out[i] = True
+                break
+    return out
+
+
+@njit(cache=True, nogil=True)
 def lookup_pair(name_sym, value_sym, pair_key, pair_slots) -> int:
     """Pair id of (name symbol, value symbol), or -1 when no series has that label."""
     key = (np.int64(name_sym) << 32) | np.int64(value_sym)

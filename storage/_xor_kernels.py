@@ -42,6 +42,10 @@ OK = 0
 TRUNCATED = 1
 VARINT_OVERFLOW = 2
 BAD_WINDOW = 3
+# Header problems (``header_counts``).
+BAD_OFFSETS = 4
+SHORT = 5
+TOO_MANY = 6
 
 _U0 = np.uint64(0)
 _U1 = np.uint64(1)
@@ -471,6 +475,32 @@ def _decode_chunk(blob, start, end, count, ts_out, vs_out, o):  # type: ignore[n
         ts_out[o + k] = t
         vs_out[o + k] = v
     return OK, count
+
+
+@njit(cache=True, nogil=True)
+def header_counts(blob, offsets):  # type: ignore[no-untyped-def]
+    """Sample counts of the chunks ``blob[offsets[i]:offsets[i+1]]`` from their 2-byte
+    headers, checked before any sample is decoded. Returns ``(counts, status, chunk)``:
+    ``BAD_OFFSETS`` when the offsets descend or leave the blob, else the first chunk
+    ``SHORT`` of its header, else the first whose bytes cannot hold the ``TOO_MANY``
+    samples it claims (header 16 bits, first sample 8+64, second 8+1, then 2 each)."""
+    n = len(offsets) - 1
+    counts = np.zeros(max(n, 0), np.int64)
+    if n > 0 and (offsets[0] < 0 or offsets[n] > len(blob)):
+        return counts, BAD_OFFSETS, -1
+    for i in range(n):
+        if offsets[i + 1] < offsets[i]:
+            return counts, BAD_OFFSETS, -1
+    for i in range(n):
+        if offsets[i + 1] - offsets[i] < 2:
+            return counts, SHORT, i
+    for i in range(n):
+        c = (np.int64(blob[offsets[i]]) << 8) | np.int64(blob[offsets[i] + 1])
+        counts[i] = c
+        need = 16 if c == 0 else (88 if c == 1 else 97 + 2 * (c - 2))
+        if need > 8 * (offsets[i + 1] - offsets[i]):
+            return counts, TOO_MANY, i
+    return counts, OK, -1
 
 
 @njit(cache=True, nogil=True)

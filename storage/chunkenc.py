@@ -97,9 +97,9 @@ def decode_many(
     bounds = np.ascontiguousarray(offsets, dtype=np.int64)
     if enc.ndim != 1 or bounds.ndim != 1 or len(bounds) != len(enc) + 1:
         raise ValueError("encodings must be 1-d with one entry per chunk of offsets")
+    if len(enc) == 0 or enc.min() == enc.max():  # one encoding: no regrouping
+        return codec_for(int(enc[0]) if len(enc) else ENCODING_XOR).decode_many(blob, bounds)
     codecs = [codec_for(int(kind)) for kind in np.unique(enc)]  # unknown bytes fail first
-    if len(codecs) <= 1:
-        return (codecs[0] if codecs else codec_for(ENCODING_XOR)).decode_many(blob, bounds)
     data = blob if isinstance(blob, np.ndarray) else np.frombuffer(blob, np.uint8)
     if bounds[0] < 0 or bounds[-1] > len(data) or np.any(np.diff(bounds) < 0):
         raise ValueError("offsets must be non-decreasing and inside the blob")

@@ -27,6 +27,9 @@ from .series import RegistryView
 __all__ = ["LabelIndex", "Postings", "PostingsReader", "SelectionCache", "contained", "select"]
 
 _NO_REFS = np.empty(0, dtype=np.int64)
+_LOOKED_UP_TO = 64
+"""Series up to which ``PostingsReader.carrying`` looks at their own labels rather than
+reading the pairs' postings (which for a job's label hold every series of the job)."""
 
 
 class _Pairs(Protocol):
@@ -128,11 +131,18 @@ class PostingsReader:
 
     def postings_size(self, pairs: np.ndarray) -> int:
         t = self._table
+        if len(pairs) == 1:  # an equality matcher's
+            p = int(pairs[0])
+            return int(t.offsets[p + 1] - t.offsets[p]) if p < t.built_pairs else 0
         indexed = np.asarray(pairs, dtype=np.int64)
         indexed = indexed[indexed < t.built_pairs]
         return int((t.offsets[indexed + 1] - t.offsets[indexed]).sum())
 
     def carrying(self, refs: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+        if len(refs) <= _LOOKED_UP_TO:
+            v = self.view
+            return k.carrying(v.lab_start, v.lab_pair, np.asarray(refs, np.int64),
+                              np.asarray(pairs, np.int64))
         return contained(refs, self.refs_for_pairs(pairs))
 
 

@@ -193,6 +193,15 @@ class Querier:
             return refs, _NO_IDS
         return refs, self._intern(self._head, self._head.symbol_labels(refs))
 
+    def _head_samples(self, matchers: Sequence[Matcher], mint: int, maxt: int,
+                      shard: Shard | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``_head_parts`` for reading samples, sparing the look-up when the head holds
+        none in ``[mint, maxt]`` (a query of a past range, or a store just opened)."""
+        head = self._head
+        if head.n_samples == 0 or head.min_time > maxt or head.max_time < mint:
+            return _NO_IDS, _NO_IDS
+        return self._head_parts(matchers, mint, maxt, shard)
+
     # -- IndexReader ----------------------------------------------------------------------
 
     @_read
@@ -299,7 +308,7 @@ class Querier:
             if len(ids) == 0:
                 continue
             runs.extend(_decoded(block.chunks(ids, mint, maxt), qids, mint, maxt))
-        refs, qids = self._head_parts(matchers, mint, maxt, shard)
+        refs, qids = self._head_samples(matchers, mint, maxt, shard)
         if len(refs):
             got = self._head.read_samples(refs, mint, maxt)
             first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
@@ -363,7 +372,7 @@ class Querier:
                                          chunks.blob, np.diff(chunks.offsets),
                                          chunks.encoding)):
                 out.append(part)
-        refs, qids = self._head_parts(matchers, mint, maxt)
+        refs, qids = self._head_samples(matchers, mint, maxt)
         late = SampleSet(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0))
         if len(refs):
             batch, late = self._head.read_chunks(refs, mint, maxt)

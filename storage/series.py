@@ -29,6 +29,7 @@ from .labels import Canonical, LabelLimits
 __all__ = ["RegistryView", "SeriesRegistry", "SymbolLabels"]
 
 _EMPTY = -1
+_KEPT_PAIR_IDS = 4096  # pair look-ups a registry keeps the answers of
 _RESOLVE_PART = 4096  # series interned per kernel call (see ``SeriesRegistry.resolve``)
 
 
@@ -104,6 +105,7 @@ class RegistryView:
     lab_pair: np.ndarray
     ser_hash: np.ndarray
     ser_slots: np.ndarray
+    found_pairs: dict[tuple[str, str], int]  # the registry's, see ``pair_id``
 
     def find_sent(self, batch: WriteBatch, limits: LabelLimits) -> np.ndarray:
         """Refs of the batch's series whose labels, exactly as sent, are those of a series
@@ -135,10 +137,20 @@ class RegistryView:
         return s if s < self.n_symbols else _EMPTY
 
     def pair_id(self, name: str, value: str) -> int:
-        ns, vs = self.symbol_id(name), self.symbol_id(value)
-        if ns < 0 or vs < 0:
-            return _EMPTY
-        p = k.lookup_pair(ns, vs, self.pair_key, self.pair_slots)
+        """Pair id of label ``name=value``, or -1 when no series in this snapshot has
+        it. Pairs found are remembered registry-wide (their ids never change): the
+        same few selectors are asked for again and again."""
+        p = self.found_pairs.get((name, value))
+        if p is None:
+            ns, vs = self.symbol_id(name), self.symbol_id(value)
+            if ns < 0 or vs < 0:
+                return _EMPTY
+            p = k.lookup_pair(ns, vs, self.pair_key, self.pair_slots)
+            if p < 0:
+                return _EMPTY
+            if len(self.found_pairs) >= _KEPT_PAIR_IDS:
+                self.found_pairs.clear()  # what any queries may ask stays bounded
+            self.found_pairs[(name, value)] = p
         return p if p < self.n_pairs else _EMPTY
 
     def pair_names(self) -> np.ndarray:
@@ -191,6 +203,7 @@ class SeriesRegistry:
         self.lab_pair = np.empty(8192, dtype=np.int32)
         self.ser_hash = np.empty(1024, dtype=np.uint64)
         self.ser_slots = np.full(2048, _EMPTY, dtype=np.int32)
+        self._found_pairs: dict[tuple[str, str], int] = {}
         self.published = self.snapshot()
 
     @property
@@ -327,6 +340,7 @@ class SeriesRegistry:
             lab_pair=self.lab_pair,
             ser_hash=self.ser_hash,
             ser_slots=self.ser_slots,
+            found_pairs=self._found_pairs,
         )
 
     def keys(self, refs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

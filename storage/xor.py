@@ -118,22 +118,14 @@ def decode_xor_many(
     bounds = np.ascontiguousarray(offsets, dtype=np.int64)
     if bounds.ndim != 1 or len(bounds) < 1:
         raise ValueError("offsets must be a 1-d array with at least one entry")
-    starts, ends = bounds[:-1], bounds[1:]
-    lengths = ends - starts
-    if len(bounds) > 1 and (bounds[0] < 0 or bounds[-1] > len(data) or np.any(lengths < 0)):
+    counts, problem, i = _k.header_counts(data, bounds)
+    if problem == _k.BAD_OFFSETS:
         raise ValueError("offsets must be non-decreasing and inside the blob")
-    short = np.flatnonzero(lengths < 2)
-    if len(short):
-        raise CorruptionError(f"xor chunk {short[0]}: shorter than its 2-byte header")
-    counts = (data[starts].astype(np.int64) << 8) | data[starts + 1]
-    # Fewest bits c samples can take: header 16, first sample 8+64, second 8+1, then 2.
-    min_bits = np.where(counts == 0, 16, np.where(counts == 1, 88, 97 + 2 * (counts - 2)))
-    impossible = np.flatnonzero(min_bits > 8 * lengths)
-    if len(impossible):
-        i = impossible[0]
-        raise CorruptionError(
-            f"xor chunk {i}: {lengths[i]} bytes cannot hold the {counts[i]} samples it claims"
-        )
+    if problem == _k.SHORT:
+        raise CorruptionError(f"xor chunk {i}: shorter than its 2-byte header")
+    if problem == _k.TOO_MANY:
+        raise CorruptionError(f"xor chunk {i}: {bounds[i + 1] - bounds[i]} bytes cannot hold "
+                              f"the {counts[i]} samples it claims")
     sample_starts = np.zeros(len(bounds), np.int64)
     np.cumsum(counts, out=sample_starts[1:])
     total = int(sample_starts[-1])
