@@ -204,6 +204,27 @@ def get_or_create(
 
 
 @njit(cache=True, nogil=True)
+def unmapped_symbols(symbol_map, names, values, sym_len):
+    """How many distinct symbols of ``names`` and ``values`` ``symbol_map`` does not
+    translate yet (-1), and their bytes."""
+    seen = np.zeros(len(symbol_map), np.bool_)
+    count, size = _mark_unmapped(symbol_map, names, sym_len, seen)
+    more, more_size = _mark_unmapped(symbol_map, values, sym_len, seen)
+    return count + more, size + more_size
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _mark_unmapped(symbol_map, ids, sym_len, seen):
+    count, size = 0, 0
+    for s in ids:
+        if symbol_map[s] < 0 and not seen[s]:
+            seen[s] = True
+            count += 1
+            size += sym_len[s]
+    return count, size
+
+
+@njit(cache=True, nogil=True)
 def resolve_labels(
     src, src_off, src_len, lab_start, lab_name, lab_value, symbol_map,
     arena, sym_off, sym_len, sym_hash, sym_slots,

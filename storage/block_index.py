@@ -37,6 +37,7 @@ import numpy as np
 from . import _block_kernels as k
 from .errors import CorruptionError
 from .labels import batch_from_keys
+from .matchers import Matcher
 from .postings import contained
 from .series import SymbolLabels
 
@@ -532,6 +533,12 @@ class IndexFile:
             self._check(status, pos, "postings")
             self._checksummed[pairs] = True
         return k.postings_contain(self._buf, offsets, counts, self._series_refs[refs])
+
+    def remembered(self, matchers: tuple[Matcher, ...]) -> np.ndarray | None:
+        return None  # a block keeps its answers itself (``Block.selection``)
+
+    def remember(self, matchers: tuple[Matcher, ...], refs: np.ndarray) -> None:
+        pass
 
     def _postings_counts(self, pairs: np.ndarray) -> np.ndarray:
         counts, status, pos = k.postings_counts(self._buf, self._limit,

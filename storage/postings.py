@@ -58,6 +58,15 @@ class LabelIndex(Protocol):
         """Which of the sorted ``refs`` carry any of the pairs."""
         ...
 
+    def remembered(self, matchers: tuple[Matcher, ...]) -> np.ndarray | None:
+        """``select``'s answer for ``matchers`` kept from an earlier call, if still
+        right for this index."""
+        ...
+
+    def remember(self, matchers: tuple[Matcher, ...], refs: np.ndarray) -> None:
+        """Keep ``select``'s answer for ``matchers`` (or not)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _Table:
@@ -75,13 +84,17 @@ class Postings:
         self._lock = threading.Lock()
         self._min_tail = min_tail
         self._tail_fraction = tail_fraction
+        # Answers of ``select`` with the series count they were found at: they stay
+        # right while no series is added (then no pair gains a series), as when the
+        # same fleet is scraped round after round.
+        self._answers: SelectionCache[tuple[int, np.ndarray]] = SelectionCache()
 
     def reader(self, view: RegistryView) -> PostingsReader:
         if self._stale(self._table, view):
             with self._lock:
                 if self._stale(self._table, view):
                     self._table = self._build(view)
-        return PostingsReader(view, self._table)
+        return PostingsReader(view, self._table, self._answers)
 
     def _stale(self, table: _Table, view: RegistryView) -> bool:
         tail = view.n_series - table.built_series
@@ -100,9 +113,18 @@ class Postings:
 class PostingsReader:
     """Postings lookups against one registry snapshot."""
 
-    def __init__(self, view: RegistryView, table: _Table) -> None:
+    def __init__(self, view: RegistryView, table: _Table,
+                 answers: SelectionCache[tuple[int, np.ndarray]]) -> None:
         self.view = view
         self._table = table
+        self._answers = answers
+
+    def remembered(self, matchers: tuple[Matcher, ...]) -> np.ndarray | None:
+        found = self._answers.get(matchers)
+        return found[1] if found is not None and found[0] == self.view.n_series else None
+
+    def remember(self, matchers: tuple[Matcher, ...], refs: np.ndarray) -> None:
+        self._answers.put(matchers, (self.view.n_series, refs), refs.nbytes)
 
     def refs_for_pairs(self, pairs: np.ndarray) -> np.ndarray:
         """Sorted unique refs of the series carrying any of the label pairs ``pairs``."""
@@ -169,7 +191,18 @@ def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
 
     Only the smallest set of postings is read; the series in it are then checked
     against the other matchers' postings, so that a query for one series of a large
-    job costs about the size of that series' rarest label, not of the job."""
+    job costs about the size of that series' rarest label, not of the job. The answer
+    is read-only: the index may keep it for the next call (``LabelIndex.remember``)."""
+    key = tuple(matchers)
+    found = reader.remembered(key)
+    if found is None:
+        found = _select(reader, matchers)
+        found.flags.writeable = False
+        reader.remember(key, found)
+    return found
+
+
+def _select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
     include: list[np.ndarray] = []
     exclude: list[np.ndarray] = []
     for m in matchers:
