@@ -18,6 +18,7 @@ from numba import njit
 from ._label_kernels import hash_bytes
 
 # Status codes returned by the reading kernels.
+RECORD_OVERHEAD = 16  # a chunk record's bytes around its data, at most (length, encoding, CRC)
 OK = 0
 TRUNCATED = 1  # a field runs past the end of its section or file
 BAD_VARINT = 2  # a varint longer than 10 bytes or wider than 64 bits
@@ -836,3 +837,24 @@ def gather_chunks(seg, offs, out, out_pos, out_enc):
         out_enc[i] = seg[p]
         out[out_pos[i]:out_pos[i] + n] = seg[p + 1:p + 1 + n]
     return OK, 0
+
+
+@njit(cache=True, nogil=True)
+def read_chunks(seg, offs):
+    """Encodings and data of the chunk records at ``offs`` in one segment, back to back
+    (chunk ``i`` is ``blob[at[i]:at[i+1]]``), bounds and CRC32-C checked, and the span
+    of bytes the records cover. Returns ``(encoding, blob, at, first, end, status,
+    index of the bad chunk)``."""
+    encoding = np.empty(len(offs), dtype=np.uint8)
+    at = np.zeros(len(offs) + 1, dtype=np.int64)
+    lens, status, bad = chunk_lengths(seg, offs)
+    if status != OK:
+        return encoding, np.empty(0, np.uint8), at, 0, 0, status, bad
+    first, end = len(seg), 0
+    for i in range(len(offs)):
+        at[i + 1] = at[i] + lens[i]
+        first = min(first, offs[i])
+        end = max(end, offs[i] + lens[i] + RECORD_OVERHEAD)
+    blob = np.empty(at[-1], dtype=np.uint8)
+    status, bad = gather_chunks(seg, offs, blob, at, encoding)
+    return encoding, blob, at, first, min(end, len(seg)), status, bad

@@ -41,7 +41,7 @@ from .block_chunks import MAX_SEGMENT_SIZE, ChunkSegments, write_segments
 from .block_index import ChunkMetas, DecodedSeries, IndexFile, SeriesLayout, write_index
 from .errors import CorruptionError
 from .matchers import Matcher
-from .postings import SelectionCache, select
+from .postings import SelectionCache, matchers_key, select
 from .series import SymbolLabels
 from .tombstones import Tombstones
 from .ulid import is_ulid, new_ulid
@@ -438,7 +438,7 @@ class Block:
         """The series matching every matcher that have a sample in the block that no
         tombstone deletes, with the label sets of a few (see ``Selection``). Recent
         answers are kept: dashboards ask for the same selectors on every refresh."""
-        key = tuple(matchers)
+        key = matchers_key(matchers)
         found = self._selections.get(key)
         if found is None:
             # Every series has a chunk, and every chunk is inside the block.

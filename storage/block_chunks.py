@@ -37,7 +37,6 @@ SEGMENT_HEADER_SIZE = 8
 MAX_SEGMENT_SIZE = 512 * 1024 * 1024
 _HEADER = MAGIC_CHUNKS.to_bytes(4, "big") + bytes([CHUNKS_FORMAT_V1, 0, 0, 0])
 _WRITE_PIECE = 1 << 26  # bytes of chunk records built in memory at a time
-_RECORD_OVERHEAD = 16  # a chunk record's bytes around its data, at most (length, encoding, CRC)
 _DROP_AFTER = 4 << 20
 """Bytes of mapped pages a read touches, about, between drops of its pages."""
 _FAULT_AROUND = 64 << 10  # bytes the kernel maps around a touched page
@@ -133,11 +132,10 @@ class ChunkSegments:
         # A segment's chunks are read a batch at a time, its pages dropped after each:
         # touching a mapped page maps the 64 KiB around it, so a few hundred chunks
         # scattered over a segment would otherwise hold tens of megabytes at once.
-        if first == last:
-            batches = _batches(np.arange(len(refs)), off)
-        else:
-            batches = [part for s in np.unique(seg)
-                       for part in _batches(np.flatnonzero(seg == s), off)]
+        if first == last and len(refs) * _FAULT_AROUND <= _DROP_AFTER:
+            return self._read(first, off, refs)  # one batch (see ``_batches``), in order
+        batches = [part for s in np.unique(seg)
+                   for part in _batches(np.flatnonzero(seg == s), off)]
         # Each batch is measured and copied out while its pages are mapped, then put in
         # place: reading a batch twice would fault its pages in twice.
         read = [self._read(int(seg[idx[0]]), off[idx], refs[idx]) for idx in batches]
@@ -159,20 +157,10 @@ class ChunkSegments:
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``gather`` for chunks of one segment at offsets ``off``, whose pages are
         dropped after."""
-        view = self._views[segment]
-        n = self._checked(k.chunk_lengths(view, off), refs)
-        at = np.zeros(len(off) + 1, dtype=np.int64)
-        np.cumsum(n, out=at[1:])
-        blob = np.empty(int(at[-1]), dtype=np.uint8)
-        encoding = np.empty(len(off), dtype=np.uint8)
-        status, i = k.gather_chunks(view, off, blob, at, encoding)
+        encoding, blob, at, first, end, status, i = k.read_chunks(self._views[segment], off)
         self._checked((None, status, i), refs)
-        self._drop(segment, off, n)
+        drop_pages(self._maps[segment], first, end)
         return encoding, blob, at
-
-    def _drop(self, segment: int, off: np.ndarray, lengths: np.ndarray) -> None:
-        drop_pages(self._maps[segment], int(off.min()),
-                   int((off + lengths).max()) + _RECORD_OVERHEAD)
 
     def _checked(self, result: tuple, refs: np.ndarray) -> np.ndarray:
         values, status, i = result

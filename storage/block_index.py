@@ -37,8 +37,7 @@ import numpy as np
 from . import _block_kernels as k
 from .errors import CorruptionError
 from .labels import batch_from_keys
-from .matchers import Matcher
-from .postings import contained
+from .postings import MatchersKey, contained
 from .series import SymbolLabels
 
 __all__ = [
@@ -534,10 +533,10 @@ class IndexFile:
             self._checksummed[pairs] = True
         return k.postings_contain(self._buf, offsets, counts, self._series_refs[refs])
 
-    def remembered(self, matchers: tuple[Matcher, ...]) -> np.ndarray | None:
+    def remembered(self, key: MatchersKey) -> np.ndarray | None:
         return None  # a block keeps its answers itself (``Block.selection``)
 
-    def remember(self, matchers: tuple[Matcher, ...], refs: np.ndarray) -> None:
+    def remember(self, key: MatchersKey, refs: np.ndarray) -> None:
         pass
 
     def _postings_counts(self, pairs: np.ndarray) -> np.ndarray:

@@ -24,9 +24,11 @@ from . import _registry_kernels as k
 from .matchers import Matcher, MatchType
 from .series import RegistryView
 
-__all__ = ["LabelIndex", "Postings", "PostingsReader", "SelectionCache", "contained", "select"]
+__all__ = ["LabelIndex", "MatchersKey", "Postings", "PostingsReader", "SelectionCache", "contained",
+           "matchers_key", "select"]
 
 _NO_REFS = np.empty(0, dtype=np.int64)
+MatchersKey = tuple[tuple[str, str, int], ...]
 _LOOKED_UP_TO = 64
 """Series up to which ``PostingsReader.carrying`` looks at their own labels rather than
 reading the pairs' postings (which for a job's label hold every series of the job)."""
@@ -58,13 +60,13 @@ class LabelIndex(Protocol):
         """Which of the sorted ``refs`` carry any of the pairs."""
         ...
 
-    def remembered(self, matchers: tuple[Matcher, ...]) -> np.ndarray | None:
-        """``select``'s answer for ``matchers`` kept from an earlier call, if still
-        right for this index."""
+    def remembered(self, key: MatchersKey) -> np.ndarray | None:
+        """``select``'s answer for the matchers of ``key`` kept from an earlier call, if
+        still right for this index."""
         ...
 
-    def remember(self, matchers: tuple[Matcher, ...], refs: np.ndarray) -> None:
-        """Keep ``select``'s answer for ``matchers`` (or not)."""
+    def remember(self, key: MatchersKey, refs: np.ndarray) -> None:
+        """Keep ``select``'s answer for the matchers of ``key`` (or not)."""
         ...
 
 
@@ -119,12 +121,12 @@ class PostingsReader:
         self._table = table
         self._answers = answers
 
-    def remembered(self, matchers: tuple[Matcher, ...]) -> np.ndarray | None:
-        found = self._answers.get(matchers)
+    def remembered(self, key: MatchersKey) -> np.ndarray | None:
+        found = self._answers.get(key)
         return found[1] if found is not None and found[0] == self.view.n_series else None
 
-    def remember(self, matchers: tuple[Matcher, ...], refs: np.ndarray) -> None:
-        self._answers.put(matchers, (self.view.n_series, refs), refs.nbytes)
+    def remember(self, key: MatchersKey, refs: np.ndarray) -> None:
+        self._answers.put(key, (self.view.n_series, refs), refs.nbytes)
 
     def refs_for_pairs(self, pairs: np.ndarray) -> np.ndarray:
         """Sorted unique refs of the series carrying any of the label pairs ``pairs``."""
@@ -186,6 +188,12 @@ def _pairs_matching(reader: LabelIndex, m: Matcher, want_match: bool) -> np.ndar
     return pairs[mask if want_match else ~mask]
 
 
+def matchers_key(matchers: Sequence[Matcher]) -> MatchersKey:
+    """The matchers as a key of plain strings and ints: a query looks its selectors up
+    in several caches, and hashing these costs a fraction of hashing ``Matcher``s."""
+    return tuple([(m.name, m.value, int(m.type)) for m in matchers])
+
+
 def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
     """Sorted refs of the series that satisfy every matcher.
 
@@ -193,7 +201,7 @@ def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
     against the other matchers' postings, so that a query for one series of a large
     job costs about the size of that series' rarest label, not of the job. The answer
     is read-only: the index may keep it for the next call (``LabelIndex.remember``)."""
-    key = tuple(matchers)
+    key = matchers_key(matchers)
     found = reader.remembered(key)
     if found is None:
         found = _select(reader, matchers)

@@ -27,10 +27,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from . import _merge_kernels as mk
+from . import _registry_kernels as rk
 from . import chunkenc
 from .chunk_merge import rebuild_chunks, take_chunks
 from .interface import Shard
 from .matchers import Matcher
+from .postings import MatchersKey, matchers_key
 from .rwlock import RWLock
 from .samples import SampleSet
 from .series import RegistryView, SeriesRegistry, SymbolLabels
@@ -136,8 +138,8 @@ class Querier:
         self._ids_lock = threading.Lock()  # shards of a query read on several threads
         self._blocks: list[Block] = []
         self._symbol_maps: dict[object, np.ndarray] = {}  # per part, see ``_intern``
-        self._selected: dict[tuple[Block, tuple[Matcher, ...]], tuple[np.ndarray, np.ndarray]] = {}
-        self._partitions: dict[tuple[Block, tuple[Matcher, ...], int],
+        self._selected: dict[tuple[Block, MatchersKey], tuple[np.ndarray, np.ndarray]] = {}
+        self._partitions: dict[tuple[Block, MatchersKey, int],
                                tuple[np.ndarray, np.ndarray]] = {}
 
     @property
@@ -249,7 +251,7 @@ class Querier:
         querier ids. Kept for the querier's life: a range query selects again for every
         slice of its steps, and over a large fleet finding and interning the series
         would otherwise cost more than reading their samples."""
-        key = (block, tuple(matchers))
+        key = (block, matchers_key(matchers))
         found = self._selected.get(key)
         if found is None:
             selection = block.selection(matchers)
@@ -270,7 +272,7 @@ class Querier:
         """Rows of ``_block_series(block, matchers)`` in ``shard``, in order. The rows are
         partitioned into all ``shard.count`` shards at once, for the querier's life: a
         sharded query selects from every block for every slice of every shard."""
-        key = (block, tuple(matchers), shard.count)
+        key = (block, matchers_key(matchers), shard.count)
         partition = self._partitions.get(key)
         if partition is None:
             owner = Shard.owners(self._registry.ser_hash[qids], shard.count)
@@ -336,8 +338,9 @@ class Querier:
             run_owner, lo, hi = run_owner[held], lo[held], hi[held]
         if len(lo) == 0:
             return SeriesSet.empty()
-        present, run_series = np.unique(run_owner, return_inverse=True)
-        names, labels, ids, order = label_table(self._view(), present)
+        view = self._view()
+        present, run_series = rk.distinct_ids(run_owner, view.n_series)
+        names, labels, ids, order = label_table(view, present)
         rank = np.empty(len(present), np.int64)
         rank[order] = np.arange(len(present))
         run_rank = rank[run_series]
