@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["gather_runs", "order_runs", "trim_runs"]
+__all__ = ["gather_runs", "ordered_runs", "trim_runs"]
 
 
 @njit(cache=True, nogil=True)
@@ -45,19 +45,26 @@ def gather_runs(ts, vs, lo, lengths):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def order_runs(ts, vs, rank, lo, hi, n_series):  # pragma: no cover - compiled
-    """Runs ``ts[lo[r]:hi[r]]`` (not empty) of the series ranked ``rank[r]`` laid out
-    back to back by series rank, then first time, then ``r``. Returns the samples, the
-    runs in that order, the samples per series rank, and whether two runs of a series
-    overlap in time (sorted by start, they do somewhere iff neighbours do)."""
-    by_time = np.argsort(ts[lo], kind="mergesort")
-    runs = by_time[np.argsort(rank[by_time], kind="mergesort")]
-    out_ts, out_vs = gather_runs(ts, vs, lo[runs], hi[runs] - lo[runs])
+def ordered_runs(ts, vs, rank, lo, hi, runs, n_series):  # pragma: no cover - compiled
+    """The runs ``ts[lo[r]:hi[r]]`` (of the series ranked ``rank[r]``) in the order
+    ``runs`` (by rank, then start) laid out back to back; the samples per series rank;
+    and whether two runs of a series overlap in time (sorted by start, they do
+    somewhere iff neighbours do)."""
+    n = 0
+    for r in runs:
+        n += hi[r] - lo[r]
+    out_ts = np.empty(n, np.int64)
+    out_vs = np.empty(n, np.float64)
     per_series = np.zeros(n_series, np.int64)
     clash = False
+    at = 0
     for j in range(len(runs)):
         r = runs[j]
+        for q in range(lo[r], hi[r]):
+            out_ts[at] = ts[q]
+            out_vs[at] = vs[q]
+            at += 1
         per_series[rank[r]] += hi[r] - lo[r]
         if j and rank[runs[j - 1]] == rank[r] and ts[lo[r]] <= ts[hi[runs[j - 1]] - 1]:
             clash = True
-    return out_ts, out_vs, runs, per_series, clash
+    return out_ts, out_vs, per_series, clash

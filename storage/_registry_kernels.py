@@ -358,43 +358,33 @@ def gather_ranges(offsets, values, ids) -> np.ndarray:
 
 
 @njit(cache=True, nogil=True)
-def compact_symbols(names, values):
-    """The distinct symbol ids among ``names`` and ``values`` (ascending), and the
-    position of each entry's id among them: ``(used, name_at, value_at)``."""
-    n = len(names)
-    both = np.empty(2 * n, np.int64)
-    both[:n] = names
-    both[n:] = values
-    order = np.argsort(both, kind="mergesort")
-    used = np.empty(2 * n, np.int64)
-    at = np.empty(2 * n, np.int64)
-    k = -1
-    for i in order:
-        if k < 0 or used[k] != both[i]:
-            k += 1
-            used[k] = both[i]
-        at[i] = k
-    return used[:k + 1].copy(), at[:n].copy(), at[n:].copy()
-
-
-@njit(cache=True, nogil=True)
-def distinct_ids(ids, n):
+def mark_distinct(ids, n):
     """The distinct values of ``ids`` (each in ``[0, n)``), ascending, and the position
-    of each entry's value among them: marking them avoids sorting every entry."""
+    of each entry's value among them, found by marking the values."""
     position = np.zeros(n, np.int64)
     for s in ids:
         position[s] = 1
-    distinct = np.flatnonzero(position)
-    position[distinct] = np.arange(len(distinct))
-    return distinct, position[ids]
+    k = 0
+    for s in range(n):
+        if position[s]:
+            position[s] = k
+            k += 1
+        else:
+            position[s] = -1
+    distinct = np.empty(k, np.int64)
+    at = np.empty(len(ids), np.int64)
+    for i in range(len(ids)):
+        at[i] = position[ids[i]]
+        distinct[at[i]] = ids[i]
+    return distinct, at
 
 
 @njit(cache=True, nogil=True)
 def label_rows(lab_start, refs, name_rank, value_rank, n_names, n_values):
     """The label table of the series ``refs``, whose labels (in name order) are
     ``name_rank``/``value_rank`` back to back: ``rows[i, name] = value`` (-1 where
-    absent), with the rows sorted into label order (label by label, name then value,
-    a set before the longer sets it begins), and that order."""
+    absent), and a sort key per label position (name, then value; -1 past a set's
+    end, so that a set sorts before the longer sets it begins)."""
     n = len(refs)
     width = 0
     for i in range(n):
@@ -407,11 +397,7 @@ def label_rows(lab_start, refs, name_rank, value_rank, n_names, n_values):
             rows[i, name_rank[at]] = value_rank[at]
             key[i, j] = name_rank[at] * n_values + value_rank[at]
             at += 1
-    order = np.arange(n)
-    for j in range(width - 1, -1, -1):  # least significant label first, stable sorts
-        column = key[:, j].copy()
-        order = order[np.argsort(column[order], kind="mergesort")]
-    return rows[order], order
+    return rows, key
 
 
 @njit(cache=True, nogil=True)

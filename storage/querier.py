@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from . import _merge_kernels as mk
-from . import _registry_kernels as rk
 from . import chunkenc
 from .chunk_merge import rebuild_chunks, take_chunks
 from .interface import Shard
@@ -36,7 +35,7 @@ from .postings import MatchersKey, matchers_key
 from .rwlock import RWLock
 from .samples import SampleSet
 from .series import RegistryView, SeriesRegistry, SymbolLabels
-from .series_set import ChunkSeriesSet, SeriesSet, label_table
+from .series_set import ChunkSeriesSet, SeriesSet, distinct_ids, label_table
 from .xor import ENCODING_XOR
 
 if TYPE_CHECKING:
@@ -339,13 +338,14 @@ class Querier:
         if len(lo) == 0:
             return SeriesSet.empty()
         view = self._view()
-        present, run_series = rk.distinct_ids(run_owner, view.n_series)
+        present, run_series = distinct_ids(run_owner, view.n_series)
         names, labels, ids, order = label_table(view, present)
         rank = np.empty(len(present), np.int64)
         rank[order] = np.arange(len(present))
         run_rank = rank[run_series]
-        out_ts, out_vs, runs, per_series, clash = mk.order_runs(ts, vs, run_rank, lo, hi,
-                                                                len(present))
+        runs = np.lexsort((ts[lo], run_rank))  # older parts first among equal starts
+        out_ts, out_vs, per_series, clash = mk.ordered_runs(ts, vs, run_rank, lo, hi, runs,
+                                                            len(present))
         if clash:
             r_rank, r_lo, r_hi = run_rank[runs], lo[runs], hi[runs]
             overlap = (r_rank[1:] == r_rank[:-1]) & (ts[r_lo[1:]] <= ts[r_hi[:-1] - 1])

@@ -26,6 +26,7 @@ from . import _registry_kernels as k
 from ._block_kernels import gather_strings
 from .batch import WriteBatch
 from .labels import Canonical, LabelLimits
+from .series_set import distinct_ids
 
 __all__ = ["RegistryView", "SeriesRegistry", "SymbolLabels"]
 
@@ -74,10 +75,12 @@ class SymbolLabels:
     def compacted(self) -> SymbolLabels:
         """The same sets over a table of only the symbols they use: translating a few
         sets of a large index then costs what they hold, not what the index holds."""
-        used, name_at, value_at = k.compact_symbols(np.asarray(self.lab_name, np.int64),
-                                                    np.asarray(self.lab_value, np.int64))
+        n = len(self.lab_name)
+        used, at = distinct_ids(
+            np.concatenate((self.lab_name, self.lab_value)).astype(np.int64, copy=False),
+            self.n_symbols)
         return SymbolLabels(self.buf, self.sym_off[used], self.sym_len[used], self.lab_start,
-                            name_at, value_at)
+                            at[:n], at[n:])
 
     def detached(self) -> SymbolLabels:
         """``compacted``, with its strings copied out of ``buf``: what a cache keeps of a

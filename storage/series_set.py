@@ -22,7 +22,8 @@ from . import _registry_kernels as rk
 if TYPE_CHECKING:
     from .series import RegistryView
 
-__all__ = ["ChunkSeriesSet", "SeriesSet", "from_registry", "label_sort_key", "label_table"]
+__all__ = ["ChunkSeriesSet", "SeriesSet", "distinct_ids", "from_registry", "label_sort_key",
+           "label_table"]
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,10 @@ def label_table(view: RegistryView, refs: np.ndarray
     pair_keys = view.pair_key[rk.gather_ranges(view.lab_start, view.lab_pair, refs)]
     names, name_rank = _ranked(view, pair_keys >> 32)
     values, value_rank = _ranked(view, pair_keys & 0xFFFFFFFF)
-    ids, order = rk.label_rows(view.lab_start, refs, name_rank, value_rank, len(names),
-                               len(values))
-    return names, values, ids, order
+    ids, key = rk.label_rows(view.lab_start, refs, name_rank, value_rank, len(names),
+                             len(values))
+    order = np.lexsort(key.T[::-1]) if len(refs) > 1 and key.shape[1] else np.arange(len(refs))
+    return names, values, ids[order], order
 
 
 def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
@@ -146,9 +148,18 @@ def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
     return SeriesSet(names, values, ids, new_starts, timestamps[take], samples[take])
 
 
+def distinct_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``ids`` (each in ``[0, n)``), ascending, and the position
+    of each entry's value among them: by marking the values when the entries are many
+    for ``n``, else by sorting the entries."""
+    if len(ids) * 8 < n:
+        return np.unique(ids, return_inverse=True)
+    return rk.mark_distinct(ids, n)
+
+
 def _ranked(view: RegistryView, syms: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Distinct strings of symbol ids ``syms`` in byte order, and each id's rank."""
-    distinct, inverse = rk.distinct_ids(syms, view.n_symbols)
+    distinct, inverse = distinct_ids(syms, view.n_symbols)
     texts = view.symbols(distinct)
     order = sorted(range(len(texts)), key=texts.__getitem__)
     rank = np.empty(len(texts), np.int64)
