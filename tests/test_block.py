@@ -400,6 +400,33 @@ def test_selective_matchers_look_series_up_in_large_postings(tmp_path):
         block.select_series(selections[1], MIN_T, MAX_T)
 
 
+def test_selections_are_kept_read_only_with_their_labels_and_renewed_by_deletions(tmp_path):
+    label_sets = [{"__name__": "up", "job": "api", "instance": f"host-{i}"} for i in range(200)]
+    args = random_chunks(label_sets, 3)
+    mint, maxt = block_range(args)
+    meta = write_block(tmp_path, **args, mint=mint, maxt=maxt)
+    few = [Matcher(MatchType.RE, "instance", "host-1.")]
+    with Block.open(meta.path) as block:
+        chosen = block.selection(few)
+        assert block.selection(few) is chosen and not chosen.ids.flags.writeable
+        assert chosen.ids.tolist() == Model(args).select(few, MIN_T, MAX_T)
+        assert block.select_series(few, MIN_T, MAX_T) is chosen.ids
+        # Label sets over a copy of only their own strings, not the mapped index.
+        labels = chosen.labels
+        assert labels is not None and labels.n_symbols <= 2 + 2 + 2 + 10
+        assert not np.shares_memory(labels.buf, block._index._buf)
+        names = [bytes(labels.buf[o:o + n]).decode() for o, n in
+                 zip(labels.sym_off.tolist(), labels.sym_len.tolist())]
+        rebuilt = [{names[a]: names[b]
+                    for a, b in zip(labels.lab_name[lo:hi], labels.lab_value[lo:hi])}
+                   for lo, hi in itertools.pairwise(labels.lab_start.tolist())]
+        assert rebuilt == block.series_labels(chosen.ids)
+        assert block.selection([Matcher(MatchType.EQ, "job", "api")]).labels is None  # many
+        gone = block.delete([Matcher(MatchType.EQ, "instance", "host-12")], MIN_T, MAX_T)
+        assert len(gone.selection(few).ids) == len(chosen.ids) - 1
+        assert block.selection(few) is chosen  # a reader of the old value keeps its answers
+
+
 def test_series_without_chunks_are_left_out(tmp_path):
     args = golden_chunks()
     keys_blob, keys_offsets = keys_of([s[0] for s in GOLDEN_SERIES] + [{"only": "here"}])

@@ -4,6 +4,7 @@ in-memory store: answer shapes, parameters, errors and their types, status pages
 from __future__ import annotations
 
 import json
+import threading
 
 import numpy as np
 import pytest
@@ -211,3 +212,46 @@ async def test_status_pages() -> None:
         assert {"name": "job=api", "value": 2} in data["seriesCountByLabelValuePair"]
     finally:
         await client.close()
+
+
+async def test_cheap_queries_run_on_the_event_loop_with_the_same_answers_and_timeout(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query is first run on the pool; once it has proved cheap it runs on the event
+    loop, answering the same, and its timeout still holds there."""
+    threads: list[str] = []
+    real = query.encode_data
+
+    def spy(*args: object) -> bytes:
+        threads.append(threading.current_thread().name)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(query, "encode_data", spy)
+    monkeypatch.setattr(query, "_INLINE_UNDER_S", 60.0)  # "cheap" whatever the machine
+    client = await _client()
+    try:
+        answers = [await _get(client, "/api/v1/query", query="up", time="300")
+                   for _ in range(3)]
+        assert answers[0] == answers[1] == answers[2] and answers[0][0] == 200
+        assert threads[0].startswith("query") and threads[1] == threads[2] == "MainThread"
+        await _get(client, "/api/v1/query", query="up + 1", time="300")
+        assert threads[3].startswith("query")  # a query not met before
+    finally:
+        await client.close()
+    client = await _client(query.QueryApiOptions(engine=EngineOptions(timeout_s=0)))
+    try:
+        for _ in range(3):  # on the pool, then (it failed fast) on the loop
+            status, body = await _get(client, "/api/v1/query", query="up", time="1")
+            assert (status, body["errorType"]) == (503, "timeout")
+    finally:
+        await client.close()
+
+
+def test_recent_costs_remember_the_last_run_of_a_bounded_number_of_queries() -> None:
+    costs = query._RecentCosts(size=2)
+    assert not costs.cheap("a")  # never run: the pool
+    costs.record("a", query._INLINE_UNDER_S / 2)
+    costs.record("b", query._INLINE_UNDER_S)
+    assert costs.cheap("a") and not costs.cheap("b")
+    costs.record("b", 0.0)  # cheap again
+    costs.record("c", 0.0)  # "a" was run least recently: forgotten
+    assert costs.cheap("b") and costs.cheap("c") and not costs.cheap("a")

@@ -7,11 +7,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from storage import _registry_kernels as rk
 from storage.batch import WriteBatch
 from storage.labels import LabelLimits, canonicalise
 from storage.matchers import Matcher, MatchType
-from storage.postings import Postings, select
+from storage.postings import Postings, SelectionCache, contained, select
 from storage.series import SeriesRegistry
+from storage.series_set import distinct_ids
 
 
 def resolve(reg, label_sets):
@@ -263,3 +265,69 @@ def test_sets_interned_by_symbol_match_those_interned_by_bytes(first, second, pa
     compact = view.symbol_labels(source_refs[order[:1]]).compacted()
     assert list(by_symbol.resolve_labels(compact, np.full(compact.n_symbols, -1, np.int32))) \
         == [want[0]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), st.sampled_from(["x", "y", "z"]),
+                                min_size=1), min_size=1, max_size=40),
+       st.data())
+def test_carrying_found_in_the_series_labels_as_in_the_postings(label_sets, data):
+    """The few-series look-up in the series' own labels agrees with the postings."""
+    reg = SeriesRegistry()
+    resolve(reg, label_sets)
+    view = reg.snapshot()
+    reader = Postings().reader(view)
+    refs = np.array(sorted(data.draw(st.sets(st.integers(0, view.n_series - 1)))), np.int64)
+    pairs = np.array(sorted(data.draw(st.sets(st.integers(0, view.n_pairs - 1), max_size=4))),
+                     np.int64)
+    want = contained(refs, reader.refs_for_pairs(pairs))
+    assert (rk.carrying(view.lab_start, view.lab_pair, refs, pairs) == want).all()
+    assert (reader.carrying(refs, pairs) == want).all()
+
+
+def test_select_answers_are_kept_until_a_series_is_added():
+    reg = SeriesRegistry()
+    resolve(reg, SETS)
+    postings = Postings()
+    ms = [M(MatchType.EQ, "__name__", "up"), M(MatchType.EQ, "instance", "a:1")]
+    first = select(postings.reader(reg.snapshot()), ms)
+    assert select(postings.reader(reg.snapshot()), ms) is first
+    assert list(first) == brute(ms) and not first.flags.writeable
+    resolve(reg, [{"__name__": "up", "job": "db", "instance": "a:1"}])
+    assert list(select(postings.reader(reg.snapshot()), ms)) == [*brute(ms), len(SETS)]
+    assert list(first) == brute(ms)  # what an older reader holds stays as it was
+
+
+def test_pair_ids_are_remembered_once_found():
+    reg = SeriesRegistry()
+    resolve(reg, SETS)
+    before = reg.snapshot()
+    assert before.pair_id("job", "db") == -1  # a miss is not remembered
+    resolve(reg, [{"__name__": "up", "job": "db"}])
+    after = reg.snapshot()
+    p = after.pair_id("job", "db")
+    assert p >= 0 and after.pair_id("job", "db") == p
+    assert before.pair_id("job", "db") == -1  # not in that snapshot
+    assert after.pair_id("job", "api") == before.pair_id("job", "api") >= 0
+
+
+@pytest.mark.parametrize("n", [1_000_000, 12])
+def test_distinct_ids_by_sorting_or_marking(n):
+    ids = np.array([7, 3, 3, 11, 0, 7], np.int64)
+    distinct, at = distinct_ids(ids, n)
+    assert distinct.tolist() == [0, 3, 7, 11] and (distinct[at] == ids).all()
+
+
+def test_selection_cache_is_bounded_in_entries_and_bytes():
+    cache: SelectionCache[str] = SelectionCache(max_entries=3, max_bytes=100, max_item_bytes=60)
+    cache.put("big", "x", 61)  # over the item bound: not kept
+    assert cache.get("big") is None
+    for key in "abc":
+        cache.put(key, key.upper(), 10)
+    assert cache.get("a") == "A"  # now the most recently used
+    cache.put("d", "D", 10)  # "b" goes: least recently used
+    assert cache.get("b") is None and [cache.get(k) for k in "acd"] == ["A", "C", "D"]
+    cache.put("e", "E", 60)  # four entries: "a" goes
+    assert cache.get("a") is None and len(cache) == 3 and cache.nbytes == 80
+    cache.put("f", "F", 40)  # "c" goes (four entries), then "d" (110 bytes)
+    assert [cache.get(k) for k in "cdef"] == [None, None, "E", "F"] and cache.nbytes == 100

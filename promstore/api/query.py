@@ -262,7 +262,7 @@ class _QueryApi:
         return Engine(store, self._options.engine)
 
     async def _run(self, request: web.Request, key: Hashable,
-                   work: Callable[[threading.Event], bytes]) -> web.Response:
+                   work: Callable[[threading.Event], bytes]) -> web.StreamResponse:
         """Run ``work`` (the query ``key``) on the query pool; tell it to stop if the
         client goes away (aiohttp does not cancel handlers on a disconnect, so the
         connection is watched) or the server shuts down. A query that was cheap last
