@@ -60,11 +60,11 @@ def ordered_runs(ts, vs, rank, lo, hi, runs, n_series):  # pragma: no cover - co
     at = 0
     for j in range(len(runs)):
         r = runs[j]
-        for q in range(lo[r], hi[r]):
-            out_ts[at] = ts[q]
-            out_vs[at] = vs[q]
-            at += 1
-        per_series[rank[r]] += hi[r] - lo[r]
-        if j and rank[runs[j - 1]] == rank[r] and ts[lo[r]] <= ts[hi[runs[j - 1]] - 1]:
+        k = hi[r] - lo[r]
+        out_ts[at:at + k] = ts[lo[r]:hi[r]]
+        out_vs[at:at + k] = vs[lo[r]:hi[r]]
+        if j and rank[runs[j - 1]] == rank[r] and out_ts[at] <= out_ts[at - 1]:
             clash = True
+        at += k
+        per_series[rank[r]] += k
     return out_ts, out_vs, per_series, clash
