@@ -178,7 +178,7 @@ class ChunkSet:
 @dataclass(frozen=True)
 class Selection:
     """The series of a block matching some matchers that have samples no tombstone
-    deletes: their ids (sorted, read-only) and, for at most ``_LABELLED_UP_TO`` of them,
+    deletes: their ids (sorted; shared, not to be written into) and, for at most ``_LABELLED_UP_TO`` of them,
     their label sets over a copy of only the strings they use (``None`` for more, whose
     labels are read in parts as they are needed)."""
 
@@ -352,7 +352,7 @@ class Block:
     read leaves out the samples the block's tombstones delete. Every method is
     synchronous, thread-safe and returns fresh arrays, except that the answers of
     ``selection`` (which ``select_series`` hands on for the block's whole range) are
-    kept, shared and read-only; ``close`` must not race with them. Malformed data
+    kept and shared, not to be written into; ``close`` must not race with them. Malformed data
     raises ``CorruptionError`` naming file and offset.
     """
 
@@ -444,7 +444,6 @@ class Block:
             # Every series has a chunk, and every chunk is inside the block.
             ids = self._undeleted(select(self._index, matchers), self.meta.min_time,
                                   self.meta.max_time - 1)
-            ids.flags.writeable = False
             labels = self.symbol_labels(ids).detached() if len(ids) <= _LABELLED_UP_TO \
                 else None
             found = Selection(ids, labels)

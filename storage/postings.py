@@ -199,13 +199,14 @@ def select(reader: LabelIndex, matchers: Sequence[Matcher]) -> np.ndarray:
 
     Only the smallest set of postings is read; the series in it are then checked
     against the other matchers' postings, so that a query for one series of a large
-    job costs about the size of that series' rarest label, not of the job. The answer
-    is read-only: the index may keep it for the next call (``LabelIndex.remember``)."""
+    job costs about the size of that series' rarest label, not of the job. The index
+    may keep the answer for the next call (``LabelIndex.remember``): callers must not
+    write into it. (It is not flagged read-only: numba compiles a kernel once more for
+    read-only arrays, which costs memory in every kernel the answer reaches.)"""
     key = matchers_key(matchers)
     found = reader.remembered(key)
     if found is None:
         found = _select(reader, matchers)
-        found.flags.writeable = False
         reader.remember(key, found)
     return found
 

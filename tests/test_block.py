@@ -400,7 +400,7 @@ def test_selective_matchers_look_series_up_in_large_postings(tmp_path):
         block.select_series(selections[1], MIN_T, MAX_T)
 
 
-def test_selections_are_kept_read_only_with_their_labels_and_renewed_by_deletions(tmp_path):
+def test_selections_are_kept_with_their_labels_and_renewed_by_deletions(tmp_path):
     label_sets = [{"__name__": "up", "job": "api", "instance": f"host-{i}"} for i in range(200)]
     args = random_chunks(label_sets, 3)
     mint, maxt = block_range(args)
@@ -408,7 +408,7 @@ def test_selections_are_kept_read_only_with_their_labels_and_renewed_by_deletion
     few = [Matcher(MatchType.RE, "instance", "host-1.")]
     with Block.open(meta.path) as block:
         chosen = block.selection(few)
-        assert block.selection(few) is chosen and not chosen.ids.flags.writeable
+        assert block.selection(few) is chosen
         assert chosen.ids.tolist() == Model(args).select(few, MIN_T, MAX_T)
         assert block.select_series(few, MIN_T, MAX_T) is chosen.ids
         # Label sets over a copy of only their own strings, not the mapped index.
