@@ -178,9 +178,9 @@ class ChunkSet:
 @dataclass(frozen=True)
 class Selection:
     """The series of a block matching some matchers that have samples no tombstone
-    deletes: their ids (sorted; shared, not to be written into) and, for at most ``_LABELLED_UP_TO`` of them,
-    their label sets over a copy of only the strings they use (``None`` for more, whose
-    labels are read in parts as they are needed)."""
+    deletes: their ids (sorted; shared, not to be written into) and, for at most
+    ``_LABELLED_UP_TO`` of them, their label sets over a copy of only the strings they
+    use (``None`` for more, whose labels are read in parts as they are needed)."""
 
     ids: np.ndarray
     labels: SymbolLabels | None
