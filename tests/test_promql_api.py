@@ -235,6 +235,8 @@ async def test_cheap_queries_run_on_the_event_loop_with_the_same_answers_and_tim
         assert threads[0].startswith("query") and threads[1] == threads[2] == "MainThread"
         await _get(client, "/api/v1/query", query="up + 1", time="300")
         assert threads[3].startswith("query")  # a query not met before
+        await _get(client, "/api/v1/query", query="up", time="86400")
+        assert threads[4].startswith("query")  # the same one at another time: not yet cheap
     finally:
         await client.close()
     client = await _client(query.QueryApiOptions(engine=EngineOptions(timeout_s=0)))

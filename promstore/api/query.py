@@ -16,7 +16,9 @@ which queries then read beside the store (``docs/downsampling.md``).
 Queries run on a small thread pool of their own, so that a slow query neither blocks
 the event loop nor the write path; a client that goes away cancels its query. A query
 whose last run took under two milliseconds (a dashboard's one-series panel, refreshed)
-runs on the event loop instead, sparing it the hop to the pool and back.
+runs on the event loop instead, sparing it the hop to the pool and back; costs are
+remembered per query text, shape and distance from now, so that one moved to a time
+holding more data goes to the pool first.
 """
 
 from __future__ import annotations
@@ -101,6 +103,17 @@ holding the loop for a millisecond or two delays nothing noticeably. (A one-seri
 fetch that takes 0.25 ms in a loop takes about 1 ms when the caches are cold, as they
 are when a dashboard refreshes.)"""
 _KEPT_COSTS = 1024  # queries whose last cost is remembered
+_AGE_BUCKET_MS = 10 * 60 * 1000
+"""A query's cost is remembered per 10 minutes of how far before now it ends, so that the
+same text moved to a time holding much more data (a dashboard scrolled back, a store
+that filled since) runs on the pool first instead of holding the event loop."""
+
+
+def _cost_key(kind: str, text: str | None, end_ms: int, *shape: object) -> Hashable:
+    """The key under which a query's last cost is remembered: its kind, text and shape
+    (resolution, steps) and how long before now it ends, in ``_AGE_BUCKET_MS``."""
+    age = (int(time.time() * 1000) - end_ms) // _AGE_BUCKET_MS
+    return (kind, text, age, *shape)
 
 
 class _RecentCosts:
@@ -326,7 +339,8 @@ class _QueryApi:
             return encode_data(engine.instant_query(node, t, timeout, cancel, resolution),
                                *_SUCCESS)
 
-        return await self._run(request, ("query", params.get("query"), resolution), work)
+        return await self._run(request, _cost_key("query", params.get("query"), t, resolution),
+                               work)
 
     async def query_range(self, request: web.Request) -> web.StreamResponse:
         params = await request_params(request)
@@ -358,7 +372,8 @@ class _QueryApi:
             return encode_data(engine.range_query(node, start, end, step, timeout, cancel,
                                                   resolution), *_SUCCESS)
 
-        key = ("query_range", params.get("query"), (end - start) // step, resolution)
+        key = _cost_key("query_range", params.get("query"), end, step, (end - start) // step,
+                        resolution)
         return await self._run(request, key, work)
 
     async def format_query(self, request: web.Request) -> web.StreamResponse:
