@@ -257,3 +257,21 @@ def test_recent_costs_remember_the_last_run_of_a_bounded_number_of_queries() -> 
     costs.record("b", 0.0)  # cheap again
     costs.record("c", 0.0)  # "a" was run least recently: forgotten
     assert costs.cheap("b") and costs.cheap("c") and not costs.cheap("a")
+
+
+def test_the_engine_warm_up_stops_between_queries_once_told(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server shut down while its engine kernels still compile does not wait for all."""
+    from promstore.promql import warmup
+
+    stop = threading.Event()
+    answers: list[object] = []
+
+    def encode(result: object) -> bytes:
+        answers.append(result)
+        stop.set()  # told to stop while running the first query
+        return b""
+
+    monkeypatch.setattr(warmup, "encode_data", encode)
+    warmup.warm_up(stop)
+    assert len(answers) == 2  # the first query, instant and range, and no more

@@ -250,12 +250,14 @@ class _QueryApi:
                                         thread_name_prefix="query")
         self._started = datetime.now(UTC)
         self._costs = _RecentCosts()
+        self._closing = threading.Event()
 
     async def warm_up(self, app: web.Application) -> None:
         """Load the engine's kernels in the background while the store opens."""
-        asyncio.get_running_loop().run_in_executor(self._pool, warmup.warm_up)
+        asyncio.get_running_loop().run_in_executor(self._pool, warmup.warm_up, self._closing)
 
     async def close(self, app: web.Application) -> None:
+        self._closing.set()  # a warm-up still compiling stops at its next query
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _store(self, request: web.Request) -> Any:

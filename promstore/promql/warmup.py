@@ -6,6 +6,8 @@ hundred milliseconds in all, which the first query after a start would otherwise
 
 from __future__ import annotations
 
+import threading
+
 from .encoding import encode_data
 from .engine import Engine
 from .testing import MemoryStore
@@ -19,13 +21,17 @@ _QUERIES = (
 )
 
 
-def warm_up() -> None:
-    """Run one query through every kernel against a tiny in-memory store."""
+def warm_up(stop: threading.Event | None = None) -> None:
+    """Run one query through every kernel against a tiny in-memory store; stop between
+    queries once ``stop`` is set (a server shut down while still compiling them exits
+    without waiting for the rest)."""
     store = MemoryStore()
     for k, le in enumerate(("1", "+Inf")):
         store.add({"__name__": "m", "a": str(k), "le": le}, [0, 15_000, 30_000],
                   [1.0, 2.0, 3.0])
     engine = Engine(store)
     for query in _QUERIES:
+        if stop is not None and stop.is_set():
+            return
         encode_data(engine.instant_query(query, 30_000))
         encode_data(engine.range_query(query, 0, 30_000, 15_000))
