@@ -8,10 +8,10 @@ head. The data: ``instances`` hosts each exposing ``per_instance`` counters
 ``x{instance, n}`` scraped every ``scrape`` seconds, rates swinging over the day, a
 restart now and then. The data ends at the reference time ("now"). Then:
 
-1. downsampling as the maintainer would run it (5 m after 40 h or ``--after-5m``, 1 h
-   after 10 days), timed: called every 2 hours over the newest block's span, so that
-   the part of the newest block older than the age is downsampled in 2-hour steps
-   (``--step``), as in a running server;
+1. downsampling as the maintainer would run it (5 m after ``downsample_5m_after``, 12 h
+   by default, or ``--after-5m``; 1 h after 10 days), timed: called every 2 hours over
+   the newest 54 hours, so that the part of a block older than the age is downsampled
+   in 2-hour steps (``--step``), as in a running server;
 2. bytes on disk: raw blocks, 5 m and 1 h aggregates;
 3. ``sum by (instance) (rate(x[1h]))`` at a 1 h step through the PromQL engine (in this
    process, the query API's engine without HTTP), raw (``max_source_resolution=0``) and
@@ -21,8 +21,8 @@ restart now and then. The data ends at the reference time ("now"). Then:
 
    - ``now``: the 30 days ending now; the newest 54 hours are still being filled (0 to
      54 h of data, depending on where the run's time falls, or ``--filled-hours``): at
-     most the newest 40 to 42 hours are read raw (ended blocks spanning 40 hours or
-     more are downsampled at once, the part of the others older than 40 hours in 2-hour
+     most the age plus a 2-hour step is read raw (ended blocks spanning the age or more
+     are downsampled at once, the part of the others older than the age in 2-hour
      steps);
    - ``old``: the 30 days before that, all downsampled.
 
@@ -250,8 +250,9 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--scrape", type=int, default=15, help="scrape interval in seconds")
     p.add_argument("--repeat", type=int, default=5, help="runs of each query; median kept")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--after-5m", type=int, default=40, metavar="HOURS",
-                   help="age at which raw data becomes 5-minute windows (downsample_5m_after)")
+    p.add_argument("--after-5m", type=int, default=DownsampleOptions().after_5m_ms // HOUR_MS,
+                   metavar="HOURS", help="age at which raw data becomes 5-minute windows "
+                                         "(downsample_5m_after; default: the server's)")
     p.add_argument("--step", type=int, default=2, metavar="HOURS",
                    help="steps in which a block's part older than the age is downsampled "
                    "(0: whole blocks only)")
