@@ -67,6 +67,17 @@ def test_common_floats_print_their_shortest_digits(floats: list[float]) -> None:
     assert _kernel_values(values) == format_values(values)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(-2**54, 2**54),
+                          st.builds(lambda n, shift: n << shift, st.integers(2**53 - 3, 2**53 + 3),
+                                    st.sampled_from([0, 1, 10]))), min_size=1, max_size=50))
+def test_whole_numbers_print_their_shortest_digits(numbers: list[int]) -> None:
+    # Counters are whole numbers, printed by a shortcut below 2**53; around and above
+    # it the general path takes over.
+    values = np.array(numbers, dtype=np.float64)
+    assert _kernel_values(values) == format_values(values)
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.lists(st.tuples(st.integers(-2**52, 2**52), st.floats(-1e6, 1e6)), max_size=30))
 def test_points_match_the_reference(points: list[tuple[int, float]]) -> None:

@@ -53,6 +53,7 @@ _U10 = np.uint64(10)
 _U100 = np.uint64(100)
 _U64 = np.uint64(64)
 _MANTISSA = np.uint64((1 << 52) - 1)
+_EXACT_INTEGERS = float(1 << 53)
 _HIDDEN = np.uint64(1 << 52)
 
 _NAN = np.frombuffer(b"NaN", dtype=np.uint8)
@@ -208,15 +209,19 @@ def _put(out, pos, text):  # pragma: no cover - compiled
 
 @njit(cache=True, nogil=True, inline="always")
 def _put_uint(out, pos, n):  # pragma: no cover - compiled
-    """Decimal digits of the non-negative int64 ``n``."""
+    """Decimal digits of the non-negative int64 ``n``: the width found by comparisons,
+    then one pass of unsigned divisions writing from the last digit."""
+    u = np.uint64(n)
     width = 1
-    probe = n // 10
-    while probe:
+    bound = _U10
+    while width < 19 and u >= bound:
         width += 1
-        probe //= 10
-    for k in range(width - 1, -1, -1):
-        out[pos + k] = _ZERO + n % 10
-        n //= 10
+        bound *= _U10
+    at = pos + width
+    while at > pos:
+        at -= 1
+        out[at] = _ZERO + np.uint8(u % _U10)
+        u //= _U10
     return pos + width
 
 
@@ -237,6 +242,11 @@ def format_value(v, bits, buf, out, pos):  # pragma: no cover - compiled
     if v == 0:
         out[pos] = _ZERO
         return pos + 1
+    if abs(v) < _EXACT_INTEGERS and v == np.floor(v):
+        # A whole number below 2**53 (a counter, a count) prints as its decimal digits:
+        # its rounding interval is at most a unit wide, and any shorter decimal is
+        # another whole number, a unit or more away.
+        return _put_uint(out, pos, np.int64(abs(v)))
     exponent = np.int64((bits >> np.uint64(52)) & np.uint64(0x7FF))
     digits, exp10 = _shortest(bits & _MANTISSA, exponent)
     n = 0
