@@ -41,8 +41,9 @@ from .block_chunks import MAX_SEGMENT_SIZE, ChunkSegments, write_segments
 from .block_index import ChunkMetas, DecodedSeries, IndexFile, SeriesLayout, write_index
 from .errors import CorruptionError
 from .matchers import Matcher
-from .postings import SelectionCache, matchers_key, select
+from .postings import MatchersKey, SelectionCache, matchers_key, select
 from .series import SymbolLabels
+from .series_set import LabelTable, symbol_label_table
 from .tombstones import Tombstones
 from .ulid import is_ulid, new_ulid
 
@@ -61,7 +62,7 @@ __all__ = [
 META_VERSION = 1
 TMP_SUFFIX = ".tmp-for-creation"
 _MAX_META_BYTES = 64 << 20
-_LABELLED_UP_TO = 64
+LABELLED_UP_TO = 64
 """Series of a selection up to which ``Block.selection`` reads their label sets too."""
 
 
@@ -179,17 +180,21 @@ class ChunkSet:
 class Selection:
     """The series of a block matching some matchers that have samples no tombstone
     deletes: their ids (sorted; shared, not to be written into) and, for at most
-    ``_LABELLED_UP_TO`` of them, their label sets over a copy of only the strings they
-    use (``None`` for more, whose labels are read in parts as they are needed)."""
+    ``LABELLED_UP_TO`` of them, their label sets over a copy of only the strings they
+    use and their label table (``None`` for more, whose labels are read in parts as they
+    are needed)."""
 
     ids: np.ndarray
     labels: SymbolLabels | None
+    table: LabelTable | None  # of ``labels``, when they are here
 
     @property
     def nbytes(self) -> int:
         held = [self.ids]
         if self.labels is not None:
             held += [getattr(self.labels, f.name) for f in dataclasses.fields(SymbolLabels)]
+        if self.table is not None:
+            held += [self.table.label_ids, self.table.order]
         return sum(a.nbytes for a in held)
 
 
@@ -434,19 +439,24 @@ class Block:
         decoded = self._index.decode(ids, mint, maxt, labels=False)
         return self._undeleted(ids[np.unique(decoded.chunk_series)], mint, maxt)
 
-    def selection(self, matchers: Sequence[Matcher]) -> Selection:
+    def selection(self, matchers: Sequence[Matcher], key: MatchersKey | None = None
+                  ) -> Selection:
         """The series matching every matcher that have a sample in the block that no
         tombstone deletes, with the label sets of a few (see ``Selection``). Recent
-        answers are kept: dashboards ask for the same selectors on every refresh."""
-        key = matchers_key(matchers)
+        answers are kept: dashboards ask for the same selectors on every refresh.
+        ``key`` is ``matchers_key(matchers)`` when the caller has it at hand."""
+        if key is None:
+            key = matchers_key(matchers)
         found = self._selections.get(key)
         if found is None:
             # Every series has a chunk, and every chunk is inside the block.
             ids = self._undeleted(select(self._index, matchers), self.meta.min_time,
                                   self.meta.max_time - 1)
-            labels = self.symbol_labels(ids).detached() if len(ids) <= _LABELLED_UP_TO \
-                else None
-            found = Selection(ids, labels)
+            if len(ids) <= LABELLED_UP_TO:
+                labels = self.symbol_labels(ids).detached()
+                found = Selection(ids, labels, symbol_label_table(labels))
+            else:
+                found = Selection(ids, None, None)
             self._selections.put(key, found, found.nbytes)
         return found
 

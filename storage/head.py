@@ -38,10 +38,10 @@ from .head_wal import replay
 from .interface import AppendResult, Shard
 from .labels import LabelLimits
 from .matchers import Matcher
-from .postings import Postings, select
+from .postings import Postings, SelectionCache, select
 from .samples import SampleLog, SampleSet
 from .series import RegistryView, SeriesRegistry, SymbolLabels
-from .series_set import SeriesSet, from_registry
+from .series_set import LabelTable, SeriesSet, from_table, label_table, symbol_label_table
 from .tombstones import Tombstones, trim_chunks
 from .wal import WAL
 from .xor import ENCODING_XOR
@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 
 _NO_TIME = np.iinfo(np.int64).min
 _MAX_TIME = np.iinfo(np.int64).max
+FEW_SERIES = 64
+"""Series up to which the label table of a read is kept (``Head.label_table``)."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class Head:
         self.state = _SeriesState()
         self.chunks = HeadChunks(options.block_range_ms, self.directory / "chunks_head")
         self.out_of_order = SampleLog()
+        self._tables: SelectionCache[LabelTable] = SelectionCache()
         self.tombstones = Tombstones.empty()  # replaced, never changed, under the lock
         self.n_samples = 0  # samples held (in chunks and out of order)
         self.min_time = _MAX_TIME  # oldest sample held
@@ -308,6 +311,20 @@ class Head:
             stones = self.tombstones
         return without_deleted(stones, refs[batch.pos], batch, late)
 
+    def label_table(self, refs: np.ndarray) -> LabelTable:
+        """The label table of ``refs`` (sorted unique). That of at most ``FEW_SERIES`` is
+        kept, keyed by the refs: a series' labels never change, and dashboards read the
+        same few series on every refresh."""
+        if len(refs) > FEW_SERIES:
+            return label_table(self._view(), refs)
+        key = refs.tobytes()
+        table = self._tables.get(key)
+        if table is None:
+            table = symbol_label_table(self.symbol_labels(refs))
+            size = table.label_ids.nbytes + sum(map(len, table.values + table.names))
+            self._tables.put(key, table, size)
+        return table
+
     def select(self, matchers: Sequence[Matcher], mint: int, maxt: int,
                shard: Shard | None = None) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``."""
@@ -317,9 +334,11 @@ class Head:
         if len(refs) == 0:
             return SeriesSet.empty()
         got = self.read_samples(refs, mint, maxt)
-        present = np.unique(got.refs)
-        starts = np.searchsorted(got.refs, np.append(present, _MAX_TIME))
-        return from_registry(self._view(), present, starts, got.timestamps, got.values)
+        if len(got.refs) == 0:
+            return SeriesSet.empty()
+        first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
+        table = self.label_table(got.refs[first[:-1]])
+        return from_table(table, first, got.timestamps, got.values)
 
     # -- truncation -----------------------------------------------------------------------
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -28,6 +27,7 @@ import numpy as np
 
 from . import _merge_kernels as mk
 from . import chunkenc
+from .block import LABELLED_UP_TO
 from .chunk_merge import rebuild_chunks, take_chunks
 from .interface import Shard
 from .matchers import Matcher
@@ -35,7 +35,14 @@ from .postings import MatchersKey, matchers_key
 from .rwlock import RWLock
 from .samples import SampleSet
 from .series import RegistryView, SeriesRegistry, SymbolLabels
-from .series_set import ChunkSeriesSet, SeriesSet, distinct_ids, label_table
+from .series_set import (
+    ChunkSeriesSet,
+    LabelTable,
+    SeriesSet,
+    distinct_ids,
+    label_table,
+    without_empty,
+)
 from .xor import ENCODING_XOR
 
 if TYPE_CHECKING:
@@ -104,16 +111,71 @@ def _decoded(chunks: ChunkSet, qids: np.ndarray, mint: int, maxt: int) -> Iterat
         yield _Runs(qids[chunks.series[first:last]], starts, ts, vs)
 
 
+def _concatenated(parts: list[_Runs]) -> tuple[np.ndarray, ...]:
+    """Parts' runs (samples of one series in time order, already within the range read:
+    ``_decoded``, ``Head.read_samples``) as one list: each run's owner, bounds ``lo``,
+    ``hi`` in the samples ``ts``, ``vs``; empty runs left out. Empties ``parts``, so that
+    their own copies go before the merged one is made."""
+    base = np.cumsum([0] + [len(p.ts) for p in parts[:-1]])
+    run_owner = np.concatenate([p.owner for p in parts])
+    lo = np.concatenate([p.starts[:-1] + b for p, b in zip(parts, base)])
+    hi = np.concatenate([p.starts[1:] + b for p, b in zip(parts, base)])
+    ts = parts[0].ts if len(parts) == 1 else np.concatenate([p.ts for p in parts])
+    vs = parts[0].vs if len(parts) == 1 else np.concatenate([p.vs for p in parts])
+    parts.clear()
+    held = hi > lo
+    if not held.all():
+        run_owner, lo, hi = run_owner[held], lo[held], hi[held]
+    return run_owner, lo, hi, ts, vs
+
+
+def _ranks(order: np.ndarray) -> np.ndarray:
+    """The row of each series in a label table whose ``order`` is given."""
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    return rank
+
+
+def _in_label_order(table: LabelTable, run_rank: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                    ts: np.ndarray, vs: np.ndarray) -> SeriesSet:
+    """The series of ``table`` with the samples of the runs ``lo:hi`` of ``ts``/``vs``,
+    run ``r`` belonging to the series in row ``run_rank[r]``. Runs are put in label
+    order (older parts first for a series) and copied once; only series whose runs
+    overlap in time are sorted sample by sample, the first copy of a timestamp winning.
+    Rows left without samples are dropped."""
+    n_series = len(table.label_ids)
+    runs = np.lexsort((ts[lo], run_rank))  # older parts first among equal starts
+    out_ts, out_vs, per_series, clash = mk.ordered_runs(ts, vs, run_rank, lo, hi, runs,
+                                                        n_series)
+    if clash:
+        r_rank, r_lo, r_hi = run_rank[runs], lo[runs], hi[runs]
+        overlap = (r_rank[1:] == r_rank[:-1]) & (ts[r_lo[1:]] <= ts[r_hi[:-1] - 1])
+        out_ts, out_vs, per_series = _first_copies(out_ts, out_vs, r_rank, r_lo,
+                                                   r_hi - r_lo, r_rank[1:][overlap], n_series)
+    if not per_series.all():
+        table = without_empty(table, per_series)
+        per_series = per_series[per_series > 0]
+    starts = np.zeros(len(per_series) + 1, np.int64)
+    np.cumsum(per_series, out=starts[1:])
+    return SeriesSet(table.names, table.values, table.label_ids, starts, out_ts, out_vs)
+
+
 _Method = TypeVar("_Method", bound=Callable[..., Any])
 
 
 def _read(method: _Method) -> _Method:
-    """Run ``method`` inside ``Querier._reading``."""
+    """Run ``method`` holding the store's lock shared, over the blocks there now that
+    overlap the querier's range (``Querier._blocks``)."""
 
     @functools.wraps(method)
     def wrapped(self: Querier, *args: Any, **kwargs: Any) -> Any:
-        with self._reading():
+        self._lock.acquire_shared()
+        try:
+            self._blocks = [b for b in self._all_blocks()
+                            if b.meta.min_time <= self.maxt and b.meta.max_time > self.mint]
             return method(self, *args, **kwargs)
+        finally:
+            self._lock.release_shared()
 
     return wrapped  # type: ignore[return-value]
 
@@ -133,7 +195,7 @@ class Querier:
         self._all_blocks = blocks
         self._lock = lock
         self.mint, self.maxt = mint, maxt
-        self._registry = SeriesRegistry()
+        self._made_registry: SeriesRegistry | None = None  # see ``_registry``
         self._ids_lock = threading.Lock()  # shards of a query read on several threads
         self._blocks: list[Block] = []
         self._symbol_maps: dict[object, np.ndarray] = {}  # per part, see ``_intern``
@@ -150,14 +212,15 @@ class Querier:
         """The store's blocks now (each read takes them anew)."""
         return list(self._all_blocks())
 
-    @contextmanager
-    def _reading(self) -> Iterator[None]:
-        with self._lock.shared():
-            self._blocks = [b for b in self._all_blocks()
-                            if b.meta.min_time <= self.maxt and b.meta.max_time > self.mint]
-            yield
-
     # -- ids ----------------------------------------------------------------------------
+
+    @property
+    def _registry(self) -> SeriesRegistry:
+        """The querier's ids, made when first needed (a read of a few series needs none).
+        Taken holding ``_ids_lock``."""
+        if self._made_registry is None:
+            self._made_registry = SeriesRegistry()
+        return self._made_registry
 
     def _intern(self, part: object, labels: SymbolLabels) -> np.ndarray:
         """Querier ids of label sets that ``part`` (a block, the head) holds."""
@@ -274,7 +337,9 @@ class Querier:
         key = (block, matchers_key(matchers), shard.count)
         partition = self._partitions.get(key)
         if partition is None:
-            owner = Shard.owners(self._registry.ser_hash[qids], shard.count)
+            with self._ids_lock:
+                hashes = self._registry.ser_hash[qids]
+            owner = Shard.owners(hashes, shard.count)
             order = np.argsort(owner, kind="stable")
             bounds = np.searchsorted(owner[order], np.arange(shard.count + 1, dtype=np.uint64))
             partition = self._partitions[key] = (order, bounds)
@@ -296,12 +361,16 @@ class Querier:
                shard: Shard | None = None) -> SeriesSet:
         """Series matching ``matchers`` with their samples in ``[mint, maxt]``, merged
         over blocks and head."""
-        if not self._blocks:
+        blocks = [b for b in self._blocks
+                  if b.meta.min_time <= maxt and b.meta.max_time > mint]
+        if not blocks:
             return self._head.select(matchers, mint, maxt, shard)
+        if shard is None:
+            few = self._select_few(blocks, matchers, mint, maxt)
+            if few is not None:
+                return few
         runs: list[_Runs] = []
-        for block in self._blocks:
-            if block.meta.min_time > maxt or block.meta.max_time <= mint:
-                continue
+        for block in blocks:
             ids, qids = self._block_series(block, matchers)
             if shard is not None:
                 mine = self._shard_rows(block, matchers, qids, shard)
@@ -311,50 +380,66 @@ class Querier:
             runs.extend(_decoded(block.chunks(ids, mint, maxt), qids, mint, maxt))
         refs, qids = self._head_samples(matchers, mint, maxt, shard)
         if len(refs):
-            got = self._head.read_samples(refs, mint, maxt)
-            first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
-            owner = qids[np.searchsorted(refs, got.refs[first[:-1]])]
-            runs.append(_Runs(owner, first, got.timestamps, got.values))
+            runs.append(self._head_runs(refs, qids, mint, maxt))
         if not runs:
             return SeriesSet.empty()
         return self._merge(runs)
 
+    def _select_few(self, blocks: list[Block], matchers: Sequence[Matcher], mint: int,
+                    maxt: int) -> SeriesSet | None:
+        """``select`` when every part holding any of the series selected holds the same
+        few (at most ``LABELLED_UP_TO``): a dashboard's panel over a few series, or a
+        single one. Their label table is then the one each part keeps for them, and
+        nothing is interned. None when that is not so."""
+        key = matchers_key(matchers)
+        parts: list[tuple[Block | None, np.ndarray, LabelTable]] = []  # None: the head
+        for block in blocks:
+            selection = block.selection(matchers, key)
+            if len(selection.ids) == 0:
+                continue
+            if selection.table is None:
+                return None
+            parts.append((block, selection.ids, selection.table))
+        head = self._head
+        if head.n_samples and head.min_time <= maxt and head.max_time >= mint:
+            refs = head.select_series(matchers, mint, maxt)
+            if len(refs) > LABELLED_UP_TO:
+                return None
+            if len(refs):
+                parts.append((None, refs, head.label_table(refs)))
+        if not parts:
+            return SeriesSet.empty()
+        table = parts[0][2]
+        if not all(table.same_series(other) for _, _, other in parts[1:]):
+            return None
+        runs: list[_Runs] = []
+        for block, ids, own in parts:  # each part lists the series in its own order
+            if block is None:
+                runs.append(self._head_runs(ids, _ranks(own.order), mint, maxt))
+            else:
+                runs.extend(_decoded(block.chunks(ids, mint, maxt), _ranks(own.order), mint,
+                                     maxt))
+        if not runs:
+            return SeriesSet.empty()
+        return _in_label_order(table, *_concatenated(runs))
+
+    def _head_runs(self, refs: np.ndarray, owners: np.ndarray, mint: int, maxt: int) -> _Runs:
+        """The head's samples of ``refs`` in ``[mint, maxt]``, a run per series, owned by
+        ``owners`` (one per ref)."""
+        got = self._head.read_samples(refs, mint, maxt)
+        first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
+        owner = owners[np.searchsorted(refs, got.refs[first[:-1]])]
+        return _Runs(owner, first, got.timestamps, got.values)
+
     def _merge(self, parts: list[_Runs]) -> SeriesSet:
-        """One SeriesSet from parts' runs (samples of one series in time order, already
-        within the range read: ``_decoded``, ``Head.read_samples``). Runs are put in
-        label order (older parts first for a series) and copied once; only series whose
-        runs overlap in time are sorted sample by sample, the first copy of a timestamp
-        winning. Empties ``parts``."""
-        base = np.cumsum([0] + [len(p.ts) for p in parts[:-1]])
-        run_owner = np.concatenate([p.owner for p in parts])
-        lo = np.concatenate([p.starts[:-1] + b for p, b in zip(parts, base)])
-        hi = np.concatenate([p.starts[1:] + b for p, b in zip(parts, base)])
-        ts = parts[0].ts if len(parts) == 1 else np.concatenate([p.ts for p in parts])
-        vs = parts[0].vs if len(parts) == 1 else np.concatenate([p.vs for p in parts])
-        parts.clear()  # the parts' own copies go before the merged one is made
-        held = hi > lo
-        if not held.all():
-            run_owner, lo, hi = run_owner[held], lo[held], hi[held]
+        """One SeriesSet from parts' runs of the querier's series (``_concatenated``)."""
+        run_owner, lo, hi, ts, vs = _concatenated(parts)
         if len(lo) == 0:
             return SeriesSet.empty()
         view = self._view()
         present, run_series = distinct_ids(run_owner, view.n_series)
-        names, labels, ids, order = label_table(view, present)
-        rank = np.empty(len(present), np.int64)
-        rank[order] = np.arange(len(present))
-        run_rank = rank[run_series]
-        runs = np.lexsort((ts[lo], run_rank))  # older parts first among equal starts
-        out_ts, out_vs, per_series, clash = mk.ordered_runs(ts, vs, run_rank, lo, hi, runs,
-                                                            len(present))
-        if clash:
-            r_rank, r_lo, r_hi = run_rank[runs], lo[runs], hi[runs]
-            overlap = (r_rank[1:] == r_rank[:-1]) & (ts[r_lo[1:]] <= ts[r_hi[:-1] - 1])
-            out_ts, out_vs, per_series = _first_copies(out_ts, out_vs, r_rank, r_lo,
-                                                       r_hi - r_lo, r_rank[1:][overlap],
-                                                       len(present))
-        starts = np.zeros(len(present) + 1, np.int64)
-        np.cumsum(per_series, out=starts[1:])
-        return SeriesSet(names, labels, ids, starts, out_ts, out_vs)
+        table = label_table(view, present)
+        return _in_label_order(table, _ranks(table.order)[run_series], lo, hi, ts, vs)
 
     @_read
     def select_chunks(self, matchers: Sequence[Matcher], mint: int, maxt: int

@@ -53,6 +53,14 @@ def _table_size(items: int) -> int:
     return size
 
 
+def _decoded(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ids: np.ndarray
+             ) -> list[str]:
+    """The strings ``ids`` of a symbol table (``buf[offsets[s]:offsets[s]+lengths[s]]``)."""
+    blob, bounds = gather_strings(buf, offsets, lengths, np.asarray(ids, np.int64))
+    raw = blob.tobytes()
+    return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds.tolist())]
+
+
 @dataclass(frozen=True)
 class SymbolLabels:
     """Label sets as another index holds them: set ``i`` is labels
@@ -71,6 +79,10 @@ class SymbolLabels:
     @property
     def n_symbols(self) -> int:
         return len(self.sym_off)
+
+    def strings(self, ids: np.ndarray) -> list[str]:
+        """The text of symbols ``ids``."""
+        return _decoded(self.buf, self.sym_off, self.sym_len, ids)
 
     def compacted(self) -> SymbolLabels:
         """The same sets over a table of only the symbols they use: translating a few
@@ -129,10 +141,7 @@ class RegistryView(NamedTuple):
         return self.arena[off:off + int(self.sym_len[s])].tobytes().decode("utf-8")
 
     def symbols(self, ids: np.ndarray) -> list[str]:
-        blob, bounds = gather_strings(self.arena, self.sym_off, self.sym_len,
-                                      np.asarray(ids, np.int64))
-        raw = blob.tobytes()
-        return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds.tolist())]
+        return _decoded(self.arena, self.sym_off, self.sym_len, ids)
 
     def symbol_id(self, text: str) -> int:
         """Symbol id of ``text``, or -1 when no series in this snapshot uses it."""

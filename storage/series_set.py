@@ -11,19 +11,19 @@ and the matching ``values`` (float64, bit patterns kept: stale markers survive).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
 from . import _registry_kernels as rk
 
 if TYPE_CHECKING:
-    from .series import RegistryView
+    from .series import RegistryView, SymbolLabels
 
-__all__ = ["ChunkSeriesSet", "SeriesSet", "distinct_ids", "from_registry", "label_sort_key",
-           "label_table"]
+__all__ = ["ChunkSeriesSet", "LabelTable", "SeriesSet", "distinct_ids", "from_registry",
+           "from_table", "label_sort_key", "label_table", "symbol_label_table", "without_empty"]
 
 
 @dataclass(frozen=True)
@@ -116,21 +116,50 @@ class ChunkSeriesSet(_Labelled):
     offsets: np.ndarray  # int64 [n_chunks + 1]
 
 
-def label_table(view: RegistryView, refs: np.ndarray
-                ) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """``(names, values, label_ids, order)`` for the series ``refs`` of ``view``:
-    ``order`` sorts ``refs`` into label order and ``label_ids`` is already in it.
+class LabelTable(NamedTuple):
+    """The label table of some series (see the module docstring) and ``order``, which
+    puts them, as they were given, into label order: row ``r`` of ``label_ids`` is that
+    of series ``order[r]``."""
+
+    names: list[str]
+    values: list[str]
+    label_ids: np.ndarray
+    order: np.ndarray
+
+    def same_series(self, other: LabelTable) -> bool:
+        """Whether ``other`` lists the same label sets in the same order."""
+        return (self.names == other.names and self.values == other.values
+                and np.array_equal(self.label_ids, other.label_ids))
+
+
+def label_table(view: RegistryView, refs: np.ndarray) -> LabelTable:
+    """The label table of the series ``refs`` of ``view``.
 
     Strings are decoded once per distinct symbol; everything per series or per label is
     array work.
     """
     pair_keys = view.pair_key[rk.gather_ranges(view.lab_start, view.lab_pair, refs)]
-    names, name_rank = _ranked(view, pair_keys >> 32)
-    values, value_rank = _ranked(view, pair_keys & 0xFFFFFFFF)
-    ids, key = rk.label_rows(view.lab_start, refs, name_rank, value_rank, len(names),
-                             len(values))
+    return _table(view.symbols, view.n_symbols, view.lab_start, refs, pair_keys >> 32,
+                  pair_keys & 0xFFFFFFFF)
+
+
+def symbol_label_table(labels: SymbolLabels) -> LabelTable:
+    """The label table of the label sets ``labels`` (a few sets read out of a block or
+    the head), without interning them anywhere."""
+    n_sets = len(labels.lab_start) - 1
+    return _table(labels.strings, labels.n_symbols, labels.lab_start,
+                  np.arange(n_sets, dtype=np.int64), labels.lab_name, labels.lab_value)
+
+
+def _table(strings: Callable[[np.ndarray], list[str]], n_symbols: int, lab_start: np.ndarray,
+           refs: np.ndarray, name_syms: np.ndarray, value_syms: np.ndarray) -> LabelTable:
+    """The label table of sets ``refs`` of ``lab_start``, whose labels are the symbols
+    ``name_syms``/``value_syms`` back to back (each set in name order)."""
+    names, name_rank = _ranked(strings, n_symbols, name_syms)
+    values, value_rank = _ranked(strings, n_symbols, value_syms)
+    ids, key = rk.label_rows(lab_start, refs, name_rank, value_rank, len(names), len(values))
     order = np.lexsort(key.T[::-1]) if len(refs) > 1 and key.shape[1] else np.arange(len(refs))
-    return names, values, ids[order], order
+    return LabelTable(names, values, ids[order], order)
 
 
 def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
@@ -140,12 +169,42 @@ def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
     refs = np.asarray(refs, np.int64)
     if len(refs) == 0:
         return SeriesSet.empty()
-    names, values, ids, order = label_table(view, refs)
+    return from_table(label_table(view, refs), starts, timestamps, samples)
+
+
+def from_table(table: LabelTable, starts: np.ndarray, timestamps: np.ndarray,
+               samples: np.ndarray) -> SeriesSet:
+    """The set of the series of ``table`` (as they were given to it) whose samples are
+    ``timestamps[starts[i]:starts[i+1]]`` for series ``i``, sorted into label order."""
+    order = table.order
     lengths = np.diff(starts)[order]
-    new_starts = np.zeros(len(refs) + 1, np.int64)
+    new_starts = np.zeros(len(order) + 1, np.int64)
     np.cumsum(lengths, out=new_starts[1:])
-    take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) + np.arange(new_starts[-1])
-    return SeriesSet(names, values, ids, new_starts, timestamps[take], samples[take])
+    if len(order) > 1:
+        take = np.repeat(starts[:-1][order] - new_starts[:-1], lengths) \
+            + np.arange(new_starts[-1])
+        timestamps, samples = timestamps[take], samples[take]
+    else:
+        lo, hi = int(starts[0]), int(starts[-1])
+        timestamps, samples = timestamps[lo:hi], samples[lo:hi]
+    return SeriesSet(table.names, table.values, table.label_ids, new_starts, timestamps,
+                     samples)
+
+
+def without_empty(table: LabelTable, per_series: np.ndarray) -> LabelTable:
+    """``table`` (in label order, ``order`` unused) without the rows whose count in
+    ``per_series`` is zero, and without the names and values only they used."""
+    ids = table.label_ids[per_series > 0]
+    names_used = (ids >= 0).any(axis=0)
+    ids = ids[:, names_used]
+    values_used = np.zeros(len(table.values) + 1, bool)
+    values_used[ids] = True  # -1 marks the extra last entry
+    values_used = values_used[:-1]
+    renumbered = np.cumsum(values_used, dtype=np.int32) - 1
+    ids = np.where(ids >= 0, renumbered[ids], -1).astype(np.int32)
+    names = [n for n, used in zip(table.names, names_used.tolist()) if used]
+    values = [v for v, used in zip(table.values, values_used.tolist()) if used]
+    return LabelTable(names, values, ids, np.arange(len(ids)))
 
 
 def distinct_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -157,10 +216,12 @@ def distinct_ids(ids: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return rk.mark_distinct(ids, n)
 
 
-def _ranked(view: RegistryView, syms: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """Distinct strings of symbol ids ``syms`` in byte order, and each id's rank."""
-    distinct, inverse = distinct_ids(syms, view.n_symbols)
-    texts = view.symbols(distinct)
+def _ranked(strings: Callable[[np.ndarray], list[str]], n_symbols: int, syms: np.ndarray
+            ) -> tuple[list[str], np.ndarray]:
+    """Distinct strings of symbol ids ``syms`` (of ``n_symbols``, read by ``strings``) in
+    byte order, and each id's rank."""
+    distinct, inverse = distinct_ids(syms, n_symbols)
+    texts = strings(distinct)
     order = sorted(range(len(texts)), key=texts.__getitem__)
     rank = np.empty(len(texts), np.int64)
     rank[order] = np.arange(len(texts))
