@@ -232,6 +232,45 @@ def plan_read(  # type: ignore[no-untyped-def]
 
 
 @njit(cache=True, nogil=True)
+def plan_copies(  # type: ignore[no-untyped-def]
+    refs, mint, maxt, xstate, slot_off, c_mint, last_sealed, tab_mint, tab_maxt, tab_prev,
+    tab_len, tab_loc, arena,
+):
+    """``plan_read``, then the chunks' time ranges and byte offsets in one blob, the
+    open chunks copied into it. Returns ``(pos, cmin, cmax, offsets, blob, page, src)``:
+    sealed chunk ``c`` is still to be copied from ``src[c]`` in page ``page[c]`` (-1 for
+    the open chunks, already in place)."""
+    pos, index = plan_read(refs, mint, maxt, xstate, slot_off, c_mint, last_sealed,
+                           tab_mint, tab_maxt, tab_prev)
+    n = len(index)
+    cmin = np.empty(n, np.int64)
+    cmax = np.empty(n, np.int64)
+    offsets = np.zeros(n + 1, np.int64)
+    page = np.full(n, -1, np.int64)
+    src = np.empty(n, np.int64)
+    for c in range(n):
+        k = index[c]
+        if k >= 0:
+            cmin[c] = tab_mint[k]
+            cmax[c] = tab_maxt[k]
+            length = tab_len[k]
+            page[c] = tab_loc[k] >> PAGE_BITS
+            src[c] = tab_loc[k] & (PAGE_SIZE - 1)
+        else:
+            r = -1 - k
+            cmin[c] = c_mint[r]
+            cmax[c] = np.int64(xstate[r, ST_T])
+            length = length_of(xstate[r, ST_BITPOS], xstate[r, ST_BYTE_TAIL], True)  # 2.x
+            src[c] = slot_off[r]
+        offsets[c + 1] = offsets[c] + length
+    blob = np.empty(offsets[n], np.uint8)
+    for c in range(n):
+        if page[c] < 0:
+            blob[offsets[c]:offsets[c + 1]] = arena[src[c]:src[c] + offsets[c + 1] - offsets[c]]
+    return pos, cmin, cmax, offsets, blob, page, src
+
+
+@njit(cache=True, nogil=True)
 def copy_chunks(src, src_off, lengths, dst, dst_off, select):  # type: ignore[no-untyped-def]
     """``dst[dst_off[c]:…] = src[src_off[c]:…]`` for each chunk ``c`` in ``select``."""
     for c in select:

@@ -533,6 +533,21 @@ class Block:
                             t.offsets)
         return ChunkSet(d.chunk_series, d.chunk_mint, d.chunk_maxt, encoding, blob, offsets)
 
+    def few_samples(self, ids: np.ndarray, mint: int, maxt: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The samples in ``[mint, maxt]`` of a few series ``ids``, a run per chunk:
+        ``(position in ids of each run's series, run starts, timestamps, values)``, read
+        in one kernel call. None when the block has tombstones or the chunks are not
+        all XOR chunks in one segment: ``chunks`` then reads them."""
+        if len(self.tombstones):
+            return None
+        d = self._index.decode(ids, mint, maxt, labels=False)
+        got = self._segments.read_xor_range(d.chunk_ref, mint, maxt)
+        if got is None:
+            return None
+        ts, vs, starts = got
+        return d.chunk_series, starts, ts, vs
+
     def close(self) -> None:
         """Unmap the files; arrays already returned stay valid."""
         self._selections = SelectionCache()

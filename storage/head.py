@@ -277,10 +277,8 @@ class Head:
             late = self.out_of_order.read(refs, mint, maxt) if self.out_of_order.n_samples \
                 else None
             stones = self.tombstones
-        ts, vs, starts = batch.decode()
+        ts, vs, starts = batch.samples_in(mint, maxt)
         owner = np.repeat(refs[batch.pos], np.diff(starts))
-        keep = (ts >= mint) & (ts <= maxt)
-        owner, ts, vs = owner[keep], ts[keep], vs[keep]
         if len(stones):
             alive = ~stones.deleted(owner, ts)
             owner, ts, vs = owner[alive], ts[alive], vs[alive]

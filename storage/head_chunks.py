@@ -23,7 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _head_chunk_kernels as k
-from ._xor_kernels import ST_BITPOS, ST_BYTE_TAIL, ST_NUM, ST_T, STATE_LEN
+from ._read_kernels import decode_xor_range
+from ._xor_kernels import ST_NUM, ST_T, STATE_LEN
+from .errors import CorruptionError
 from .head_pages import SealedPages
 from .xor import decode_xor_many
 
@@ -49,6 +51,15 @@ class ChunkBatch:
     def decode(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Samples of every chunk: ``(timestamps, values, sample_starts)``."""
         return decode_xor_many(self.blob, self.offsets)
+
+    def samples_in(self, mint: int, maxt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Samples of every chunk in ``[mint, maxt]``, a run per chunk: ``(timestamps,
+        values, run starts)``, decoded and cut in one kernel call."""
+        ts, vs, starts, ok = decode_xor_range(self.blob, self.offsets, mint, maxt)
+        if not ok:
+            self.decode()  # raises the CorruptionError naming the malformed chunk
+            raise CorruptionError("a head chunk is malformed")
+        return ts, vs, starts
 
 
 def _grow(arr: np.ndarray, need: int, fill: int) -> np.ndarray:
@@ -128,41 +139,17 @@ class HeadChunks:
         """Copies of the chunks of ``refs`` (sorted unique) overlapping ``[mint, maxt]``."""
         refs = np.ascontiguousarray(refs, np.int64)
         refs = refs[refs < len(self.slot_off)]
-        pos, index = k.plan_read(refs, mint, maxt, self.xstate, self.slot_off, self.c_mint,
-                                 self.last_sealed, self.tab_mint, self.tab_maxt, self.tab_prev)
-        sealed = index >= 0
-        open_refs = -1 - index[~sealed]
-        sealed_rows = index[sealed]
-        cmin = np.empty(len(index), np.int64)
-        cmax = np.empty(len(index), np.int64)
-        lengths = np.empty(len(index), np.int64)
-        cmin[sealed] = self.tab_mint[sealed_rows]
-        cmax[sealed] = self.tab_maxt[sealed_rows]
-        lengths[sealed] = self.tab_len[sealed_rows]
-        cmin[~sealed] = self.c_mint[open_refs]
-        cmax[~sealed] = self.xstate[open_refs, ST_T].view(np.int64)
-        lengths[~sealed] = self._open_lengths(open_refs)
-        offsets = np.zeros(len(index) + 1, np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        blob = np.empty(int(offsets[-1]), np.uint8)
-        src = np.empty(len(index), np.int64)
-        src[~sealed] = self.slot_off[open_refs]
-        k.copy_chunks(self.arena, src, lengths, blob, offsets, np.flatnonzero(~sealed))
-        if len(sealed_rows):
-            loc = self.tab_loc[sealed_rows]
-            page_of = loc >> k.PAGE_BITS
-            src[sealed] = loc & (k.PAGE_SIZE - 1)
-            where = np.flatnonzero(sealed)
-            for p in np.unique(page_of):
+        pos, cmin, cmax, offsets, blob, page, src = k.plan_copies(
+            refs, mint, maxt, self.xstate, self.slot_off, self.c_mint, self.last_sealed,
+            self.tab_mint, self.tab_maxt, self.tab_prev, self.tab_len, self.tab_loc,
+            self.arena)
+        if len(page) and page.max() >= 0:
+            lengths = np.diff(offsets)
+            sealed = np.flatnonzero(page >= 0)
+            for p in np.unique(page[sealed]):  # the pages the chunks lie in: one or two
                 k.copy_chunks(self.pages.view(p), src, lengths, blob, offsets,
-                              where[page_of == p])
+                              sealed[page[sealed] == p])
         return ChunkBatch(pos, cmin, cmax, blob, offsets)
-
-    def _open_lengths(self, refs: np.ndarray) -> np.ndarray:
-        """Byte length of the open chunks of ``refs`` (2.x layout, spare byte included)."""
-        bitpos = self.xstate[refs, ST_BITPOS].astype(np.int64)
-        tail = self.xstate[refs, ST_BYTE_TAIL]
-        return (bitpos + 7) // 8 + ((tail != 0) & (bitpos % 8 == 0))
 
     def truncate(self, before: int) -> int:
         """Drop every chunk whose samples are all older than ``before``; return how many

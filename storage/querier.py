@@ -414,11 +414,16 @@ class Querier:
             return None
         runs: list[_Runs] = []
         for block, ids, own in parts:  # each part lists the series in its own order
+            rank = _ranks(own.order)
             if block is None:
-                runs.append(self._head_runs(ids, _ranks(own.order), mint, maxt))
+                runs.append(self._head_runs(ids, rank, mint, maxt))
+                continue
+            got = block.few_samples(ids, mint, maxt)
+            if got is None:
+                runs.extend(_decoded(block.chunks(ids, mint, maxt), rank, mint, maxt))
             else:
-                runs.extend(_decoded(block.chunks(ids, mint, maxt), _ranks(own.order), mint,
-                                     maxt))
+                series, starts, ts, vs = got
+                runs.append(_Runs(rank[series], starts, ts, vs))
         if not runs:
             return SeriesSet.empty()
         return _in_label_order(table, *_concatenated(runs))

@@ -563,6 +563,41 @@ def test_every_flipped_segment_byte_is_caught_or_harmless(tmp_path):
     assert caught == set(range(len(GOLDEN_SEGMENT))) - {5, 6, 7}  # the header's zero bytes
 
 
+def _few_samples(path: Path, mint: int, maxt: int) -> list | None:
+    """``Block.few_samples`` of every series, as plain values (values by their bits)."""
+    with Block.open(path) as block:
+        got = block.few_samples(block.select_series([], MIN_T, MAX_T), mint, maxt)
+    if got is None:
+        return None
+    series, starts, ts, vs = got
+    return [series.tolist(), starts.tolist(), ts.tolist(), vs.view(np.uint64).tolist()]
+
+
+def _chunk_samples(path: Path, mint: int, maxt: int) -> list:
+    """What ``_few_samples`` must give, read through ``chunks`` and the codec."""
+    with Block.open(path) as block:
+        chunks = block.chunks(block.select_series([], MIN_T, MAX_T), mint, maxt)
+    ts, vs, starts = decode_xor_many(chunks.blob, chunks.offsets)
+    inside = (ts >= mint) & (ts <= maxt)
+    kept = np.add.reduceat(inside, starts[:-1]) if len(ts) else np.zeros(0, np.int64)
+    return [chunks.series.tolist(), np.concatenate(([0], np.cumsum(kept))).tolist(),
+            ts[inside].tolist(), vs[inside].view(np.uint64).tolist()]
+
+
+def test_few_samples_agree_with_chunks_or_step_aside(tmp_path):
+    path = write_golden(tmp_path)
+    windows = [(MIN_T, MAX_T), (BASE + 1_000_000, BASE + 3_000_000), (BASE - 10, BASE)]
+    want = {w: _chunk_samples(path, *w) for w in windows}
+    assert {w: _few_samples(path, *w) for w in windows} == want
+    # A damaged record is left to ``chunks``, which names the damage, never read wrong.
+    target = path / "chunks" / "000001"
+    for i in range(block_chunks.SEGMENT_HEADER_SIZE, len(GOLDEN_SEGMENT)):
+        damaged = bytearray(GOLDEN_SEGMENT)
+        damaged[i] ^= 0x5A
+        target.write_bytes(bytes(damaged))
+        assert _few_samples(path, MIN_T, MAX_T) in (None, want[(MIN_T, MAX_T)])
+
+
 def test_flipped_meta_or_tombstones_bytes_never_crash(tmp_path):
     path = write_golden(tmp_path)
     assert flipped_reads(path, "tombstones") == set(range(len(GOLDEN_TOMBSTONES)))

@@ -1,0 +1,62 @@
+"""One kernel call for the samples of a few series in a time range: their chunk records
+read and checked (``_block_kernels.read_chunks``; the head copies its chunks out
+itself), decoded (``_xor_kernels``) and cut to the range (``_merge_kernels.trim_runs``).
+For a query over one series, the calls between these steps cost more than the steps
+themselves."""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import _block_kernels as bk
+from . import _merge_kernels as mk
+from . import _xor_kernels as xk
+from .xor import ENCODING_XOR
+
+__all__ = ["decode_xor_range", "read_xor_range"]
+
+
+@njit(cache=True, nogil=True)
+def read_xor_range(seg, offs, mint, maxt):  # pragma: no cover - compiled
+    """The samples in ``[mint, maxt]`` of the XOR chunk records at ``offs`` in one
+    segment, a run per chunk (``starts``), and the span of bytes read (as
+    ``read_chunks``). Returns ``(ts, vs, starts, first, end, ok)``; ``ok`` is False,
+    with nothing read, when a record is damaged or in another encoding: the caller then
+    reads them the general way, which names the damage."""
+    encoding, blob, at, first, end, status, _ = bk.read_chunks(seg, offs)
+    if status != bk.OK:
+        return np.empty(0, np.int64), np.empty(0, np.float64), at, 0, 0, False
+    for i in range(len(offs)):
+        if encoding[i] != ENCODING_XOR:
+            return np.empty(0, np.int64), np.empty(0, np.float64), at, first, end, False
+    ts, vs, starts, ok = decode_xor_range(blob, at, mint, maxt)
+    return ts, vs, starts, first, end, ok
+
+
+@njit(cache=True, nogil=True)
+def decode_xor_range(blob, at, mint, maxt):  # pragma: no cover - compiled
+    """The samples in ``[mint, maxt]`` of the XOR chunks ``blob[at[i]:at[i+1]]``, a run
+    per chunk. Returns ``(ts, vs, starts, ok)``; ``ok`` is False, with nothing decoded,
+    for a malformed chunk (``xor.decode_xor_many`` names the problem)."""
+    n = len(at) - 1
+    starts = np.zeros(n + 1, np.int64)
+    counts, status, _ = xk.header_counts(blob, at)
+    if status != xk.OK:
+        return np.empty(0, np.int64), np.empty(0, np.float64), starts, False
+    for i in range(n):
+        starts[i + 1] = starts[i] + counts[i]
+    ts = np.empty(starts[n], np.int64)
+    vs = np.empty(starts[n], np.float64)
+    status, _, _ = xk.decode_many(blob, at, counts, starts, ts.view(np.uint64),
+                                  vs.view(np.uint64))
+    if status != xk.OK:
+        return np.empty(0, np.int64), np.empty(0, np.float64), starts, False
+    lo, hi = mk.trim_runs(ts, starts[:-1], starts[1:], mint, maxt)
+    kept = np.zeros(n + 1, np.int64)
+    for i in range(n):
+        kept[i + 1] = kept[i] + hi[i] - lo[i]
+    if kept[n] == starts[n]:
+        return ts, vs, starts, True
+    out_ts, out_vs = mk.gather_runs(ts, vs, lo, hi - lo)
+    return out_ts, out_vs, kept, True
