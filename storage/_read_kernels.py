@@ -18,20 +18,32 @@ __all__ = ["decode_xor_range", "read_xor_range"]
 
 
 @njit(cache=True, nogil=True)
-def read_xor_range(seg, offs, mint, maxt):  # pragma: no cover - compiled
-    """The samples in ``[mint, maxt]`` of the XOR chunk records at ``offs`` in one
-    segment, a run per chunk (``starts``), and the span of bytes read (as
-    ``read_chunks``). Returns ``(ts, vs, starts, first, end, ok)``; ``ok`` is False,
-    with nothing read, when a record is damaged or in another encoding: the caller then
-    reads them the general way, which names the damage."""
-    encoding, blob, at, first, end, status, _ = bk.read_chunks(seg, offs)
-    if status != bk.OK:
-        return np.empty(0, np.int64), np.empty(0, np.float64), at, 0, 0, False
+def read_xor_range(seg, series, cmin, cmax, offs, mint, maxt):  # pragma: no cover - compiled
+    """The samples in ``[mint, maxt]`` of those of the XOR chunk records at ``offs`` in
+    one segment (of series ``series``, covering ``[cmin, cmax]``) that overlap it, a
+    run per chunk, and the span of bytes read (as ``read_chunks``). Returns
+    ``(run_series, starts, ts, vs, first, end, ok)``; ``ok`` is False, with nothing
+    read, when a record is damaged or in another encoding: the caller then reads them
+    the general way, which names the damage."""
+    n = 0
     for i in range(len(offs)):
+        if cmin[i] <= maxt and cmax[i] >= mint:
+            n += 1
+    picked = np.empty(n, np.int64)
+    n = 0
+    for i in range(len(offs)):
+        if cmin[i] <= maxt and cmax[i] >= mint:
+            picked[n] = i
+            n += 1
+    encoding, blob, at, first, end, status, _ = bk.read_chunks(seg, offs[picked])
+    if status != bk.OK:
+        return series[picked], at, np.empty(0, np.int64), np.empty(0, np.float64), 0, 0, False
+    for i in range(n):
         if encoding[i] != ENCODING_XOR:
-            return np.empty(0, np.int64), np.empty(0, np.float64), at, first, end, False
+            return (series[picked], at, np.empty(0, np.int64), np.empty(0, np.float64), first,
+                    end, False)
     ts, vs, starts, ok = decode_xor_range(blob, at, mint, maxt)
-    return ts, vs, starts, first, end, ok
+    return series[picked], starts, ts, vs, first, end, ok
 
 
 @njit(cache=True, nogil=True)

@@ -181,12 +181,13 @@ class Selection:
     """The series of a block matching some matchers that have samples no tombstone
     deletes: their ids (sorted; shared, not to be written into) and, for at most
     ``LABELLED_UP_TO`` of them, their label sets over a copy of only the strings they
-    use and their label table (``None`` for more, whose labels are read in parts as they
-    are needed)."""
+    use, their label table and their chunk metas (``None`` for more, whose labels are
+    read in parts as they are needed)."""
 
     ids: np.ndarray
     labels: SymbolLabels | None
     table: LabelTable | None  # of ``labels``, when they are here
+    chunks: DecodedSeries | None  # every chunk meta of the series, with ``labels``
 
     @property
     def nbytes(self) -> int:
@@ -195,6 +196,8 @@ class Selection:
             held += [getattr(self.labels, f.name) for f in dataclasses.fields(SymbolLabels)]
         if self.table is not None:
             held += [self.table.label_ids, self.table.order]
+        if self.chunks is not None:
+            held += [getattr(self.chunks, f.name) for f in dataclasses.fields(DecodedSeries)]
         return sum(a.nbytes for a in held)
 
 
@@ -453,10 +456,11 @@ class Block:
             ids = self._undeleted(select(self._index, matchers), self.meta.min_time,
                                   self.meta.max_time - 1)
             if len(ids) <= LABELLED_UP_TO:
-                labels = self.symbol_labels(ids).detached()
-                found = Selection(ids, labels, symbol_label_table(labels))
+                decoded = self._index.decode(ids)
+                labels = self._index.symbol_labels(decoded).detached()
+                found = Selection(ids, labels, symbol_label_table(labels), decoded)
             else:
-                found = Selection(ids, None, None)
+                found = Selection(ids, None, None, None)
             self._selections.put(key, found, found.nbytes)
         return found
 
@@ -533,20 +537,18 @@ class Block:
                             t.offsets)
         return ChunkSet(d.chunk_series, d.chunk_mint, d.chunk_maxt, encoding, blob, offsets)
 
-    def few_samples(self, ids: np.ndarray, mint: int, maxt: int
+    def few_samples(self, selection: Selection, mint: int, maxt: int
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """The samples in ``[mint, maxt]`` of a few series ``ids``, a run per chunk:
-        ``(position in ids of each run's series, run starts, timestamps, values)``, read
-        in one kernel call. None when the block has tombstones or the chunks are not
-        all XOR chunks in one segment: ``chunks`` then reads them."""
-        if len(self.tombstones):
+        """The samples in ``[mint, maxt]`` of a selection of a few series (one with
+        ``chunks``), a run per chunk: ``(position in the selection of each run's series,
+        run starts, timestamps, values)``, read in one kernel call. None when the block
+        has tombstones or the chunks are not all XOR chunks in one segment: ``chunks``
+        then reads them."""
+        d = selection.chunks
+        if d is None or len(self.tombstones):
             return None
-        d = self._index.decode(ids, mint, maxt, labels=False)
-        got = self._segments.read_xor_range(d.chunk_ref, mint, maxt)
-        if got is None:
-            return None
-        ts, vs, starts = got
-        return d.chunk_series, starts, ts, vs
+        return self._segments.read_xor_range(d.chunk_series, d.chunk_mint, d.chunk_maxt,
+                                             d.chunk_ref, mint, maxt)
 
     def close(self) -> None:
         """Unmap the files; arrays already returned stay valid."""

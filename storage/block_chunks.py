@@ -154,23 +154,27 @@ class ChunkSegments:
             k.place_chunks(part, offsets[idx], lengths[idx], blob)
         return encoding, blob, offsets
 
-    def read_xor_range(self, refs: np.ndarray, mint: int, maxt: int
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """The samples in ``[mint, maxt]`` of the chunks ``refs`` (a few), a run per
-        chunk: ``(timestamps, values, run starts)``, read and decoded in one kernel call.
-        None when they lie in several segments, are not all XOR or are damaged:
-        ``gather`` and the codecs then read them, and name any damage."""
+    def read_xor_range(self, series: np.ndarray, cmin: np.ndarray, cmax: np.ndarray,
+                       refs: np.ndarray, mint: int, maxt: int
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The samples in ``[mint, maxt]`` of those of the chunks ``refs`` (of a few
+        series ``series``, covering ``[cmin, cmax]``) that overlap it, a run per chunk:
+        ``(series of each run, run starts, timestamps, values)``, read and decoded in one
+        kernel call. None when they lie in several segments, are not all XOR or are
+        damaged: ``gather`` and the codecs then read them, and name any damage."""
         if len(refs) == 0:
-            return np.empty(0, np.int64), np.empty(0, np.float64), np.zeros(1, np.int64)
+            return (np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.int64),
+                    np.empty(0, np.float64))
         segment = int(refs[0] >> 32)
         if not 0 <= segment < len(self._views) or int(refs.max() >> 32) != segment \
                 or int(refs.min() >> 32) != segment:
             return None
-        ts, vs, starts, first, end, ok = rk.read_xor_range(self._views[segment],
-                                                           refs & 0xFFFFFFFF, mint, maxt)
+        got = rk.read_xor_range(self._views[segment], series, cmin, cmax,
+                                refs & 0xFFFFFFFF, mint, maxt)
+        run_series, starts, ts, vs, first, end, ok = got
         if end > first:
             drop_pages(self._maps[segment], first, end)
-        return (ts, vs, starts) if ok else None
+        return (run_series, starts, ts, vs) if ok else None
 
     def _read(self, segment: int, off: np.ndarray, refs: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

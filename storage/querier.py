@@ -46,7 +46,7 @@ from .series_set import (
 from .xor import ENCODING_XOR
 
 if TYPE_CHECKING:
-    from .block import Block, ChunkSet
+    from .block import Block, ChunkSet, Selection
     from .head import Head
 
 __all__ = ["Querier"]
@@ -392,38 +392,42 @@ class Querier:
         single one. Their label table is then the one each part keeps for them, and
         nothing is interned. None when that is not so."""
         key = matchers_key(matchers)
-        parts: list[tuple[Block | None, np.ndarray, LabelTable]] = []  # None: the head
+        found: list[tuple[Block, Selection, LabelTable]] = []
         for block in blocks:
             selection = block.selection(matchers, key)
             if len(selection.ids) == 0:
                 continue
             if selection.table is None:
                 return None
-            parts.append((block, selection.ids, selection.table))
+            found.append((block, selection, selection.table))
+        refs, head_table = _NO_IDS, None
         head = self._head
         if head.n_samples and head.min_time <= maxt and head.max_time >= mint:
             refs = head.select_series(matchers, mint, maxt)
             if len(refs) > LABELLED_UP_TO:
                 return None
             if len(refs):
-                parts.append((None, refs, head.label_table(refs)))
-        if not parts:
+                head_table = head.label_table(refs)
+        tables = [table for _, _, table in found]
+        if head_table is not None:
+            tables.append(head_table)
+        if not tables:
             return SeriesSet.empty()
-        table = parts[0][2]
-        if not all(table.same_series(other) for _, _, other in parts[1:]):
+        table = tables[0]
+        if not all(table.same_series(other) for other in tables[1:]):
             return None
-        runs: list[_Runs] = []
-        for block, ids, own in parts:  # each part lists the series in its own order
+        runs: list[_Runs] = []  # each part lists the series in its own order
+        for block, selection, own in found:
             rank = _ranks(own.order)
-            if block is None:
-                runs.append(self._head_runs(ids, rank, mint, maxt))
-                continue
-            got = block.few_samples(ids, mint, maxt)
+            got = block.few_samples(selection, mint, maxt)
             if got is None:
-                runs.extend(_decoded(block.chunks(ids, mint, maxt), rank, mint, maxt))
+                runs.extend(_decoded(block.chunks(selection.ids, mint, maxt), rank, mint,
+                                     maxt))
             else:
                 series, starts, ts, vs = got
                 runs.append(_Runs(rank[series], starts, ts, vs))
+        if head_table is not None:
+            runs.append(self._head_runs(refs, _ranks(head_table.order), mint, maxt))
         if not runs:
             return SeriesSet.empty()
         return _in_label_order(table, *_concatenated(runs))

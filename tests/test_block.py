@@ -566,7 +566,7 @@ def test_every_flipped_segment_byte_is_caught_or_harmless(tmp_path):
 def _few_samples(path: Path, mint: int, maxt: int) -> list | None:
     """``Block.few_samples`` of every series, as plain values (values by their bits)."""
     with Block.open(path) as block:
-        got = block.few_samples(block.select_series([], MIN_T, MAX_T), mint, maxt)
+        got = block.few_samples(block.selection([]), mint, maxt)
     if got is None:
         return None
     series, starts, ts, vs = got
