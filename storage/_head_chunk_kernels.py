@@ -234,12 +234,13 @@ def plan_read(  # type: ignore[no-untyped-def]
 @njit(cache=True, nogil=True)
 def plan_copies(  # type: ignore[no-untyped-def]
     refs, mint, maxt, xstate, slot_off, c_mint, last_sealed, tab_mint, tab_maxt, tab_prev,
-    tab_len, tab_loc, arena,
+    tab_len, tab_loc, arena, last_page, last_view,
 ):
     """``plan_read``, then the chunks' time ranges and byte offsets in one blob, the
-    open chunks copied into it. Returns ``(pos, cmin, cmax, offsets, blob, page, src)``:
-    sealed chunk ``c`` is still to be copied from ``src[c]`` in page ``page[c]`` (-1 for
-    the open chunks, already in place)."""
+    open chunks and the sealed ones in page ``last_page`` (mapped as ``last_view``, the
+    page being filled, which holds the newest sealed chunks) copied into it. Returns
+    ``(pos, cmin, cmax, offsets, blob, page, src)``: chunk ``c`` is still to be copied
+    from ``src[c]`` in page ``page[c]`` where that is not -1."""
     pos, index = plan_read(refs, mint, maxt, xstate, slot_off, c_mint, last_sealed,
                            tab_mint, tab_maxt, tab_prev)
     n = len(index)
@@ -267,6 +268,9 @@ def plan_copies(  # type: ignore[no-untyped-def]
     for c in range(n):
         if page[c] < 0:
             blob[offsets[c]:offsets[c + 1]] = arena[src[c]:src[c] + offsets[c + 1] - offsets[c]]
+        elif page[c] == last_page:
+            blob[offsets[c]:offsets[c + 1]] = last_view[src[c]:src[c] + offsets[c + 1] - offsets[c]]
+            page[c] = -1
     return pos, cmin, cmax, offsets, blob, page, src
 
 

@@ -30,7 +30,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 
@@ -176,6 +176,26 @@ class ChunkSet:
         return len(self.series)
 
 
+class FewChunks(NamedTuple):
+    """Every chunk of a few series, as ``Block.few_samples`` reads them: chunk ``c`` of
+    series ``series[c]`` (a position in the selection) covers ``[mint[c], maxt[c]]`` and
+    lies at ``offsets[c]`` in segment ``segment`` (-1 when they lie in several)."""
+
+    series: np.ndarray
+    mint: np.ndarray
+    maxt: np.ndarray
+    offsets: np.ndarray
+    segment: int
+
+    @classmethod
+    def of(cls, d: DecodedSeries) -> FewChunks:
+        refs = d.chunk_ref
+        segment = int(refs[0] >> 32) if len(refs) else -1
+        if len(refs) and (int(refs.min() >> 32) != segment or int(refs.max() >> 32) != segment):
+            segment = -1
+        return cls(d.chunk_series, d.chunk_mint, d.chunk_maxt, refs & 0xFFFFFFFF, segment)
+
+
 @dataclass(frozen=True)
 class Selection:
     """The series of a block matching some matchers that have samples no tombstone
@@ -187,7 +207,7 @@ class Selection:
     ids: np.ndarray
     labels: SymbolLabels | None
     table: LabelTable | None  # of ``labels``, when they are here
-    chunks: DecodedSeries | None  # every chunk meta of the series, with ``labels``
+    chunks: FewChunks | None  # every chunk of the series, with ``labels``
 
     @property
     def nbytes(self) -> int:
@@ -197,7 +217,8 @@ class Selection:
         if self.table is not None:
             held += [self.table.label_ids, self.table.order]
         if self.chunks is not None:
-            held += [getattr(self.chunks, f.name) for f in dataclasses.fields(DecodedSeries)]
+            held += [self.chunks.series, self.chunks.mint, self.chunks.maxt,
+                     self.chunks.offsets]
         return sum(a.nbytes for a in held)
 
 
@@ -458,7 +479,7 @@ class Block:
             if len(ids) <= LABELLED_UP_TO:
                 decoded = self._index.decode(ids)
                 labels = self._index.symbol_labels(decoded).detached()
-                found = Selection(ids, labels, symbol_label_table(labels), decoded)
+                found = Selection(ids, labels, symbol_label_table(labels), FewChunks.of(decoded))
             else:
                 found = Selection(ids, None, None, None)
             self._selections.put(key, found, found.nbytes)
@@ -544,11 +565,11 @@ class Block:
         run starts, timestamps, values)``, read in one kernel call. None when the block
         has tombstones or the chunks are not all XOR chunks in one segment: ``chunks``
         then reads them."""
-        d = selection.chunks
-        if d is None or len(self.tombstones):
+        few = selection.chunks
+        if few is None or few.segment < 0 or len(self.tombstones):
             return None
-        return self._segments.read_xor_range(d.chunk_series, d.chunk_mint, d.chunk_maxt,
-                                             d.chunk_ref, mint, maxt)
+        return self._segments.read_xor_range(few.segment, few.series, few.mint, few.maxt,
+                                             few.offsets, mint, maxt)
 
     def close(self) -> None:
         """Unmap the files; arrays already returned stay valid."""

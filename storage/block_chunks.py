@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,11 @@ _WRITE_PIECE = 1 << 26  # bytes of chunk records built in memory at a time
 _DROP_AFTER = 4 << 20
 """Bytes of mapped pages a read touches, about, between drops of its pages."""
 _FAULT_AROUND = 64 << 10  # bytes the kernel maps around a touched page
+_SMALL_READS_HELD = 4 << 20
+"""Bytes of pages that small reads (``read_xor_range``) leave mapped, about, before all
+are dropped at once: dropping after each read made the next read of the same few
+series fault its pages in again, tens of microseconds once a heavy query has pushed
+the kernel's page tables out of the processor's caches."""
 
 
 def _segment_name(index: int) -> str:
@@ -85,6 +91,9 @@ class ChunkSegments:
         self.directory = directory
         self._maps: list[mmap.mmap] = []
         self._views: list[np.ndarray] = []
+        self._held: list[tuple[int, int, int]] = []  # small reads' spans still mapped
+        self._held_bytes = 0
+        self._held_lock = threading.Lock()
         try:
             names = sorted(p.name for p in directory.iterdir())
         except OSError as e:
@@ -154,27 +163,33 @@ class ChunkSegments:
             k.place_chunks(part, offsets[idx], lengths[idx], blob)
         return encoding, blob, offsets
 
-    def read_xor_range(self, series: np.ndarray, cmin: np.ndarray, cmax: np.ndarray,
-                       refs: np.ndarray, mint: int, maxt: int
+    def read_xor_range(self, segment: int, series: np.ndarray, cmin: np.ndarray,
+                       cmax: np.ndarray, offsets: np.ndarray, mint: int, maxt: int
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
-        """The samples in ``[mint, maxt]`` of those of the chunks ``refs`` (of a few
-        series ``series``, covering ``[cmin, cmax]``) that overlap it, a run per chunk:
-        ``(series of each run, run starts, timestamps, values)``, read and decoded in one
-        kernel call. None when they lie in several segments, are not all XOR or are
+        """The samples in ``[mint, maxt]`` of those of the chunks at ``offsets`` in
+        ``segment`` (of a few series ``series``, covering ``[cmin, cmax]``) that overlap
+        it, a run per chunk: ``(series of each run, run starts, timestamps, values)``,
+        read and decoded in one kernel call. None when they are not all XOR or are
         damaged: ``gather`` and the codecs then read them, and name any damage."""
-        if len(refs) == 0:
-            return (np.empty(0, np.int64), np.zeros(1, np.int64), np.empty(0, np.int64),
-                    np.empty(0, np.float64))
-        segment = int(refs[0] >> 32)
-        if not 0 <= segment < len(self._views) or int(refs.max() >> 32) != segment \
-                or int(refs.min() >> 32) != segment:
+        if segment >= len(self._views):
             return None
-        got = rk.read_xor_range(self._views[segment], series, cmin, cmax,
-                                refs & 0xFFFFFFFF, mint, maxt)
-        run_series, starts, ts, vs, first, end, ok = got
+        run_series, starts, ts, vs, first, end, ok = rk.read_xor_range(
+            self._views[segment], series, cmin, cmax, offsets, mint, maxt)
         if end > first:
-            drop_pages(self._maps[segment], first, end)
+            self._hold(segment, first, end)
         return (run_series, starts, ts, vs) if ok else None
+
+    def _hold(self, segment: int, first: int, end: int) -> None:
+        """Leave the pages of a small read mapped, dropping every such span at once when
+        they add up to ``_SMALL_READS_HELD``."""
+        with self._held_lock:
+            self._held.append((segment, first, end))
+            self._held_bytes += max(end - first, _FAULT_AROUND)
+            if self._held_bytes < _SMALL_READS_HELD:
+                return
+            held, self._held, self._held_bytes = self._held, [], 0
+        for s, a, b in held:
+            drop_pages(self._maps[s], a, b)
 
     def _read(self, segment: int, off: np.ndarray, refs: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -196,6 +211,7 @@ class ChunkSegments:
 
     def close(self) -> None:
         self._views.clear()
+        self._held.clear()
         for mm in self._maps:
             _unmap(mm)
         self._maps.clear()

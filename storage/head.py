@@ -223,6 +223,8 @@ class Head:
         refs = select(self.postings.reader(view), matchers)
         if len(refs) and (mint > _NO_TIME or maxt < _MAX_TIME):
             refs = refs[(first_t[refs] <= maxt) & (last_t[refs] >= mint)]
+        if not len(stones):
+            return refs
         touched = stones.overlap(refs, mint, maxt)
         if touched.any():
             # A series whose every sample in range is deleted is not in range.

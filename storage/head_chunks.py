@@ -139,14 +139,15 @@ class HeadChunks:
         """Copies of the chunks of ``refs`` (sorted unique) overlapping ``[mint, maxt]``."""
         refs = np.ascontiguousarray(refs, np.int64)
         refs = refs[refs < len(self.slot_off)]
+        current = self.pages.page
         pos, cmin, cmax, offsets, blob, page, src = k.plan_copies(
             refs, mint, maxt, self.xstate, self.slot_off, self.c_mint, self.last_sealed,
             self.tab_mint, self.tab_maxt, self.tab_prev, self.tab_len, self.tab_loc,
-            self.arena)
-        if len(page) and page.max() >= 0:
+            self.arena, current, self.pages.view(current))
+        if len(page) and page.max() >= 0:  # sealed chunks in older pages
             lengths = np.diff(offsets)
             sealed = np.flatnonzero(page >= 0)
-            for p in np.unique(page[sealed]):  # the pages the chunks lie in: one or two
+            for p in np.unique(page[sealed]):
                 k.copy_chunks(self.pages.view(p), src, lengths, blob, offsets,
                               sealed[page[sealed] == p])
         return ChunkBatch(pos, cmin, cmax, blob, offsets)

@@ -129,7 +129,8 @@ class LabelTable(NamedTuple):
     def same_series(self, other: LabelTable) -> bool:
         """Whether ``other`` lists the same label sets in the same order."""
         return (self.names == other.names and self.values == other.values
-                and np.array_equal(self.label_ids, other.label_ids))
+                and self.label_ids.shape == other.label_ids.shape
+                and self.label_ids.tobytes() == other.label_ids.tobytes())
 
 
 def label_table(view: RegistryView, refs: np.ndarray) -> LabelTable:

@@ -598,6 +598,20 @@ def test_few_samples_agree_with_chunks_or_step_aside(tmp_path):
         assert _few_samples(path, MIN_T, MAX_T) in (None, want[(MIN_T, MAX_T)])
 
 
+def test_small_reads_leave_pages_mapped_up_to_a_bound(tmp_path, monkeypatch):
+    dropped = []
+    monkeypatch.setattr(block_chunks, "drop_pages", lambda mm, a, b: dropped.append((a, b)))
+    per_batch = block_chunks._SMALL_READS_HELD // block_chunks._FAULT_AROUND
+    with Block.open(write_golden(tmp_path)) as block:
+        selection = block.selection([])
+        for _ in range(per_batch - 1):
+            block.few_samples(selection, MIN_T, MAX_T)
+        assert dropped == []  # the same pages, read again and again, stay mapped
+        block.few_samples(selection, MIN_T, MAX_T)
+        assert len(dropped) == per_batch  # then every span held is dropped at once
+        assert block._segments._held == []
+
+
 def test_flipped_meta_or_tombstones_bytes_never_crash(tmp_path):
     path = write_golden(tmp_path)
     assert flipped_reads(path, "tombstones") == set(range(len(GOLDEN_TOMBSTONES)))

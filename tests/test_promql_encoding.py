@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from promstore.promql import Engine
-from promstore.promql._encoding_kernels import format_value, write_series
+from promstore.promql._encoding_kernels import format_value, write_answer
 from promstore.promql.encoding import encode_data
 from promstore.promql.formatting import format_timestamps, format_values
 from promstore.promql.testing import MemoryStore
@@ -29,13 +29,11 @@ def _kernel_values(values: np.ndarray) -> list[str]:
 
 
 def _kernel_points(times: np.ndarray, values: np.ndarray) -> str:
-    metric = np.frombuffer(b"{}", dtype=np.uint8)
-    out = np.zeros(64 * (len(values) + 1), dtype=np.uint8)
     values = np.ascontiguousarray(values, dtype=np.float64)
-    size = write_series(metric, np.array([0, 2]), np.array([0, len(values)]),
+    return write_answer(np.frombuffer(b"<", np.uint8), np.frombuffer(b"{}", np.uint8),
+                        np.array([2]), np.array([0, len(values)]),
                         np.asarray(times, dtype=np.int64), values, values.view(np.uint64),
-                        False, out)
-    return out[:size].tobytes().decode()
+                        False, np.frombuffer(b">", np.uint8)).tobytes().decode()
 
 
 def test_values_as_go_prints_them() -> None:
@@ -85,7 +83,7 @@ def test_points_match_the_reference(points: list[tuple[int, float]]) -> None:
     values = np.array([v for _, v in points], dtype=np.float64)
     want = ",".join(f'[{t},"{v}"]' for t, v in zip(format_timestamps(times),
                                                     format_values(values)))
-    assert _kernel_points(times, values) == f'{{"metric":{{}},"values":[{want}]}}'
+    assert _kernel_points(times, values) == f'<{{"metric":{{}},"values":[{want}]}}>'
 
 
 def _store() -> MemoryStore:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["MAX_POINT_BYTES", "MAX_SERIES_BYTES", "format_value", "write_series"]
+__all__ = ["MAX_POINT_BYTES", "MAX_SERIES_BYTES", "format_value", "write_answer"]
 
 # Longest text of one point: '[' + '-9223372036854775.808' + ',"' + 24-byte value + '"]' + ','.
 MAX_POINT_BYTES = 56
@@ -322,25 +322,30 @@ def _format_time(ms, out, pos):  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def write_series(metrics, metric_offsets, starts, times, values, bits, single,
-                 out):  # pragma: no cover - compiled
-    """Write series ``i`` as ``{"metric":M,"values":[[t,"v"],…]}`` (or with ``single``,
-    ``{"metric":M,"value":[t,"v"]}`` from its one point), comma-separated, where ``M``
-    is ``metrics[metric_offsets[i]:metric_offsets[i+1]]`` and its points are
-    ``starts[i]:starts[i+1]`` of ``times`` (ms) and ``values`` (whose IEEE bits are
-    ``bits``). ``out`` must hold
-    ``len(metrics) + MAX_SERIES_BYTES`` per series ``+ MAX_POINT_BYTES`` per point.
-    Returns the number of bytes written."""
-    pos = 0
+def write_answer(before, metrics, metric_lengths, starts, times, values, bits, single,
+                 after):  # pragma: no cover - compiled
+    """``before``, then series ``i`` as ``{"metric":M,"values":[[t,"v"],…]}`` (or with
+    ``single``, ``{"metric":M,"value":[t,"v"]}`` from its one point), comma-separated,
+    then ``after``; ``M`` is series ``i``'s piece of ``metrics`` (``metric_lengths``
+    bytes each) and its points are ``starts[i]:starts[i+1]`` of ``times`` (ms) and
+    ``values`` (whose IEEE bits are ``bits``). One buffer, sized for the longest
+    texts (``MAX_SERIES_BYTES`` a series, ``MAX_POINT_BYTES`` a point) and cut."""
+    n_series = len(starts) - 1
+    n_points = starts[n_series] - starts[0] if n_series > 0 else 0
+    out = np.empty(len(before) + len(metrics) + MAX_SERIES_BYTES * n_series
+                   + MAX_POINT_BYTES * n_points + len(after), dtype=np.uint8)
+    pos = _put(out, 0, before)
     buf = np.empty(17, dtype=np.uint8)
-    for i in range(len(starts) - 1):
+    m = 0
+    for i in range(n_series):
         if i:
             out[pos] = _COMMA
             pos += 1
         pos = _put(out, pos, _OPEN_METRIC)
-        for k in range(metric_offsets[i], metric_offsets[i + 1]):
+        for k in range(m, m + metric_lengths[i]):
             out[pos] = metrics[k]
             pos += 1
+        m += metric_lengths[i]
         pos = _put(out, pos, _OPEN_VALUE if single else _OPEN_VALUES)
         for p in range(starts[i], starts[i + 1]):
             if p > starts[i]:
@@ -359,4 +364,5 @@ def write_series(metrics, metric_offsets, starts, times, values, bits, single,
             pos += 1
         out[pos] = _RBRACE
         pos += 1
-    return pos
+    pos = _put(out, pos, after)
+    return out[:pos]

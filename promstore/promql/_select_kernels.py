@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-__all__ = ["STALE_NAN_BITS", "instant_select"]
+__all__ = ["STALE_NAN_BITS", "instant_select", "pool_ids", "sample_span", "window_holds_all"]
 
 STALE_NAN_BITS = np.uint64(0x7FF0000000000002)
 
@@ -35,3 +35,41 @@ def instant_select(starts, times, values, bits, refs, lookback, out_values, out_
                 out_values[i, s] = values[k]
                 out_present[i, s] = True
                 out_times[i, s] = times[k]
+
+
+@njit(cache=True, nogil=True)
+def sample_span(starts, times):  # pragma: no cover - compiled
+    """The earliest and latest sample time of the series ``times[starts[i]:starts[i+1]]``
+    (each in time order); ``(0, -1)`` when there is none."""
+    first, last, seen = 0, -1, False
+    for i in range(len(starts) - 1):
+        if starts[i] < starts[i + 1]:
+            a, b = times[starts[i]], times[starts[i + 1] - 1]
+            first = a if not seen or a < first else first
+            last = b if not seen or b > last else last
+            seen = True
+    return first, last
+
+
+@njit(cache=True, nogil=True)
+def window_holds_all(starts, times, lo, hi):  # pragma: no cover - compiled
+    """Whether every series has a sample and every sample lies in ``[lo, hi]``."""
+    for i in range(len(starts) - 1):
+        if starts[i] >= starts[i + 1]:
+            return False
+    for t in times:
+        if t < lo or t > hi:
+            return False
+    return True
+
+
+@njit(cache=True, nogil=True)
+def pool_ids(label_ids, pooled):  # pragma: no cover - compiled
+    """``label_ids`` (value ids of a ``SeriesSet``, -1 where absent) as string-pool ids
+    (``pooled[value id]``; 0, the empty string, where absent)."""
+    out = np.zeros(label_ids.shape, np.int32)
+    for i in range(label_ids.shape[0]):
+        for j in range(label_ids.shape[1]):
+            if label_ids[i, j] >= 0:
+                out[i, j] = pooled[label_ids[i, j]]
+    return out

@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from ._encoding_kernels import MAX_POINT_BYTES, MAX_SERIES_BYTES, write_series
+from ._encoding_kernels import write_answer
 from .engine import QueryResult
 from .formatting import go_float
 from .labels import Labels, StringPool
@@ -56,20 +56,15 @@ def _series_json(metrics: list[str], starts: np.ndarray, times: np.ndarray,
     """``before``, the series objects of a vector (``single``: one point each) or matrix
     result, then ``after``, written into one buffer and copied out once: an answer of
     millions of points is tens of megabytes, and each copy of it would add as much to
-    the server's peak memory."""
+    the server's peak memory. (Few numpy calls: after a heavy query has pushed them out
+    of the processor's caches, each costs several microseconds.)"""
     encoded = [m.encode() for m in metrics]
-    offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
-    np.cumsum([len(m) for m in encoded], out=offsets[1:])
-    blob = np.frombuffer(b"".join(encoded), dtype=np.uint8)
-    out = np.empty(len(before) + int(offsets[-1]) + MAX_SERIES_BYTES * len(encoded)
-                   + MAX_POINT_BYTES * len(values) + len(after), dtype=np.uint8)
-    out[:len(before)] = np.frombuffer(before, dtype=np.uint8)
+    lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
     values = np.ascontiguousarray(values, dtype=np.float64)
-    size = len(before) + write_series(blob, offsets, np.asarray(starts, dtype=np.int64),
-                                      np.ascontiguousarray(times, dtype=np.int64), values,
-                                      values.view(np.uint64), single, out[len(before):])
-    out[size:size + len(after)] = np.frombuffer(after, dtype=np.uint8)
-    return out[:size + len(after)].tobytes()
+    metric_bytes = np.frombuffer(b"".join(encoded), np.uint8)
+    return write_answer(np.frombuffer(before, np.uint8), metric_bytes, lengths, starts, times,
+                        values, values.view(np.uint64), single,
+                        np.frombuffer(after, np.uint8)).tobytes()
 
 
 def encode_data(result: QueryResult, before: bytes = b"", after: bytes = b"") -> bytes:

@@ -20,7 +20,13 @@ import numpy as np
 from storage.downsampled import Aggregate, Part
 from storage.series_set import SeriesSet
 
-from ._select_kernels import STALE_NAN_BITS, instant_select
+from ._select_kernels import (
+    STALE_NAN_BITS,
+    instant_select,
+    pool_ids,
+    sample_span,
+    window_holds_all,
+)
 from .labels import Labels
 from .parser import MatrixSelector, Subquery, VectorSelector
 from .resolution import plan_parts
@@ -56,11 +62,7 @@ class RangeSource:
 
 
 def _labels(ev: Evaluator, ss: SeriesSet) -> Labels:
-    vid = ev.pool.intern_many(ss.values)
-    if ss.label_ids.size == 0 or len(vid) == 0:
-        return Labels(tuple(ss.names), np.zeros(ss.label_ids.shape, dtype=np.int32))
-    ids = np.where(ss.label_ids >= 0, vid[np.maximum(ss.label_ids, 0)], 0).astype(np.int32)
-    return Labels(tuple(ss.names), ids)
+    return Labels(tuple(ss.names), pool_ids(ss.label_ids, ev.pool.intern_many(ss.values)))
 
 
 def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
@@ -85,10 +87,7 @@ def _select(ev: Evaluator, node: VectorSelector, mint: int, maxt: int,
         ss = ev.store.select_aggregate(  # type: ignore[attr-defined]  # plan_parts checked
             list(node.matchers), parts, read.aggregate)
     if ss.n_samples:
-        times, starts = np.asarray(ss.timestamps), np.asarray(ss.starts)
-        held = starts[:-1] < starts[1:]  # each series' samples are in time order
-        first = int(times[starts[:-1][held]].min())
-        last = int(times[starts[1:][held] - 1].max())
+        first, last = sample_span(ss.starts, ss.timestamps)
         ev.count_selected(ss.n_samples, min(maxt, last) - max(mint, first) + 1, ss.n_series)
     ev.check()
     return ss
@@ -188,9 +187,9 @@ def window_matrix(source: RangeSource) -> Matrix:
     """The samples of the first step's window, as an instant query of a range shows it."""
     m = source.samples
     maxt = int(source.refs[0])
-    inside = (m.times >= maxt - source.range) & (m.times <= maxt)
-    if inside.all() and np.all(m.starts[1:] > m.starts[:-1]):
+    if window_holds_all(m.starts, m.times, maxt - source.range, maxt):
         return m  # what was read is the window (one step), and no series is empty
+    inside = (m.times >= maxt - source.range) & (m.times <= maxt)
     series = np.repeat(np.arange(m.n), np.diff(m.starts))
     counts = np.bincount(series[inside], minlength=m.n)
     keep = np.flatnonzero(counts > 0)
