@@ -368,9 +368,13 @@ class _Timing:
 
 
 def _block_set(data_dir: Path) -> tuple[str, ...]:
-    """Block directories with a ``meta.json``, and any directory being written."""
-    names = [p.parent.name for p in data_dir.glob("*/meta.json")]
-    names += [p.name for p in data_dir.iterdir() if ".tmp" in p.name]
+    """Block directories with a ``meta.json``, and any directory being written, among
+    the raw blocks and promstore's downsampled ones (made in the background too)."""
+    names: list[str] = []
+    for parent in (data_dir, *data_dir.glob("downsampled/*")):
+        if parent.is_dir():
+            names += [str(p.parent.relative_to(data_dir)) for p in parent.glob("*/meta.json")]
+            names += [str(p.relative_to(data_dir)) for p in parent.iterdir() if ".tmp" in p.name]
     return tuple(sorted(names))
 
 
