@@ -378,6 +378,24 @@ def _block_set(data_dir: Path) -> tuple[str, ...]:
     return tuple(sorted(names))
 
 
+def block_metas(data_dir: Path) -> list[dict[str, Any]]:
+    """What a target's blocks (raw, and promstore's downsampled ones) cover when it is
+    measured, from their ``meta.json``: two stores of the same data may have compacted it
+    differently, and a query's time follows the blocks it reads."""
+    out = []
+    for meta in [*sorted(data_dir.glob("*/meta.json")),
+                 *sorted(data_dir.glob("downsampled/*/*/meta.json"))]:
+        try:
+            doc = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            continue
+        out.append({"dir": str(meta.parent.relative_to(data_dir)),
+                    "min_time": doc.get("minTime"), "max_time": doc.get("maxTime"),
+                    "samples": doc.get("stats", {}).get("numSamples"),
+                    "level": doc.get("compaction", {}).get("level")})
+    return out
+
+
 def settle(server: Server, *, stable_s: float, bound_s: float) -> float:
     """Wait until the target has stopped writing and merging blocks: its set of blocks
     unchanged for ``stable_s`` (longer than a compaction interval), at most ``bound_s``.
@@ -595,11 +613,19 @@ def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dic
                   for s in servers}
         print("== settled after " + ", ".join(f"{name} {s:.0f} s" for name, s in waited.items())
               + "; measuring each target alone, round by round", flush=True)
+        blocks = {s.target.name: block_metas(s.workdir / "data") for s in servers}
+        print("== blocks then: " + ", ".join(
+            f"{name} {sum('/' not in b['dir'] for b in held)} raw "
+            f"(levels {sorted({b['level'] for b in held if '/' not in b['dir']})})"
+            + (f" and {sum('/' in b['dir'] for b in held)} downsampled"
+               if any('/' in b['dir'] for b in held) else "")
+            for name, held in blocks.items() if held), flush=True)
         rows = measure(servers, queries, data_end,
                        (raw_series, rounds, int(preset.hours * 3600)), args)
         for row in rows:
             row["load"] = loaded[row["target"]].to_dict()
             row["settle_s"] = round(waited[row["target"]], 1)
+            row["blocks"] = blocks[row["target"]]
             if "exited" in row:
                 print(f"   {row['target']} {row['exited']}; the end of its log:\n"
                       f"{row['log_tail']}")

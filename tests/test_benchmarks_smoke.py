@@ -218,6 +218,7 @@ def test_query_benchmark_runs_against_promstore(tmp_path) -> None:
     assert report["data"]["series"] == 2 * 100 + 14
     (row,) = report["targets"]
     assert row["target"] == "promstore" and "data_problem" not in row
+    assert row["blocks"] == []  # an hour of data stays in the head
     assert row["load"]["samples_accepted"] == 214 * 240 and row["load"]["non_2xx"] == 0
     answers = row["queries"]
     assert answers["raw 1 series 1h"]["points"] == 240  # every sample of the last hour
