@@ -14,7 +14,7 @@ from . import _merge_kernels as mk
 from . import _xor_kernels as xk
 from .xor import ENCODING_XOR
 
-__all__ = ["decode_xor_range", "read_xor_range"]
+__all__ = ["decode_xor_range", "read_xor_range", "series_of_runs"]
 
 
 @njit(cache=True, nogil=True)
@@ -72,3 +72,21 @@ def decode_xor_range(blob, at, mint, maxt):  # pragma: no cover - compiled
         return ts, vs, starts, True
     out_ts, out_vs = mk.gather_runs(ts, vs, lo, hi - lo)
     return out_ts, out_vs, kept, True
+
+
+@njit(cache=True, nogil=True)
+def series_of_runs(pos, starts):  # pragma: no cover - compiled
+    """Runs ``starts[c]:starts[c+1]`` of the chunks of the series at positions ``pos``
+    (chunks grouped by series, in time order) as runs per series: the positions of the
+    series that have samples, and where each one's samples begin (and the last end)."""
+    n = len(pos)
+    present = np.empty(n, np.int64)
+    bounds = np.empty(n + 1, np.int64)
+    k = 0
+    for c in range(n):
+        if starts[c + 1] > starts[c] and (k == 0 or present[k - 1] != pos[c]):
+            present[k] = pos[c]
+            bounds[k] = starts[c]
+            k += 1
+    bounds[k] = starts[n]
+    return present[:k], bounds[:k + 1]

@@ -30,6 +30,7 @@ import numpy as np
 
 from . import _append_kernels as ak
 from . import record
+from ._read_kernels import series_of_runs
 from .batch import WriteBatch
 from .errors import StorageError, UnavailableError
 from .head_append import append, append_then
@@ -104,6 +105,31 @@ def lock_directory(directory: Path) -> int:
         raise StorageError(f"data directory {directory} is in use by another "
                            "process (lock file held)") from None
     return fd
+
+
+def _merged(refs: np.ndarray, batch: ChunkBatch, late: SampleSet | None, stones: Tombstones,
+            mint: int, maxt: int) -> SampleSet:
+    """The samples in ``[mint, maxt]`` of ``batch`` (chunks of ``refs``) and ``late``
+    (out-of-order samples), without those ``stones`` delete, sorted by (ref, time)."""
+    ts, vs, starts = batch.samples_in(mint, maxt)
+    owner = np.repeat(refs[batch.pos], np.diff(starts))
+    if len(stones):
+        alive = ~stones.deleted(owner, ts)
+        owner, ts, vs = owner[alive], ts[alive], vs[alive]
+        if late is not None:
+            alive = ~stones.deleted(late.refs, late.timestamps)
+            late = SampleSet(late.refs[alive], late.timestamps[alive], late.values[alive])
+    if late is not None and len(late.refs):
+        # Chunk samples first: on equal timestamps the in-order sample was stored first.
+        owner = np.concatenate([owner, late.refs])
+        ts = np.concatenate([ts, late.timestamps])
+        vs = np.concatenate([vs, late.values])
+        order = np.lexsort((ts, owner))
+        owner, ts, vs = owner[order], ts[order], vs[order]
+        first = np.ones(len(ts), bool)
+        first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
+        owner, ts, vs = owner[first], ts[first], vs[first]
+    return SampleSet(owner, ts, vs)
 
 
 class Head:
@@ -274,30 +300,19 @@ class Head:
         """Samples of ``refs`` (sorted unique) in ``[mint, maxt]`` sorted by (ref,
         timestamp)."""
         refs = np.asarray(refs, dtype=np.int64)
+        batch, late, stones = self._gathered(refs, mint, maxt)
+        return _merged(refs, batch, late, stones, mint, maxt)
+
+    def _gathered(self, refs: np.ndarray, mint: int, maxt: int
+                  ) -> tuple[ChunkBatch, SampleSet | None, Tombstones]:
+        """Copies of the chunks of ``refs`` overlapping ``[mint, maxt]``, their
+        out-of-order samples there (None when the head holds none) and the tombstones,
+        taken together under the lock."""
         with self.lock:
             batch = self.chunks.gather(refs, mint, maxt)
             late = self.out_of_order.read(refs, mint, maxt) if self.out_of_order.n_samples \
                 else None
-            stones = self.tombstones
-        ts, vs, starts = batch.samples_in(mint, maxt)
-        owner = np.repeat(refs[batch.pos], np.diff(starts))
-        if len(stones):
-            alive = ~stones.deleted(owner, ts)
-            owner, ts, vs = owner[alive], ts[alive], vs[alive]
-            if late is not None:
-                alive = ~stones.deleted(late.refs, late.timestamps)
-                late = SampleSet(late.refs[alive], late.timestamps[alive], late.values[alive])
-        if late is not None and len(late.refs):
-            # Chunk samples first: on equal timestamps the in-order sample was stored first.
-            owner = np.concatenate([owner, late.refs])
-            ts = np.concatenate([ts, late.timestamps])
-            vs = np.concatenate([vs, late.values])
-            order = np.lexsort((ts, owner))
-            owner, ts, vs = owner[order], ts[order], vs[order]
-            first = np.ones(len(ts), bool)
-            first[1:] = (owner[1:] != owner[:-1]) | (ts[1:] != ts[:-1])
-            owner, ts, vs = owner[first], ts[first], vs[first]
-        return SampleSet(owner, ts, vs)
+            return batch, late, self.tombstones
 
     def read_chunks(self, refs: np.ndarray, mint: int, maxt: int
                     ) -> tuple[ChunkBatch, SampleSet]:
@@ -333,7 +348,14 @@ class Head:
             refs = refs[shard.holds(self.series_hashes(refs))]
         if len(refs) == 0:
             return SeriesSet.empty()
-        got = self.read_samples(refs, mint, maxt)
+        batch, late, stones = self._gathered(refs, mint, maxt)
+        if late is None and not len(stones):  # the chunks' runs are the series' samples
+            ts, vs, starts = batch.samples_in(mint, maxt)
+            present, bounds = series_of_runs(batch.pos, starts)
+            if len(present) == 0:
+                return SeriesSet.empty()
+            return from_table(self.label_table(refs[present]), bounds, ts, vs)
+        got = _merged(refs, batch, late, stones, mint, maxt)
         if len(got.refs) == 0:
             return SeriesSet.empty()
         first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
