@@ -38,7 +38,7 @@ from . import _block_kernels as k
 from .errors import CorruptionError
 from .labels import batch_from_keys
 from .postings import MatchersKey, contained
-from .series import SymbolLabels
+from .series import SymbolLabels, symbol_strings
 
 __all__ = [
     "INDEX_FORMAT_COMPACT",
@@ -467,12 +467,8 @@ class IndexFile:
 
     def symbols(self, ids: np.ndarray) -> list[str]:
         """The strings of symbol ids ``ids``."""
-        blob, bounds = k.gather_strings(self._buf, self._sym_off, self._sym_len,
-                                        np.asarray(ids, dtype=np.int64))
-        raw = blob.tobytes()
-        edges = bounds.tolist()
         try:
-            return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(edges)]
+            return symbol_strings(self._buf, self._sym_off, self._sym_len, ids)
         except UnicodeDecodeError:
             raise CorruptionError(f"{self.path}: a symbol is not valid UTF-8") from None
 

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 _NO_TIME = np.iinfo(np.int64).min
 _MAX_TIME = np.iinfo(np.int64).max
+_NO_REFS = np.empty(0, np.int64)
 FEW_SERIES = 64
 """Series up to which the label table of a read is kept (``Head.label_table``)."""
 
@@ -348,19 +349,32 @@ class Head:
             refs = refs[shard.holds(self.series_hashes(refs))]
         if len(refs) == 0:
             return SeriesSet.empty()
+        present, bounds, ts, vs = self.series_runs(refs, mint, maxt)
+        if len(present) == 0:
+            return SeriesSet.empty()
+        return from_table(self.label_table(refs[present]), bounds, ts, vs)
+
+    def series_runs(self, refs: np.ndarray, mint: int, maxt: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The samples of ``refs`` (sorted unique) in ``[mint, maxt]`` as a run per
+        series: the positions in ``refs`` of the series that have any, where each one's
+        samples begin (and the last end), their timestamps and values."""
+        refs = np.asarray(refs, dtype=np.int64)
         batch, late, stones = self._gathered(refs, mint, maxt)
         if late is None and not len(stones):  # the chunks' runs are the series' samples
             ts, vs, starts = batch.samples_in(mint, maxt)
             present, bounds = series_of_runs(batch.pos, starts)
-            if len(present) == 0:
-                return SeriesSet.empty()
-            return from_table(self.label_table(refs[present]), bounds, ts, vs)
+            return present, bounds, ts, vs
         got = _merged(refs, batch, late, stones, mint, maxt)
         if len(got.refs) == 0:
-            return SeriesSet.empty()
-        first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
-        table = self.label_table(got.refs[first[:-1]])
-        return from_table(table, first, got.timestamps, got.values)
+            return _NO_REFS, np.zeros(1, np.int64), got.timestamps, got.values
+        bounds = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))
+        return np.searchsorted(refs, got.refs[bounds[:-1]]), bounds, got.timestamps, got.values
+
+    def holds_samples_in(self, mint: int, maxt: int) -> bool:
+        """Whether the head may hold samples in ``[mint, maxt]`` (it holds none of a
+        past range, or when just opened)."""
+        return bool(self.n_samples) and self.min_time <= maxt and self.max_time >= mint
 
     # -- truncation -----------------------------------------------------------------------
 

@@ -113,7 +113,7 @@ def _decoded(chunks: ChunkSet, qids: np.ndarray, mint: int, maxt: int) -> Iterat
 
 def _concatenated(parts: list[_Runs]) -> tuple[np.ndarray, ...]:
     """Parts' runs (samples of one series in time order, already within the range read:
-    ``_decoded``, ``Head.read_samples``) as one list: each run's owner, bounds ``lo``,
+    ``_decoded``, ``Head.series_runs``) as one list: each run's owner, bounds ``lo``,
     ``hi`` in the samples ``ts``, ``vs``; empty runs left out. Empties ``parts``, so that
     their own copies go before the merged one is made."""
     base = np.cumsum([0] + [len(p.ts) for p in parts[:-1]])
@@ -261,8 +261,7 @@ class Querier:
                       shard: Shard | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``_head_parts`` for reading samples, sparing the look-up when the head holds
         none in ``[mint, maxt]`` (a query of a past range, or a store just opened)."""
-        head = self._head
-        if head.n_samples == 0 or head.min_time > maxt or head.max_time < mint:
+        if not self._head.holds_samples_in(mint, maxt):
             return _NO_IDS, _NO_IDS
         return self._head_parts(matchers, mint, maxt, shard)
 
@@ -307,16 +306,16 @@ class Querier:
 
     # -- Selectable -----------------------------------------------------------------------
 
-    def _block_series(self, block: Block, matchers: Sequence[Matcher]
+    def _block_series(self, block: Block, matchers: Sequence[Matcher], key: MatchersKey
                       ) -> tuple[np.ndarray, np.ndarray]:
-        """Ids in ``block`` of the series matching ``matchers`` anywhere in it, with their
-        querier ids. Kept for the querier's life: a range query selects again for every
-        slice of its steps, and over a large fleet finding and interning the series
-        would otherwise cost more than reading their samples."""
-        key = (block, matchers_key(matchers))
-        found = self._selected.get(key)
+        """Ids in ``block`` of the series matching ``matchers`` (whose ``matchers_key`` is
+        ``key``) anywhere in it, with their querier ids. Kept for the querier's life: a
+        range query selects again for every slice of its steps, and over a large fleet
+        finding and interning the series would otherwise cost more than reading their
+        samples."""
+        found = self._selected.get((block, key))
         if found is None:
-            selection = block.selection(matchers)
+            selection = block.selection(matchers, key)
             ids = selection.ids
             if selection.labels is not None:  # a few series, their labels at hand
                 qids = self._intern_own(selection.labels)
@@ -326,23 +325,22 @@ class Querier:
                 qids = np.concatenate([
                     self._intern(block, block.symbol_labels(ids[lo:lo + _INTERN_PART]))
                     for lo in range(0, len(ids), _INTERN_PART)])
-            found = self._selected[key] = (ids, qids)
+            found = self._selected[(block, key)] = (ids, qids)
         return found
 
-    def _shard_rows(self, block: Block, matchers: Sequence[Matcher], qids: np.ndarray,
-                    shard: Shard) -> np.ndarray:
-        """Rows of ``_block_series(block, matchers)`` in ``shard``, in order. The rows are
+    def _shard_rows(self, block: Block, key: MatchersKey, qids: np.ndarray, shard: Shard
+                    ) -> np.ndarray:
+        """Rows of ``_block_series(block, …, key)`` in ``shard``, in order. The rows are
         partitioned into all ``shard.count`` shards at once, for the querier's life: a
         sharded query selects from every block for every slice of every shard."""
-        key = (block, matchers_key(matchers), shard.count)
-        partition = self._partitions.get(key)
+        partition = self._partitions.get((block, key, shard.count))
         if partition is None:
             with self._ids_lock:
                 hashes = self._registry.ser_hash[qids]
             owner = Shard.owners(hashes, shard.count)
             order = np.argsort(owner, kind="stable")
             bounds = np.searchsorted(owner[order], np.arange(shard.count + 1, dtype=np.uint64))
-            partition = self._partitions[key] = (order, bounds)
+            partition = self._partitions[(block, key, shard.count)] = (order, bounds)
         order, bounds = partition
         return order[bounds[shard.index]:bounds[shard.index + 1]]
 
@@ -351,7 +349,8 @@ class Querier:
         """The most series matching ``matchers`` in one part of the store (a block, the
         head) that overlaps ``[mint, maxt]``: found from indexes alone, a lower bound
         of how many ``select`` would return, for sizing work before reading samples."""
-        counts = [len(self._block_series(b, matchers)[0]) for b in self._blocks
+        key = matchers_key(matchers)
+        counts = [len(self._block_series(b, matchers, key)[0]) for b in self._blocks
                   if b.meta.min_time <= maxt and b.meta.max_time > mint]
         counts.append(len(self._head.select_series(matchers, mint, maxt)))
         return max(counts)
@@ -365,15 +364,16 @@ class Querier:
                   if b.meta.min_time <= maxt and b.meta.max_time > mint]
         if not blocks:
             return self._head.select(matchers, mint, maxt, shard)
+        key = matchers_key(matchers)
         if shard is None:
-            few = self._select_few(blocks, matchers, mint, maxt)
+            few = self._select_few(blocks, matchers, key, mint, maxt)
             if few is not None:
                 return few
         runs: list[_Runs] = []
         for block in blocks:
-            ids, qids = self._block_series(block, matchers)
+            ids, qids = self._block_series(block, matchers, key)
             if shard is not None:
-                mine = self._shard_rows(block, matchers, qids, shard)
+                mine = self._shard_rows(block, key, qids, shard)
                 ids, qids = ids[mine], qids[mine]
             if len(ids) == 0:
                 continue
@@ -385,13 +385,12 @@ class Querier:
             return SeriesSet.empty()
         return self._merge(runs)
 
-    def _select_few(self, blocks: list[Block], matchers: Sequence[Matcher], mint: int,
-                    maxt: int) -> SeriesSet | None:
+    def _select_few(self, blocks: list[Block], matchers: Sequence[Matcher], key: MatchersKey,
+                    mint: int, maxt: int) -> SeriesSet | None:
         """``select`` when every part holding any of the series selected holds the same
         few (at most ``LABELLED_UP_TO``): a dashboard's panel over a few series, or a
         single one. Their label table is then the one each part keeps for them, and
         nothing is interned. None when that is not so."""
-        key = matchers_key(matchers)
         found: list[tuple[Block, Selection, LabelTable]] = []
         for block in blocks:
             selection = block.selection(matchers, key)
@@ -402,7 +401,7 @@ class Querier:
             found.append((block, selection, selection.table))
         refs, head_table = _NO_IDS, None
         head = self._head
-        if head.n_samples and head.min_time <= maxt and head.max_time >= mint:
+        if head.holds_samples_in(mint, maxt):
             refs = head.select_series(matchers, mint, maxt)
             if len(refs) > LABELLED_UP_TO:
                 return None
@@ -435,10 +434,8 @@ class Querier:
     def _head_runs(self, refs: np.ndarray, owners: np.ndarray, mint: int, maxt: int) -> _Runs:
         """The head's samples of ``refs`` in ``[mint, maxt]``, a run per series, owned by
         ``owners`` (one per ref)."""
-        got = self._head.read_samples(refs, mint, maxt)
-        first = np.flatnonzero(np.diff(got.refs, prepend=-1, append=-1))  # a run per series
-        owner = owners[np.searchsorted(refs, got.refs[first[:-1]])]
-        return _Runs(owner, first, got.timestamps, got.values)
+        present, bounds, ts, vs = self._head.series_runs(refs, mint, maxt)
+        return _Runs(owners[present], bounds, ts, vs)
 
     def _merge(self, parts: list[_Runs]) -> SeriesSet:
         """One SeriesSet from parts' runs of the querier's series (``_concatenated``)."""

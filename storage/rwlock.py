@@ -25,17 +25,9 @@ class RWLock:
         self._writer = False
         self._writers_waiting = 0
 
-    @contextmanager
-    def shared(self) -> Iterator[None]:
-        self.acquire_shared()
-        try:
-            yield
-        finally:
-            self.release_shared()
-
     def acquire_shared(self) -> None:
-        """``shared`` without a context manager, for paths where its cost shows (a
-        small query takes the lock several times)."""
+        """Take the lock shared; ``release_shared`` gives it back. (Not a context
+        manager: a small query takes it several times, and a generator's cost shows.)"""
         with self._cond:
             while self._writer or self._writers_waiting:
                 self._cond.wait()

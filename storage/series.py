@@ -28,7 +28,7 @@ from .batch import WriteBatch
 from .labels import Canonical, LabelLimits
 from .series_set import distinct_ids
 
-__all__ = ["RegistryView", "SeriesRegistry", "SymbolLabels"]
+__all__ = ["RegistryView", "SeriesRegistry", "SymbolLabels", "symbol_strings"]
 
 _EMPTY = -1
 _KEPT_PAIR_IDS = 4096  # pair look-ups a registry keeps the answers of
@@ -53,9 +53,10 @@ def _table_size(items: int) -> int:
     return size
 
 
-def _decoded(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ids: np.ndarray
-             ) -> list[str]:
-    """The strings ``ids`` of a symbol table (``buf[offsets[s]:offsets[s]+lengths[s]]``)."""
+def symbol_strings(buf: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, ids: np.ndarray
+                   ) -> list[str]:
+    """The strings ``ids`` of a symbol table (``buf[offsets[s]:offsets[s]+lengths[s]]``);
+    ``UnicodeDecodeError`` for one that is not UTF-8."""
     blob, bounds = gather_strings(buf, offsets, lengths, np.asarray(ids, np.int64))
     raw = blob.tobytes()
     return [raw[a:b].decode("utf-8") for a, b in itertools.pairwise(bounds.tolist())]
@@ -82,7 +83,7 @@ class SymbolLabels:
 
     def strings(self, ids: np.ndarray) -> list[str]:
         """The text of symbols ``ids``."""
-        return _decoded(self.buf, self.sym_off, self.sym_len, ids)
+        return symbol_strings(self.buf, self.sym_off, self.sym_len, ids)
 
     def compacted(self) -> SymbolLabels:
         """The same sets over a table of only the symbols they use: translating a few
@@ -141,7 +142,7 @@ class RegistryView(NamedTuple):
         return self.arena[off:off + int(self.sym_len[s])].tobytes().decode("utf-8")
 
     def symbols(self, ids: np.ndarray) -> list[str]:
-        return _decoded(self.arena, self.sym_off, self.sym_len, ids)
+        return symbol_strings(self.arena, self.sym_off, self.sym_len, ids)
 
     def symbol_id(self, text: str) -> int:
         """Symbol id of ``text``, or -1 when no series in this snapshot uses it."""

@@ -22,8 +22,8 @@ from . import _registry_kernels as rk
 if TYPE_CHECKING:
     from .series import RegistryView, SymbolLabels
 
-__all__ = ["ChunkSeriesSet", "LabelTable", "SeriesSet", "distinct_ids", "from_registry",
-           "from_table", "label_sort_key", "label_table", "symbol_label_table", "without_empty"]
+__all__ = ["ChunkSeriesSet", "LabelTable", "SeriesSet", "distinct_ids", "from_table",
+           "label_sort_key", "label_table", "symbol_label_table", "without_empty"]
 
 
 @dataclass(frozen=True)
@@ -161,16 +161,6 @@ def _table(strings: Callable[[np.ndarray], list[str]], n_symbols: int, lab_start
     ids, key = rk.label_rows(lab_start, refs, name_rank, value_rank, len(names), len(values))
     order = np.lexsort(key.T[::-1]) if len(refs) > 1 and key.shape[1] else np.arange(len(refs))
     return LabelTable(names, values, ids[order], order)
-
-
-def from_registry(view: RegistryView, refs: np.ndarray, starts: np.ndarray,
-                  timestamps: np.ndarray, samples: np.ndarray) -> SeriesSet:
-    """The set of series ``refs`` of ``view`` (any order) whose samples are
-    ``timestamps[starts[i]:starts[i+1]]`` for ``refs[i]``, sorted into label order."""
-    refs = np.asarray(refs, np.int64)
-    if len(refs) == 0:
-        return SeriesSet.empty()
-    return from_table(label_table(view, refs), starts, timestamps, samples)
 
 
 def from_table(table: LabelTable, starts: np.ndarray, timestamps: np.ndarray,

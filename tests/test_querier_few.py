@@ -3,8 +3,6 @@ own label table, nothing interned) and through the general merge: both against a
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -74,17 +72,6 @@ _HEAD = st.dictionaries(st.integers(0, len(LABEL_SETS) - 1), _times(60, 90),
                         max_size=len(LABEL_SETS))
 
 
-def _matches(labels: dict[str, str], matchers: list[Matcher]) -> bool:
-    for m in matchers:
-        value = labels.get(m.name, "")
-        ok = {MatchType.EQ: value == m.value, MatchType.NEQ: value != m.value,
-              MatchType.RE: re.fullmatch(m.value, value) is not None,
-              MatchType.NRE: re.fullmatch(m.value, value) is None}[m.type]
-        if not ok:
-            return False
-    return True
-
-
 @pytest.mark.parametrize("path", ["few", "general"])
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -110,7 +97,7 @@ def test_select_agrees_with_a_model(tmp_path_factory, monkeypatch, path, blocks,
         model: dict[int, set[int]] = {}
         for part in [*blocks, head]:
             for s, times in part.items():
-                if _matches(LABEL_SETS[s], matchers):
+                if all(m.matches(LABEL_SETS[s].get(m.name, "")) for m in matchers):
                     model.setdefault(s, set()).update(t for t in times if lo <= t <= hi)
         want = sorted(((LABEL_SETS[s], sorted(ts)) for s, ts in model.items() if ts),
                       key=lambda item: label_sort_key(item[0]))
