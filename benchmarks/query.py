@@ -243,10 +243,12 @@ _QUANTILE = ("histogram_quantile(0.9, sum by (le) "
              "(rate(http_request_duration_seconds_bucket[5m])))")
 
 
-def dashboard_queries(fleets: list[Fleet]) -> list[Query]:
+def dashboard_queries(fleets: list[Fleet], fixed_cost: bool = False) -> list[Query]:
     """The queries timed: per request fleet, the per-instance rate over each range; the
     90th latency percentile over 1 h and 24 h; one series' raw samples of the last hour;
-    and a count of every series."""
+    and a count of every series. With ``fixed_cost``, then the 24-hour percentile again
+    and right after it the literal ``1``: what any query costs a target in the state the
+    one-series fetch finds it in (after a heavy query), reading no data."""
     queries = []
     for fleet in fleets:
         if fleet.job == "gateway":
@@ -264,6 +266,11 @@ def dashboard_queries(fleets: list[Fleet]) -> list[Query]:
     total = sum(f.n_series for f in fleets)
     queries += [Query("raw 1 series 1h", raw, series=1),
                 Query("count all series", 'count({__name__=~".+"})', series=total)]
+    if fixed_cost:
+        heavy = next(q for q in queries if q.name == "quantile 24h")
+        queries += [Query("quantile 24h again", heavy.expr, heavy.range_s, heavy.step_s,
+                          heavy.series),
+                    Query("literal 1 after it", "1")]
     return queries
 
 
@@ -567,7 +574,7 @@ def measure(servers: list[Server], queries: list[Query], end_ms: int,
 
 def _run(args: argparse.Namespace, preset: Preset, targets: list[Target]) -> dict[str, Any]:
     fleets = build_fleets(preset, args.seed)
-    queries = dashboard_queries(fleets)
+    queries = dashboard_queries(fleets, args.fixed_cost)
     interval = fleets[0].interval_ms
     rounds = max(1, round(preset.hours * _HOUR_MS / interval))
     end_ms = (int(time.time() * 1000) - _END_BEFORE_NOW_MS) // interval * interval
@@ -726,6 +733,10 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--query-budget", type=float, default=60.0,
                    help="seconds of timed runs per query after which no more start (after 3)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--fixed-cost", action="store_true",
+                   help="also time the literal 1 right after the 24-hour quantile: the "
+                        "fixed cost of a query after a heavy one, which bounds the "
+                        "one-series fetch")
     p.add_argument("--load", choices=("remote-write", "blocks"), default="remote-write",
                    help="send the data through remote write, or write it as blocks that "
                         "promstore and Prometheus open (for weeks of 100,000 series; "

@@ -210,7 +210,8 @@ def test_query_benchmark_runs_against_promstore(tmp_path) -> None:
     try:
         code = query.main(["--targets", "promstore", "--api-hosts", "2", "--gateway-hosts", "1",
                            "--hours", "1", "--runs", "1", "--warmups", "0", "--stable", "0",
-                           "--idle", "0", "--switch-idle", "0", "--out", str(tmp_path)])
+                           "--idle", "0", "--switch-idle", "0", "--fixed-cost",
+                           "--out", str(tmp_path)])
     finally:
         signal.signal(signal.SIGTERM, old)
     assert code == 0
@@ -224,4 +225,6 @@ def test_query_benchmark_runs_against_promstore(tmp_path) -> None:
     assert answers["raw 1 series 1h"]["points"] == 240  # every sample of the last hour
     assert answers["count all series"]["value"] == "214"
     assert answers["rate api 7d"]["series"] == 2  # one per instance
+    assert answers["literal 1 after it"]["points"] == 1
+    assert answers["quantile 24h again"]["points"] == answers["quantile 24h"]["points"]
     assert all(a["runs"] == 1 and a["median_ms"] > 0 for a in answers.values())
