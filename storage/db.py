@@ -46,7 +46,7 @@ import numpy as np
 from . import checkpoint, record
 from .batch import WriteBatch
 from .block import Block, BlockMeta, remove_block_dir, write_block
-from .chunk_merge import rebuild_chunks
+from .chunk_merge import rebuild_chunks, take_chunks
 from .errors import CorruptionError, StorageError
 from .head import Head, HeadOptions, lock_directory, without_deleted
 from .head_chunks import ChunkBatch
@@ -118,6 +118,11 @@ class DB:
             os.close(fd)
             raise
         db = cls(path, options, head, blocks, problems)
+        if head.renumbered:
+            # The WAL names some series by refs they no longer have; new records will
+            # name them by today's. A checkpoint now leaves only today's on disk.
+            db._checkpoint()
+            log.info("wal checkpointed at start: replay gave some series new refs")
         if options.compaction_interval > 0:
             db._thread = threading.Thread(target=db._run, name="head-persister", daemon=True)
             db._thread.start()
@@ -315,10 +320,16 @@ class DB:
                 return
             # Everything logged so far is in segments up to ``last``, and in the head.
             last = head.wal.cut_segment() - 1
-            refs = np.arange(head.registry.n_series, dtype=np.int64)
+            n_series = head.registry.n_series
+            refs = head.series_to_checkpoint()
             keys = head.registry.keys(refs)
             stones = head.tombstones
-        chunks, late = _gather(head, len(refs), _MIN_TIME, _MAX_TIME)
+        chunks, late = _gather(head, n_series, _MIN_TIME, _MAX_TIME)
+        kept = np.zeros(n_series, dtype=bool)
+        kept[refs] = True
+        # A series idle at the cut that got samples since is logged again after it, with
+        # those samples: its copies here would have no series record to belong to.
+        chunks, late, stones = _of_series(kept, chunks, late, stones)
         checkpoint.write(wal_dir, last, _checkpoint_records(refs, keys, chunks, late, stones))
         head.wal.truncate_before(last + 1)
         checkpoint.remove_leftovers(wal_dir)
@@ -390,6 +401,21 @@ def _range_parts(head: Head, mint: int, maxt: int) -> dict[str, Any]:
         "chunk_encoding": np.full(len(cmin), ENCODING_XOR, np.uint8),
         "chunk_blob": blob, "chunk_offsets": offsets,
     }
+
+
+def _of_series(kept: np.ndarray, chunks: ChunkBatch, late: SampleSet, stones: Tombstones
+               ) -> tuple[ChunkBatch, SampleSet, Tombstones]:
+    """The chunks, out-of-order samples and tombstones of the series ``kept`` (a mask
+    by ref)."""
+    which = np.flatnonzero(kept[chunks.pos])
+    if len(which) < chunks.n_chunks:
+        blob, offsets = take_chunks(chunks.blob, chunks.offsets, which)
+        chunks = ChunkBatch(chunks.pos[which], chunks.mint[which], chunks.maxt[which],
+                            blob, offsets)
+    keep = kept[late.refs]
+    if not keep.all():
+        late = SampleSet(late.refs[keep], late.timestamps[keep], late.values[keep])
+    return chunks, late, stones.where(kept[stones.refs]) if len(stones) else stones
 
 
 def _checkpoint_records(refs: np.ndarray, keys: tuple[np.ndarray, np.ndarray],

@@ -75,23 +75,29 @@ class HeadOptions:
 class _SeriesState:
     """Per-series columns, indexed by ref, grown together."""
 
+    _FILLS = (("last_t", _NO_TIME), ("last_v", 0), ("first_t", _MAX_TIME), ("unlogged", False))
+
     def __init__(self) -> None:
         self.last_t = np.full(1024, _NO_TIME, dtype=np.int64)
         self.last_v = np.zeros(1024, dtype=np.uint64)
         self.first_t = np.full(1024, _MAX_TIME, dtype=np.int64)
+        # Series left out of the last WAL checkpoint: their series record must be
+        # written again before their next samples.
+        self.unlogged = np.zeros(1024, dtype=bool)
+        self.any_unlogged = False
 
     def reserve(self, n: int) -> None:
         if n <= len(self.last_t):
             return
         cap = max(n, 2 * len(self.last_t))
-        for name, fill in (("last_t", _NO_TIME), ("last_v", 0), ("first_t", _MAX_TIME)):
+        for name, fill in self._FILLS:
             old = getattr(self, name)
             new = np.full(cap, fill, dtype=old.dtype)
             new[:len(old)] = old
             setattr(self, name, new)
 
     def memory_bytes(self) -> int:
-        return self.last_t.nbytes + self.last_v.nbytes + self.first_t.nbytes
+        return sum(getattr(self, name).nbytes for name, _ in self._FILLS)
 
 
 def lock_directory(directory: Path) -> int:
@@ -153,6 +159,7 @@ class Head:
         self.max_time = _NO_TIME
         self.wal: WAL | None = None
         self.replay_report: list[str] = []
+        self.renumbered = False  # replay gave some series other refs than the WAL's
         self._lock_fd: int | None = None
         self.failed: str | None = None  # set when the WAL failed: writes refused until restart
 
@@ -400,6 +407,29 @@ class Head:
             self.state.first_t[:n] = first
             self.min_time = int(first.min()) if n else _MAX_TIME
 
+    def series_to_checkpoint(self) -> np.ndarray:
+        """Refs of the series holding samples, the ones a WAL checkpoint keeps (call
+        under the lock, with the WAL cut). The others, idle since their samples went to
+        blocks, are left out, so that a restart forgets them; they are marked, so that
+        the first samples they get again are logged after a new series record for them."""
+        n = self.registry.n_series
+        # A sample at the largest timestamp leaves ``first_t`` at its "none" value, and
+        # can never have gone to a block.
+        holding = ((self.state.first_t[:n] != _MAX_TIME)
+                   | (self.state.last_t[:n] == _MAX_TIME))
+        idle = ~holding
+        self.state.unlogged[:n] = idle
+        self.state.any_unlogged = bool(idle.any())
+        return np.flatnonzero(holding)
+
+    def series_to_log_again(self, refs: np.ndarray) -> np.ndarray:
+        """Those of ``refs`` (-1 for none) left out of the last checkpoint, which must be
+        logged again before samples of theirs are; they are then no longer marked.
+        Call under the lock."""
+        known = refs[refs >= 0]
+        again = np.unique(known[self.state.unlogged[known]])
+        self.state.unlogged[again] = False
+        return again
 
     def settle_out_of_order(self, refs: np.ndarray, timestamps: np.ndarray,
                             value_bits: np.ndarray, outcome: np.ndarray) -> None:

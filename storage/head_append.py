@@ -117,6 +117,9 @@ def _log_and_store(head: Head, batch: WriteBatch) -> tuple[AppendResult, int | N
         values = batch.values[accepted]
         records = []
         new_refs = refs[created]
+        if head.state.any_unlogged:
+            again = head.series_to_log_again(refs[~created & has_samples])
+            new_refs = np.concatenate((new_refs, again))
         if len(new_refs):
             blob, offsets = head.registry.keys(new_refs)
             records.append((record.SERIES, record.encode_series(new_refs, blob, offsets)))

@@ -3,8 +3,10 @@
 Records are applied in log order with the same rules as live appends, so replay is
 idempotent: a sample logged twice is a duplicate the second time, a deletion logged
 twice merges into the same tombstone. Refs in the WAL are
-mapped to the refs the registry assigns now (the same ones, unless records were lost
-to corruption); samples whose series record is missing are dropped and reported.
+mapped to the refs the registry assigns now: the same ones, unless a checkpoint left out
+idle series or records were lost to corruption (then ``head.renumbered`` is set, and the
+WAL must be checkpointed before new records name series by today's refs). Samples whose
+series record is missing are dropped and reported.
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class _RefMap:
             self.map = grown
         self.map[wal_refs] = refs
 
+    def renumbered(self) -> bool:
+        """Whether some WAL ref now names its series under another ref."""
+        known = np.flatnonzero(self.map >= 0)
+        return bool((self.map[known] != known).any())
+
     def get(self, wal_refs: np.ndarray) -> np.ndarray:
         out = np.full(len(wal_refs), -1, dtype=np.int64)
         known = (wal_refs >= 0) & (wal_refs < len(self.map))
@@ -68,6 +75,7 @@ def replay(head: Head, wal_dir: Path) -> None:
         d, s = _apply(head, source, refmap)
         dropped, samples = dropped + d, samples + s
     head.tombstones = head.tombstones.truncated_before(head.min_valid_time)
+    head.renumbered = refmap.renumbered()
     head.replay_report = []
     for source in sources:
         where = "checkpoint " if found and source is sources[0] else ""

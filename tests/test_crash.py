@@ -2,7 +2,9 @@
 stores none twice and invents none, round after round on the same data directory (so
 each start replays everything before it), with ``--wal-fsync always`` and ``interval``,
 and with one-minute blocks cut from the head all through the load (so kills land while
-blocks are written, the head truncated and the WAL checkpointed).
+blocks are written, the head truncated and the WAL checkpointed), in the last two rounds
+with half the series pausing for several blocks (killed while they pause, then just after
+they resumed).
 
 Set ``PROMSTORE_CRASH_SEED`` to replay a failing run's kill moments and values.
 """
@@ -46,6 +48,13 @@ ROUNDS = [("always",), ("always", *BLOCKS), ("always",),
 # In rounds with blocks, sample time runs this many times faster than the wall clock, so
 # that the head spans a block and a half within the first second and keeps cutting.
 BLOCK_ROUND_SPEED = 100
+# In the last two rounds half the series stop and start again, each pause lasting
+# several blocks, so that checkpoints leave them out. The first of the two is killed
+# while they pause: the next start forgets them and gives the others new refs. The last
+# is killed just after they resumed, their series records written again.
+CHURN_SPEED = 400  # a one-minute block every 150 ms of wall time
+CHURN_PHASE_S = 0.5  # even series send in every other half second
+CHURN_KILLS = {len(ROUNDS) - 2: (1.6, 1.9), len(ROUNDS) - 1: (2.02, 2.3)}  # in phases
 
 
 @dataclass
@@ -75,13 +84,13 @@ def series_labels(thread: int) -> list[dict[str, str]]:
 
 
 def client(port: int, thread: int, base_t: int, speed: int, seed: int, stop: threading.Event,
-           out: Requests) -> None:
+           out: Requests, churn: bool = False) -> None:
     """Send requests with fresh, increasing timestamps until stopped or out of budget;
-    with ``speed``, timestamps follow a clock running that much faster than real time."""
+    with ``speed``, timestamps follow a clock running that much faster than real time;
+    with ``churn``, the even series pause in every other ``CHURN_PHASE_S``."""
     rng = np.random.default_rng(seed)
-    labels = series_labels(thread)
-    sids = np.repeat(np.arange(SERIES_PER_THREAD) + thread * SERIES_PER_THREAD,
-                     SAMPLES_PER_SERIES)
+    every = series_labels(thread)
+    all_sids = np.arange(SERIES_PER_THREAD) + thread * SERIES_PER_THREAD
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     started = time.monotonic()
     deadline = started + LOAD_DEADLINE_S
@@ -94,14 +103,19 @@ def client(port: int, thread: int, base_t: int, speed: int, seed: int, stop: thr
                 first_t = max(first_t, base_t + int((time.monotonic() - started) * 1000 * speed))
             ts = first_t + np.arange(SAMPLES_PER_SERIES)
             first_t += SAMPLES_PER_SERIES
+            sending = np.arange(SERIES_PER_THREAD)
+            if churn and int((time.monotonic() - started) / CHURN_PHASE_S) % 2:
+                sending = sending[1::2]
+            labels = [every[j] for j in sending]
+            sids = np.repeat(all_sids[sending], SAMPLES_PER_SERIES)
             value_bits = rng.integers(0, 2**64, size=len(sids), dtype=np.uint64,
                                       endpoint=False)
             value_bits[rng.random(len(sids)) < 0.02] = STALE_NAN_BITS
             value_bits[rng.random(len(sids)) < 0.02] = PROM_NAN_BITS
-            values = value_bits.view(np.float64).reshape(SERIES_PER_THREAD, -1).tolist()
+            values = value_bits.view(np.float64).reshape(len(labels), -1).tolist()
             body = encode_write_request(
                 (labels[j], list(zip(ts.tolist(), values[j]))) for j in range(len(labels)))
-            samples = np.stack([sids, np.tile(ts, SERIES_PER_THREAD),
+            samples = np.stack([sids, np.tile(ts, len(labels)),
                                 value_bits.view(np.int64)])
             try:
                 conn.request("POST", "/api/v1/write", snappy.compress(body), WRITE_HEADERS)
@@ -116,20 +130,22 @@ def client(port: int, thread: int, base_t: int, speed: int, seed: int, stop: thr
         conn.close()
 
 
-def run_load_and_kill(server: ServerProcess, base_t: int, speed: int,
-                      rng: random.Random) -> Requests:
-    """Run the load and kill -9 the server at a random moment in it."""
+def run_load_and_kill(server: ServerProcess, base_t: int, speed: int, rng: random.Random,
+                      churn: tuple[float, float] | None = None) -> Requests:
+    """Run the load and kill -9 the server at a random moment in it (with ``churn``,
+    pausing series, between those two numbers of ``CHURN_PHASE_S``)."""
     out = Requests()
     stop = threading.Event()
     threads = [threading.Thread(target=client, args=(server.port, i, base_t, speed,
-                                                      rng.randrange(2**32), stop, out))
+                                                      rng.randrange(2**32), stop, out,
+                                                      churn is not None))
                for i in range(THREADS)]
     for t in threads:
         t.start()
     try:
         # Count from the first acknowledgement, so that a slow machine still kills mid-load.
         out.first_ack.wait(30)
-        time.sleep(rng.uniform(0.3, 1.5))
+        time.sleep(rng.uniform(*churn) * CHURN_PHASE_S if churn else rng.uniform(0.3, 1.5))
         server.kill()
     finally:
         stop.set()
@@ -183,8 +199,9 @@ def test_kill_9_loses_no_acknowledged_sample(tmp_path):
                                log_path=tmp_path / f"server-{n}.log")
         try:
             server.start()
-            out = run_load_and_kill(server, T0 + n * ROUND_SPAN_MS,
-                                    BLOCK_ROUND_SPEED if with_blocks else 0, rng)
+            churn = CHURN_KILLS.get(n)
+            speed = CHURN_SPEED if churn else BLOCK_ROUND_SPEED if with_blocks else 0
+            out = run_load_and_kill(server, T0 + n * ROUND_SPAN_MS, speed, rng, churn)
         finally:
             server.kill()
         # With blocks cut under it, a thread that fell behind the others by half a block

@@ -279,3 +279,118 @@ def test_persisting_copies_the_head_a_slice_of_series_at_a_time(tmp_path, monkey
         assert _dump(db) == _expected(5, range(0, 960))
     finally:
         db.close()
+
+
+def _write_series(db: DB, which: range, steps: range, step_ms: int = 15_000) -> None:
+    for s in steps:
+        db.append(WriteBatch.from_series([
+            ({"__name__": "m", "i": str(i)}, [(T0 + s * step_ms, float(s * 10 + i))])
+            for i in which]))
+
+
+def _crash_copy(src, dst) -> None:
+    """The data directory as a kill -9 would leave it (every append was fsynced)."""
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("lock"))
+
+
+def test_series_idle_since_their_block_are_forgotten_at_restart(tmp_path):
+    """The checkpoint keeps only series holding samples, so that series which stopped
+    (a replaced pod's) leave the head at the next start; their samples stay in blocks."""
+    db = DB.open(tmp_path, _options())
+    _write_series(db, range(5), range(0, 240))  # one hour of five series
+    _write_series(db, range(3), range(240, 960))  # then only three, up to four hours
+    db.compact_head()  # the first two hours to a block: series 3 and 4 hold nothing now
+    assert db.head.n_series == 5
+    _write_series(db, range(3), range(960, 1000))
+    db.close()
+
+    db = DB.open(tmp_path, _options())
+    try:
+        assert db.head.n_series == 3
+        want = _expected(3, range(0, 1000))
+        want |= {k: v for k, v in _expected(5, range(0, 240)).items() if k[1][1] in "34"}
+        assert _dump(db) == want
+    finally:
+        db.close()
+
+
+def test_series_left_out_of_a_checkpoint_and_written_again_survive_a_crash(tmp_path):
+    db = DB.open(tmp_path, _options())
+    _write_series(db, range(2), range(0, 240))
+    _write_series(db, range(1), range(240, 960))
+    db.compact_head()  # series 1 left out of the checkpoint
+    _write_series(db, range(2), range(960, 1000))  # series 1 again, after the checkpoint
+    _crash_copy(tmp_path, tmp_path / "copy")
+    db.close()
+
+    want = {**_expected(1, range(0, 1000)),
+            (("__name__", "m"), ("i", "1")): _expected(2, range(0, 240))[
+                (("__name__", "m"), ("i", "1"))] + _expected(2, range(960, 1000))[
+                (("__name__", "m"), ("i", "1"))]}
+    db = DB.open(tmp_path / "copy", _options())
+    try:
+        assert db.head.replay_report == []  # no sample without its series record
+        assert db.head.n_series == 2
+        assert _dump(db) == want
+        # The next checkpoint keeps it: it holds samples again.
+        _write_series(db, range(2), range(1000, 1500))
+        db.compact_head()
+        _crash_copy(tmp_path / "copy", tmp_path / "copy2")
+    finally:
+        db.close()
+    want = {k: v + _expected(2, range(1000, 1500))[k] for k, v in want.items()}
+    db = DB.open(tmp_path / "copy2", _options())
+    try:
+        assert db.head.replay_report == []
+        assert db.head.n_series == 2
+        assert _dump(db) == want
+    finally:
+        db.close()
+
+
+def test_a_checkpoint_holds_only_what_its_series_hold():
+    from storage.db import _of_series
+    from storage.head_chunks import ChunkBatch
+    from storage.samples import SampleSet
+    from storage.tombstones import Tombstones
+
+    blob = np.arange(10, dtype=np.uint8)
+    chunks = ChunkBatch(pos=np.array([0, 1, 1, 2]), mint=np.array([1, 2, 3, 4]),
+                        maxt=np.array([5, 6, 7, 8]), blob=blob,
+                        offsets=np.array([0, 2, 5, 7, 10]))
+    late = SampleSet(np.array([0, 1, 2]), np.array([10, 11, 12]), np.array([1.0, 2.0, 3.0]))
+    stones = Tombstones.of(np.array([1, 2]), np.array([0, 0]), np.array([9, 9]))
+    kept = np.array([True, False, True])
+    c, s, t = _of_series(kept, chunks, late, stones)
+    assert c.pos.tolist() == [0, 2] and c.mint.tolist() == [1, 4] and c.maxt.tolist() == [5, 8]
+    assert c.blob.tolist() == [0, 1, 7, 8, 9] and c.offsets.tolist() == [0, 2, 5]
+    assert s.refs.tolist() == [0, 2] and s.values.tolist() == [1.0, 3.0]
+    assert t.refs.tolist() == [2]
+
+
+def test_refs_changed_by_a_restart_are_checkpointed_before_new_records(tmp_path):
+    """A checkpoint that left out series 0 makes the next start give series 1 the ref 0;
+    records written after that start must not be read with the WAL's old numbering."""
+    db = DB.open(tmp_path, _options())
+    _write_series(db, range(2), range(0, 240))
+    _write_series(db, range(1, 2), range(240, 960))
+    db.compact_head()  # series 0 left out of the checkpoint
+    db.close()
+
+    db = DB.open(tmp_path, _options())
+    try:
+        assert db.head.n_series == 1
+        _write_series(db, range(2), range(960, 1000))  # series 1 by its new ref; 0 anew
+        _crash_copy(tmp_path, tmp_path / "copy")
+    finally:
+        db.close()
+    db = DB.open(tmp_path / "copy", _options())
+    try:
+        assert db.head.replay_report == []
+        key = (("__name__", "m"), ("i", "0"))
+        want = _expected(2, range(0, 240)) | {k: v for k, v in _expected(
+            2, range(0, 1000)).items() if k != key}
+        want[key] = want[key] + _expected(2, range(960, 1000))[key]
+        assert _dump(db) == want
+    finally:
+        db.close()
