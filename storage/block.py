@@ -43,7 +43,7 @@ from .errors import CorruptionError
 from .matchers import Matcher
 from .postings import MatchersKey, SelectionCache, matchers_key, select
 from .series import SymbolLabels
-from .series_set import LabelTable, symbol_label_table
+from .series_set import FEW_SERIES, LabelTable, symbol_label_table
 from .tombstones import Tombstones
 from .ulid import is_ulid, new_ulid
 
@@ -62,8 +62,6 @@ __all__ = [
 META_VERSION = 1
 TMP_SUFFIX = ".tmp-for-creation"
 _MAX_META_BYTES = 64 << 20
-LABELLED_UP_TO = 64
-"""Series of a selection up to which ``Block.selection`` reads their label sets too."""
 
 
 @dataclass(frozen=True)
@@ -200,7 +198,7 @@ class FewChunks(NamedTuple):
 class Selection:
     """The series of a block matching some matchers that have samples no tombstone
     deletes: their ids (sorted; shared, not to be written into) and, for at most
-    ``LABELLED_UP_TO`` of them, their label sets over a copy of only the strings they
+    ``FEW_SERIES`` of them, their label sets over a copy of only the strings they
     use, their label table and their chunk metas (``None`` for more, whose labels are
     read in parts as they are needed)."""
 
@@ -476,7 +474,7 @@ class Block:
             # Every series has a chunk, and every chunk is inside the block.
             ids = self._undeleted(select(self._index, matchers), self.meta.min_time,
                                   self.meta.max_time - 1)
-            if len(ids) <= LABELLED_UP_TO:
+            if len(ids) <= FEW_SERIES:
                 decoded = self._index.decode(ids)
                 labels = self._index.symbol_labels(decoded).detached()
                 found = Selection(ids, labels, symbol_label_table(labels), FewChunks.of(decoded))

@@ -42,7 +42,14 @@ from .matchers import Matcher
 from .postings import Postings, SelectionCache, select
 from .samples import SampleLog, SampleSet
 from .series import RegistryView, SeriesRegistry, SymbolLabels
-from .series_set import LabelTable, SeriesSet, from_table, label_table, symbol_label_table
+from .series_set import (
+    FEW_SERIES,
+    LabelTable,
+    SeriesSet,
+    from_table,
+    label_table,
+    symbol_label_table,
+)
 from .tombstones import Tombstones, trim_chunks
 from .wal import WAL
 from .xor import ENCODING_XOR
@@ -54,8 +61,6 @@ log = logging.getLogger(__name__)
 _NO_TIME = np.iinfo(np.int64).min
 _MAX_TIME = np.iinfo(np.int64).max
 _NO_REFS = np.empty(0, np.int64)
-FEW_SERIES = 64
-"""Series up to which the label table of a read is kept (``Head.label_table``)."""
 
 
 @dataclass(frozen=True)

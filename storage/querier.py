@@ -27,7 +27,6 @@ import numpy as np
 
 from . import _merge_kernels as mk
 from . import chunkenc
-from .block import LABELLED_UP_TO
 from .chunk_merge import rebuild_chunks, take_chunks
 from .interface import Shard
 from .matchers import Matcher
@@ -36,6 +35,7 @@ from .rwlock import RWLock
 from .samples import SampleSet
 from .series import RegistryView, SeriesRegistry, SymbolLabels
 from .series_set import (
+    FEW_SERIES,
     ChunkSeriesSet,
     LabelTable,
     SeriesSet,
@@ -388,7 +388,7 @@ class Querier:
     def _select_few(self, blocks: list[Block], matchers: Sequence[Matcher], key: MatchersKey,
                     mint: int, maxt: int) -> SeriesSet | None:
         """``select`` when every part holding any of the series selected holds the same
-        few (at most ``LABELLED_UP_TO``): a dashboard's panel over a few series, or a
+        few (at most ``FEW_SERIES``): a dashboard's panel over a few series, or a
         single one. Their label table is then the one each part keeps for them, and
         nothing is interned. None when that is not so."""
         found: list[tuple[Block, Selection, LabelTable]] = []
@@ -403,7 +403,7 @@ class Querier:
         head = self._head
         if head.holds_samples_in(mint, maxt):
             refs = head.select_series(matchers, mint, maxt)
-            if len(refs) > LABELLED_UP_TO:
+            if len(refs) > FEW_SERIES:
                 return None
             if len(refs):
                 head_table = head.label_table(refs)

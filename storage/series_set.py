@@ -22,8 +22,12 @@ from . import _registry_kernels as rk
 if TYPE_CHECKING:
     from .series import RegistryView, SymbolLabels
 
-__all__ = ["ChunkSeriesSet", "LabelTable", "SeriesSet", "distinct_ids", "from_table",
+__all__ = ["FEW_SERIES", "ChunkSeriesSet", "LabelTable", "SeriesSet", "distinct_ids", "from_table",
            "label_sort_key", "label_table", "symbol_label_table", "without_empty"]
+
+FEW_SERIES = 64
+"""Series up to which a block or the head keeps the label table of a selection, and the
+querier merges a read without interning its label sets."""
 
 
 @dataclass(frozen=True)
