@@ -374,14 +374,18 @@ class _Timing:
 # -- settling and pausing ---------------------------------------------------------------------
 
 
+def _block_parents(data_dir: Path) -> list[Path]:
+    """The directories holding blocks: the data directory, and those of promstore's
+    downsampled blocks (made in the background too)."""
+    return [p for p in (data_dir, *sorted(data_dir.glob("downsampled/*"))) if p.is_dir()]
+
+
 def _block_set(data_dir: Path) -> tuple[str, ...]:
-    """Block directories with a ``meta.json``, and any directory being written, among
-    the raw blocks and promstore's downsampled ones (made in the background too)."""
+    """Block directories with a ``meta.json``, and any directory being written."""
     names: list[str] = []
-    for parent in (data_dir, *data_dir.glob("downsampled/*")):
-        if parent.is_dir():
-            names += [str(p.parent.relative_to(data_dir)) for p in parent.glob("*/meta.json")]
-            names += [str(p.relative_to(data_dir)) for p in parent.iterdir() if ".tmp" in p.name]
+    for parent in _block_parents(data_dir):
+        names += [str(p.parent.relative_to(data_dir)) for p in parent.glob("*/meta.json")]
+        names += [str(p.relative_to(data_dir)) for p in parent.iterdir() if ".tmp" in p.name]
     return tuple(sorted(names))
 
 
@@ -390,8 +394,8 @@ def block_metas(data_dir: Path) -> list[dict[str, Any]]:
     measured, from their ``meta.json``: two stores of the same data may have compacted it
     differently, and a query's time follows the blocks it reads."""
     out = []
-    for meta in [*sorted(data_dir.glob("*/meta.json")),
-                 *sorted(data_dir.glob("downsampled/*/*/meta.json"))]:
+    for meta in [m for parent in _block_parents(data_dir)
+                 for m in sorted(parent.glob("*/meta.json"))]:
         try:
             doc = json.loads(meta.read_text())
         except (OSError, ValueError):
